@@ -1,0 +1,32 @@
+# Every target does its own set-up: a fresh machine needs only python3.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Multi-device tests run on 8 virtual CPU devices.
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+
+.PHONY: test demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The pinned CPU build of torch first, so nothing pulls a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test,examples]'
+	# Velora without its heavy declared extras, plus what its import needs.
+	$(BIN)/python -m pip install -q --no-deps velora==0.2.0
+	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV)

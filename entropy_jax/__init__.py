@@ -1,0 +1,35 @@
+"""entropy_jax: automatic entropy (temperature) tuning for Soft Actor-Critic in JAX."""
+
+from entropy_jax.losses import continuous_entropy
+from entropy_jax.losses import continuous_loss
+from entropy_jax.losses import discrete_entropy
+from entropy_jax.losses import discrete_loss
+from entropy_jax.state import EntropyState
+from entropy_jax.state import init_entropy_state
+from entropy_jax.state import init_population
+from entropy_jax.targets import continuous_target
+from entropy_jax.targets import discrete_target
+from entropy_jax.targets import masked_discrete_target
+from entropy_jax.targets import velora_discrete_target
+from entropy_jax.update import apply_gradients
+from entropy_jax.update import continuous_update
+from entropy_jax.update import discrete_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EntropyState",
+    "apply_gradients",
+    "continuous_entropy",
+    "continuous_loss",
+    "continuous_target",
+    "continuous_update",
+    "discrete_entropy",
+    "discrete_loss",
+    "discrete_target",
+    "discrete_update",
+    "init_entropy_state",
+    "init_population",
+    "masked_discrete_target",
+    "velora_discrete_target",
+]

@@ -1,0 +1,261 @@
+"""The temperature losses of Soft Actor-Critic, as pure functions of arrays.
+
+Both losses are linear in `log_alpha` (or in `alpha`, for the alpha-form): the
+batch is reduced to one statistic first, and only that scalar meets the
+temperature. The gradient with respect to `log_alpha` is therefore a single
+reduction over the batch; under `vmap` no `[N, B]` temporary is built.
+
+References:
+  Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
+  arXiv:1812.05905, eq. 18 (continuous actions).
+  Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings",
+  arXiv:1910.07207, eq. 11 (discrete actions, exact expectation over actions).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import jax
+import jax.numpy as jnp
+
+from entropy_jax import _checks
+
+LossForm = Literal["log", "alpha"]
+LOSS_FORMS = ("log", "alpha")
+
+
+def _temperature(log_alpha: jax.Array, form: str, where: str) -> jax.Array:
+  """The factor the loss is linear in: `log_alpha` or `exp(log_alpha)`.
+
+  log-form (SB3, SBX, Velora, Dopamine): d loss / d log_alpha = statistic.
+  alpha-form (Brax, CleanRL, Acme, Stoix): d loss / d log_alpha =
+  alpha * statistic, so steps shrink as alpha shrinks.
+  """
+  if form == "log":
+    return log_alpha
+  if form == "alpha":
+    return jnp.exp(log_alpha)
+  raise ValueError(f"{where}: `form` must be one of {LOSS_FORMS}; got {form!r}.")
+
+
+def _weighted_mean(x: jax.Array, weights: Optional[jax.Array], axis, dtype):
+  """`mean(x)` or `mean(weights * x)` over `axis`, accumulated in `dtype`."""
+  if weights is None:
+    return jnp.mean(x, axis=axis, dtype=dtype)
+  return jnp.mean(x.astype(dtype) * weights.astype(dtype), axis=axis)
+
+
+def continuous_entropy(
+    log_probs: jax.Array, weights: Optional[jax.Array] = None
+) -> jax.Array:
+  """The batch estimate of the policy entropy, `-mean_b log pi(a_b | s_b)`.
+
+  Args:
+    log_probs: `[B]` or `[B, 1]` log-probabilities of sampled actions.
+    weights: optional `[B]` per-sample weights (see `continuous_loss`).
+
+  Returns:
+    A scalar in the accumulation dtype (at least float32).
+  """
+  log_probs = _continuous_log_probs(log_probs, "continuous_entropy")
+  w = _weights(weights, log_probs.shape[0], "continuous_entropy")
+  dtype = _checks.accumulation_dtype(log_probs)
+  return -_weighted_mean(log_probs, w, None, dtype)
+
+
+def continuous_loss(
+    log_alpha: jax.Array,
+    log_probs: jax.Array,
+    target: jax.Array,
+    *,
+    weights: Optional[jax.Array] = None,
+    form: LossForm = "log",
+) -> jax.Array:
+  """Velora's / SAC's continuous temperature loss.
+
+  `loss = -mean_b(log_alpha * stop_gradient(log_probs_b + target))`
+        `= -log_alpha * stop_gradient(mean_b(log_probs_b) + target)`,
+
+  the second form being what is computed (Haarnoja et al. 2018, eq. 18, with
+  `log_alpha` as the trained variable as in their reference code). The
+  gradient `-(mean(log_probs) + target) = H - target` is positive when the
+  policy's entropy `H` exceeds the target, so gradient descent lowers alpha,
+  and negative when below, raising it.
+
+  Args:
+    log_alpha: scalar, the log temperature.
+    log_probs: `[B]` or `[B, 1]`, log pi(a_b | s_b) for actions sampled from
+      the current policy. No gradient flows back into them.
+    target: scalar target entropy (typically `-action_dim`), or `[B]`.
+    weights: optional `[B]` per-sample weights, e.g. importance weights from
+      prioritized replay (Schaul et al. 2016): the loss becomes
+      `-log_alpha * mean_b(w_b * (log_probs_b + target))`, the same
+      `mean(w * per_sample_loss)` convention used for the critic loss.
+    form: `"log"` (default, Velora / SB3) differentiates the loss above;
+      `"alpha"` (Brax / CleanRL) replaces `log_alpha` by `exp(log_alpha)`.
+
+  Returns:
+    A scalar loss, in float32 for float32, bfloat16 or float16 inputs.
+  """
+  where = "continuous_loss"
+  log_alpha = _checks.scalar("log_alpha", log_alpha, where)
+  log_probs = _continuous_log_probs(log_probs, where)
+  batch = log_probs.shape[0]
+  target = _checks.batch_vector("target", target, batch, where)
+  w = _weights(weights, batch, where)
+  dtype = _checks.accumulation_dtype(log_probs, target)
+  if target.ndim == 0:
+    # Reduce first: mean(w * (lp + t)) = mean(w * lp) + t * mean(w).
+    mean_w = 1.0 if w is None else jnp.mean(w, dtype=dtype)
+    stat = _weighted_mean(log_probs, w, None, dtype) + target.astype(dtype) * mean_w
+  else:
+    stat = _weighted_mean(log_probs.astype(dtype) + target.astype(dtype), w, None, dtype)
+  stat = jax.lax.stop_gradient(stat)
+  return -_temperature(log_alpha, form, where) * stat
+
+
+def discrete_entropy(
+    probs: jax.Array,
+    log_probs: jax.Array,
+    *,
+    mask: Optional[jax.Array] = None,
+    weights: Optional[jax.Array] = None,
+) -> jax.Array:
+  """The batch mean of the exact per-state entropy, `-mean_b sum_a p log p`.
+
+  Args:
+    probs: `[B, A]` action probabilities pi(a | s_b).
+    log_probs: `[B, A]` their logarithms.
+    mask: optional `[B, A]` bool, True for valid actions; invalid actions are
+      left out of the sum.
+    weights: optional `[B]` per-sample weights.
+
+  Returns:
+    A scalar in the accumulation dtype (at least float32).
+  """
+  where = "discrete_entropy"
+  probs, log_probs, mask = _discrete_inputs(probs, log_probs, mask, where)
+  w = _weights(weights, probs.shape[0], where)
+  dtype = _checks.accumulation_dtype(probs, log_probs)
+  return _weighted_mean(_per_state_entropy(probs, log_probs, mask, dtype), w, None, dtype)
+
+
+def discrete_loss(
+    log_alpha: jax.Array,
+    probs: jax.Array,
+    log_probs: jax.Array,
+    target: jax.Array,
+    *,
+    mask: Optional[jax.Array] = None,
+    weights: Optional[jax.Array] = None,
+    form: LossForm = "log",
+) -> jax.Array:
+  """Velora's / discrete SAC's temperature loss, exact over actions.
+
+  `loss = log_alpha * stop_gradient(H - target)`, with
+  `H = -mean_b sum_a probs[b, a] * log_probs[b, a]` (Christodoulou 2019,
+  eq. 11: the expectation over actions is computed exactly rather than
+  estimated from a sample). Alpha rises when `H < target`, falls when above.
+
+  A term with `probs == 0` and `log_probs == -inf` counts as 0 (the limit of
+  `p log p`); any other NaN or infinity propagates into the loss, so that
+  `apply_gradients` can skip the update.
+
+  Args:
+    log_alpha: scalar, the log temperature.
+    probs: `[B, A]` action probabilities. No gradient flows back into them.
+    log_probs: `[B, A]` log action probabilities. No gradient flows back.
+    target: scalar target entropy (typically `0.98 * log(A)`), or `[B]` (one
+      per state, e.g. from the number of valid actions under a mask).
+    mask: optional `[B, A]` bool, True where an action is valid. Invalid
+      actions are excluded from the entropy.
+    weights: optional `[B]` per-sample weights (prioritized replay):
+      `loss = log_alpha * mean_b(w_b * (H_b - target_b))`.
+    form: `"log"` (default) or `"alpha"` (see `continuous_loss`).
+
+  Returns:
+    A scalar loss, in float32 for float32, bfloat16 or float16 inputs.
+  """
+  where = "discrete_loss"
+  log_alpha = _checks.scalar("log_alpha", log_alpha, where)
+  probs, log_probs, mask = _discrete_inputs(probs, log_probs, mask, where)
+  batch = probs.shape[0]
+  target = _checks.batch_vector("target", target, batch, where)
+  w = _weights(weights, batch, where)
+  dtype = _checks.accumulation_dtype(probs, log_probs, target)
+  h = _per_state_entropy(probs, log_probs, mask, dtype)  # [B]
+  if target.ndim == 0:
+    mean_w = 1.0 if w is None else jnp.mean(w, dtype=dtype)
+    stat = _weighted_mean(h, w, None, dtype) - target.astype(dtype) * mean_w
+  else:
+    stat = _weighted_mean(h - target.astype(dtype), w, None, dtype)
+  stat = jax.lax.stop_gradient(stat)
+  return _temperature(log_alpha, form, where) * stat
+
+
+# ----------------------------------------------------------------------------
+# Input handling.
+
+
+def _continuous_log_probs(log_probs, where: str) -> jax.Array:
+  log_probs = _checks.floating("log_probs", log_probs, where)
+  ok = log_probs.ndim == 1 or (log_probs.ndim == 2 and log_probs.shape[1] == 1)
+  if not ok:
+    raise ValueError(
+        f"{where}: `log_probs` must have shape [B] or [B, 1]; got shape"
+        f" {log_probs.shape}."
+    )
+  _checks.nonempty_batch("log_probs", log_probs.shape, where)
+  return log_probs.reshape(log_probs.shape[0])
+
+
+def _weights(weights, batch: int, where: str) -> Optional[jax.Array]:
+  if weights is None:
+    return None
+  weights = _checks.floating("weights", weights, where)
+  if weights.shape != (batch,):
+    raise ValueError(
+        f"{where}: `weights` must have shape ({batch},) to match the batch;"
+        f" got shape {weights.shape}."
+    )
+  return weights
+
+
+def _discrete_inputs(probs, log_probs, mask, where: str):
+  probs = _checks.floating("probs", probs, where)
+  log_probs = _checks.floating("log_probs", log_probs, where)
+  if probs.ndim != 2:
+    raise ValueError(
+        f"{where}: `probs` must have shape [B, A]; got shape {probs.shape}."
+    )
+  if log_probs.shape != probs.shape:
+    raise ValueError(
+        f"{where}: `probs` and `log_probs` must have the same shape [B, A];"
+        f" got {probs.shape} and {log_probs.shape}."
+    )
+  _checks.nonempty_batch("probs", probs.shape, where)
+  if probs.shape[1] == 0:
+    raise ValueError(
+        f"{where}: `probs` has no actions (shape {probs.shape}); expected A >= 1."
+    )
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+      raise TypeError(f"{where}: `mask` must be bool; got dtype {mask.dtype}.")
+    if mask.shape != probs.shape:
+      raise ValueError(
+          f"{where}: `mask` must have the shape of `probs`, {probs.shape};"
+          f" got {mask.shape}."
+      )
+  return probs, log_probs, mask
+
+
+def _per_state_entropy(probs, log_probs, mask, dtype) -> jax.Array:
+  """`H_b = -sum_a p log p` over valid actions, accumulated in `dtype`."""
+  p = probs.astype(dtype)
+  lp = log_probs.astype(dtype)
+  terms = jnp.where((p == 0) & (lp == -jnp.inf), jnp.zeros((), dtype), p * lp)
+  if mask is not None:
+    terms = jnp.where(mask, terms, jnp.zeros((), dtype))
+  return -jnp.sum(terms, axis=-1)

@@ -1,0 +1,69 @@
+"""Default target entropies.
+
+Continuous actions: `-action_dim` (Haarnoja et al. 2018, section 5).
+Discrete actions: `ratio * log(A)`, a fraction of the maximum entropy of a
+uniform policy over `A` actions (Christodoulou 2019 uses ratio 0.98).
+
+Velora 0.2.0 computes the discrete target as `0.98 * log(1 / A)`, which is
+negative. The entropy of a categorical policy is never negative, so its loss
+gradient `H - target` is always positive and alpha falls at every step,
+whatever the policy does. `velora_discrete_target` reproduces that value for
+parity tests and ablations; it is not a default anywhere.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from entropy_jax import _checks
+
+DISCRETE_TARGET_RATIO = 0.98
+
+
+def continuous_target(action_dim: int) -> float:
+  """`-action_dim`: the SAC heuristic target for a `action_dim`-D action box."""
+  return -float(_checks.positive_int("action_dim", action_dim, "continuous_target"))
+
+
+def discrete_target(action_dim: int, ratio: float = DISCRETE_TARGET_RATIO) -> float:
+  """`ratio * log(action_dim)`: a fraction of the uniform policy's entropy.
+
+  Christodoulou 2019 ("Soft Actor-Critic for Discrete Action Settings",
+  arXiv:1910.07207) uses `0.98 * log(A)` (written `-0.98 * log(1/A)`).
+  """
+  where = "discrete_target"
+  a = _checks.positive_int("action_dim", action_dim, where)
+  _checks.finite("ratio", ratio, where)
+  return float(ratio) * float(jnp.log(float(a)))
+
+
+def velora_discrete_target(action_dim: int) -> float:
+  """Velora 0.2.0's discrete target, `0.98 * log(1 / A)` (negative; see module doc)."""
+  a = _checks.positive_int("action_dim", action_dim, "velora_discrete_target")
+  # Computed as Velora does, in float32: 0.98 * log(float32(1 / A)).
+  return float(DISCRETE_TARGET_RATIO * jnp.log(jnp.float32(1.0 / a)))
+
+
+def masked_discrete_target(
+    mask: jax.Array, ratio: float = DISCRETE_TARGET_RATIO
+) -> jax.Array:
+  """Per-state target `ratio * log(n_valid_b)` from a `[B, A]` action mask.
+
+  A state with a single valid action has target 0 (its entropy is always 0).
+
+  Args:
+    mask: `[B, A]` bool, True where the action is valid.
+    ratio: fraction of the maximum entropy over the valid actions.
+
+  Returns:
+    `[B]` float32 targets.
+  """
+  mask = jnp.asarray(mask)
+  if mask.dtype != jnp.bool_ or mask.ndim != 2:
+    raise ValueError(
+        "masked_discrete_target: `mask` must be a bool array of shape [B, A];"
+        f" got dtype {mask.dtype} and shape {mask.shape}."
+    )
+  n_valid = jnp.sum(mask, axis=-1, dtype=jnp.float32)
+  return ratio * jnp.log(jnp.maximum(n_valid, 1.0))
