@@ -33,7 +33,8 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
 
   Then: clip `log_alpha` to `[log_alpha_min, log_alpha_max]`, advance `step`,
   and, if the state has a target schedule, set `target = schedule(step)`.
-  If `grad` or the resulting `log_alpha` is not finite, the update is skipped:
+  If `grad`, the resulting `log_alpha` or target, or a leaf of the optimizer
+  state that was finite is not finite after the step, the update is skipped:
   the returned state equals `state` bit for bit except `skipped + 1`.
 
   Args:
@@ -43,7 +44,14 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
   Returns:
     The new state.
   """
-  grad = _checks.scalar("grad", grad, "apply_gradients").astype(state.log_alpha.dtype)
+  where = "apply_gradients"
+  if jnp.ndim(state.log_alpha) != 0:
+    raise ValueError(
+        f"{where}: expected a single state (log_alpha of shape ()); got"
+        f" log_alpha of shape {jnp.shape(state.log_alpha)}. For a population,"
+        " use jax.vmap(apply_gradients)(population, grads)."
+    )
+  grad = _checks.scalar("grad", grad, where).astype(state.log_alpha.dtype)
   updates, opt_state = state.tx.update(grad, state.opt_state, state.log_alpha)
   log_alpha = optax.apply_updates(state.log_alpha, updates)
   log_alpha = jnp.clip(log_alpha, state.log_alpha_min, state.log_alpha_max)
@@ -53,7 +61,14 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
     target = jnp.asarray(state.target_schedule(step), state.target.dtype)
   updated = state.replace(log_alpha=log_alpha, opt_state=opt_state, target=target, step=step)
 
-  ok = jnp.isfinite(grad) & jnp.isfinite(log_alpha)
+  ok = jnp.isfinite(grad) & jnp.isfinite(log_alpha) & jnp.isfinite(target)
+  # A finite but huge gradient can overflow the optimizer's statistics (Adam's
+  # `nu = grad**2` is inf in float32 for |grad| > 1.8e19), which would freeze
+  # alpha for good. Skip such a step too. Leaves that were already non-finite
+  # (e.g. a `best_value = inf` initial value) are allowed to stay so.
+  for after, before in zip(jax.tree.leaves(opt_state), jax.tree.leaves(state.opt_state)):
+    if jnp.issubdtype(jnp.result_type(after), jnp.inexact):
+      ok &= jnp.all(jnp.isfinite(after) | ~jnp.isfinite(before))
   kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, state)
   return kept.replace(skipped=state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype))
 
