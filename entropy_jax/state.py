@@ -215,3 +215,37 @@ def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
   log_lo = jnp.asarray(-jnp.inf if min_alpha is None else math.log(lo), jnp.float32)
   log_hi = jnp.asarray(jnp.inf if max_alpha is None else math.log(hi), jnp.float32)
   return log_lo, log_hi
+
+
+# One shared instance, so that fixed-alpha states built separately have the
+# same static fields (and tree structure): they stack, and jit compiles once.
+FIXED_ALPHA_OPTIMIZER = optax.set_to_zero()
+
+
+def fixed_alpha_state(
+    alpha: Union[float, jax.Array],
+    target: Union[float, jax.Array] = 0.0,
+    *,
+    loss_form: str = "log",
+) -> EntropyState:
+  """An `EntropyState` whose alpha never changes: SAC with a fixed temperature.
+
+  The same API as a tuned state (`continuous_update`, `discrete_update`,
+  `apply_gradients` and their metrics all work), with `optax.set_to_zero()`
+  as the optimizer, so every update leaves `log_alpha` bit-identical while
+  `step` (and `skipped`, for non-finite gradients) still count. This is
+  Haarnoja et al. 2018's original fixed-temperature SAC (arXiv:1801.01290)
+  and Stable-Baselines3's `SAC(ent_coef=0.2)`.
+
+  Args:
+    alpha: the temperature, positive and finite (an `[N]` array under
+      `jax.vmap(fixed_alpha_state)` for a population).
+    target: the target entropy, used only to report `metrics["loss"]`.
+    loss_form: as for `init_entropy_state`, used only for the reported loss.
+
+  Returns:
+    An `EntropyState` with `log_alpha = log(alpha)` that no update changes.
+  """
+  return init_entropy_state(
+      target, initial_alpha=alpha, optimizer=FIXED_ALPHA_OPTIMIZER, loss_form=loss_form
+  )
