@@ -1,0 +1,41 @@
+"""Tests of entropy_jax.targets: the default targets and Velora's (defective) discrete one."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropy_jax import continuous_target, discrete_target, masked_discrete_target, velora_discrete_target
+
+
+def test_continuous_target():
+  assert continuous_target(1) == -1.0 and continuous_target(6) == -6.0
+
+
+@pytest.mark.parametrize("a", [2, 3, 6, 18])
+def test_discrete_target_is_paper_value_and_positive(a):
+  assert discrete_target(a) == pytest.approx(0.98 * math.log(a))
+  assert discrete_target(a) > 0
+  assert discrete_target(a, ratio=0.5) == pytest.approx(0.5 * math.log(a))
+
+
+@pytest.mark.parametrize("a", [2, 3, 6, 18])
+def test_velora_target_is_negative_mirror(a):
+  # Velora 0.2.0: 0.98 * log(1 / A) -- below any categorical entropy (>= 0).
+  assert velora_discrete_target(a) == pytest.approx(-0.98 * math.log(a), rel=1e-6)
+  assert velora_discrete_target(a) < 0
+
+
+@pytest.mark.parametrize("bad, err", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError), ("4", TypeError)])
+def test_action_dim_validation(bad, err):
+  for fn in (continuous_target, discrete_target, velora_discrete_target):
+    with pytest.raises(err, match="action_dim"):
+      fn(bad)
+
+
+def test_masked_target_counts_valid_actions():
+  mask = jnp.array([[True, True, True, True], [True, False, True, False], [False, False, True, False]])
+  np.testing.assert_allclose(masked_discrete_target(mask), 0.98 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
+  with pytest.raises(ValueError, match=r"bool array of shape \[B, A\]; got dtype float32"):
+    masked_discrete_target(jnp.ones((2, 2)))
