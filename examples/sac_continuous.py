@@ -1,0 +1,408 @@
+"""Soft Actor-Critic on gymnax Pendulum-v1, alpha tuned by entropy_jax.
+
+Twin critics with Polyak-averaged targets, a tanh-squashed Gaussian actor
+(distrax), a flashbax replay buffer, and the temperature update
+`entropy_jax.continuous_update` fused into the one jitted update step
+(Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
+arXiv:1812.05905, algorithm 1). Environment steps and updates run in
+`lax.scan` on device; a population of agents is the same code under `vmap`,
+each member with its own seed, target entropy and alpha learning rate.
+
+Run `python examples/sac_continuous.py --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NamedTuple, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make `examples` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import distrax
+import flax.linen as nn
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from entropy_jax.state import EntropyState, init_population
+from entropy_jax.targets import continuous_target
+from entropy_jax.update import continuous_update
+from examples import common
+from examples.common import EpisodeStats, Transition
+
+
+class Config(NamedTuple):
+  """Hyperparameters of one agent (shared by all population members)."""
+
+  env_name: str = "Pendulum-v1"
+  hidden: tuple[int, ...] = (64, 64)
+  batch_size: int = 128
+  actor_lr: float = 1e-3
+  critic_lr: float = 1e-3
+  gamma: float = 0.99
+  tau: float = 0.01
+  buffer_size: int = 20_000
+  learning_starts: int = 1_000   # uniform-random actions, no updates
+  initial_alpha: float = 1.0
+  log_std_min: float = -5.0
+  log_std_max: float = 2.0
+
+
+# ----------------------------------------------------------------- networks --
+
+class Actor(nn.Module):
+  """`obs [B, O] -> tanh(Normal(mean, std))` over `[B, action_dim]` in [-1, 1]."""
+
+  hidden: Sequence[int]
+  action_dim: int
+  log_std_min: float = -5.0
+  log_std_max: float = 2.0
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> distrax.Distribution:
+    out = common.MLP(self.hidden, 2 * self.action_dim)(obs)
+    mean, log_std = jnp.split(out, 2, axis=-1)
+    log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+    base = distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
+    return distrax.Transformed(base, distrax.Block(distrax.Tanh(), ndims=1))
+
+
+class TwinCritic(nn.Module):
+  """`(obs [B, O], action [B, D]) -> Q [2, B]`: two independent Q networks."""
+
+  hidden: Sequence[int]
+
+  @nn.compact
+  def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+    x = jnp.concatenate([obs, action], axis=-1)
+    q1 = common.MLP(self.hidden, 1)(x)
+    q2 = common.MLP(self.hidden, 1)(x)
+    return jnp.stack([q1[..., 0], q2[..., 0]])
+
+
+# -------------------------------------------------------------------- agent --
+
+class Agent(struct.PyTreeNode):
+  """Everything one SAC learner carries through `lax.scan`."""
+
+  actor: TrainState
+  critic: TrainState
+  target_critic: Any            # critic parameters, Polyak-averaged
+  entropy: EntropyState
+  buffer: Any                   # flashbax buffer state
+  env_state: Any
+  obs: jax.Array                # [obs_dim]
+  stats: EpisodeStats
+  key: jax.Array
+  steps: jax.Array              # [] int32 environment steps taken
+
+
+# Fields that belong to a member's own experience, not to what it has learned:
+# PBT's exploit step leaves them in place.
+OWN_FIELDS = ("buffer", "env_state", "obs", "stats", "key", "steps")
+
+
+class SAC:
+  """The functions of a continuous-action SAC agent for one gymnax env.
+
+  The object only holds static things (config, env, networks, buffer); all
+  state is in `Agent`. Each method is a pure function of its arguments, so
+  `jax.vmap(sac.train_chunk)` trains a population.
+  """
+
+  def __init__(self, cfg: Config = Config()):
+    self.cfg = cfg
+    self.env, self.env_params = gymnax.make(cfg.env_name)
+    space = self.env.action_space(self.env_params)
+    self.action_dim = int(np.prod(space.shape))
+    self.action_scale = float(space.high) if np.ndim(space.high) == 0 else np.asarray(space.high)
+    self.obs_dim = int(np.prod(self.env.observation_space(self.env_params).shape))
+    self.actor = Actor(cfg.hidden, self.action_dim, cfg.log_std_min, cfg.log_std_max)
+    self.critic = TwinCritic(cfg.hidden)
+    self.buffer = common.make_buffer(cfg.buffer_size, cfg.batch_size)
+
+  @property
+  def default_target(self) -> float:
+    """`-action_dim` (Haarnoja et al. 2018)."""
+    return continuous_target(self.action_dim)
+
+  # ------------------------------------------------------------------ init --
+  def init(self, key: jax.Array, entropy: EntropyState) -> Agent:
+    """A fresh agent with the given entropy state (one member of a population)."""
+    k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+    obs0 = jnp.zeros((1, self.obs_dim))
+    act0 = jnp.zeros((1, self.action_dim))
+    actor = TrainState.create(
+        apply_fn=self.actor.apply, params=self.actor.init(k_actor, obs0),
+        tx=optax.adam(self.cfg.actor_lr),
+    )
+    critic_params = self.critic.init(k_critic, obs0, act0)
+    critic = TrainState.create(
+        apply_fn=self.critic.apply, params=critic_params, tx=optax.adam(self.cfg.critic_lr),
+    )
+    obs, env_state = self.env.reset(k_env, self.env_params)
+    dummy = Transition(
+        obs=jnp.zeros(self.obs_dim), action=jnp.zeros(self.action_dim),
+        reward=jnp.zeros(()), next_obs=jnp.zeros(self.obs_dim), terminated=jnp.zeros(()),
+    )
+    return Agent(
+        actor=actor, critic=critic, target_critic=critic_params, entropy=entropy,
+        buffer=self.buffer.init(dummy), env_state=env_state, obs=obs,
+        stats=EpisodeStats.create(), key=key, steps=jnp.zeros((), jnp.int32),
+    )
+
+  def init_population(
+      self, key: jax.Array, targets: Sequence[float], alpha_lrs: Sequence[float]
+  ) -> Agent:
+    """`N` agents with their own seeds, `[N]` target entropies and alpha learning rates."""
+    targets = jnp.asarray(targets, jnp.float32)
+    entropy = init_population(
+        targets, initial_alpha=self.cfg.initial_alpha,
+        optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
+        learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
+    )
+    keys = jax.random.split(key, targets.shape[0])
+    return jax.vmap(self.init)(keys, entropy)
+
+  # ------------------------------------------------------------ acting --
+  def env_step(self, agent: Agent, random_action: bool) -> Agent:
+    """One environment step (policy or uniform action), stored in the buffer."""
+    key, k_act, k_env = jax.random.split(agent.key, 3)
+    if random_action:
+      action = jax.random.uniform(k_act, (self.action_dim,), minval=-1.0, maxval=1.0)
+    else:
+      action = self.actor.apply(agent.actor.params, agent.obs[None]).sample(seed=k_act)[0]
+    obs, env_state, reward, terminated, truncated, info = self.env.step(
+        k_env, agent.env_state, action * self.action_scale, self.env_params
+    )
+    transition = Transition(
+        obs=agent.obs, action=action, reward=reward.astype(jnp.float32),
+        next_obs=info["final_observation"], terminated=terminated.astype(jnp.float32),
+    )
+    return agent.replace(
+        buffer=self.buffer.add(agent.buffer, transition), env_state=env_state, obs=obs,
+        stats=agent.stats.record(reward, terminated | truncated), key=key,
+        steps=agent.steps + 1,
+    )
+
+  # ------------------------------------------------------------ learning --
+  def update(
+      self, agent: Agent, batch: Transition, key: jax.Array, tune_alpha: bool = True
+  ) -> tuple[Agent, dict[str, jax.Array]]:
+    """One SAC update on a `[B]` batch: critics, actor, then alpha (fused).
+
+    Args:
+      agent: the learner.
+      batch: a `Transition` with a leading batch axis `[B]`.
+      key: PRNG key for the actions sampled in the losses.
+      tune_alpha: False skips the entropy update (used only by the benchmark,
+        to time the rest of the step).
+
+    Returns:
+      `(agent, metrics)` with scalar metrics.
+    """
+    cfg = self.cfg
+    k_next, k_pi = jax.random.split(key)
+    alpha = agent.entropy.alpha
+
+    # Critics: soft Bellman target with the smaller target-Q (eq. 3 and 7).
+    next_dist = self.actor.apply(agent.actor.params, batch.next_obs)
+    next_action, next_log_prob = next_dist.sample_and_log_prob(seed=k_next)
+    next_q = jnp.min(self.critic.apply(agent.target_critic, batch.next_obs, next_action), axis=0)
+    y = batch.reward + cfg.gamma * (1.0 - batch.terminated) * (next_q - alpha * next_log_prob)
+    y = jax.lax.stop_gradient(y)
+
+    def critic_loss(params):
+      q = self.critic.apply(params, batch.obs, batch.action)  # [2, B]
+      return 0.5 * jnp.sum(jnp.mean((q - y) ** 2, axis=-1))
+
+    q_loss, q_grads = jax.value_and_grad(critic_loss)(agent.critic.params)
+    critic = agent.critic.apply_gradients(grads=q_grads)
+
+    # Actor: minimise E[alpha log pi(a|s) - min Q(s, a)] (eq. 12).
+    def actor_loss(params):
+      action, log_prob = self.actor.apply(params, batch.obs).sample_and_log_prob(seed=k_pi)
+      q = jnp.min(self.critic.apply(critic.params, batch.obs, action), axis=0)
+      return jnp.mean(alpha * log_prob - q), log_prob
+
+    (pi_loss, log_prob), pi_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+        agent.actor.params
+    )
+    actor = agent.actor.apply_gradients(grads=pi_grads)
+
+    # Temperature: entropy_jax's fused loss + gradient + optax step (eq. 18).
+    if tune_alpha:
+      entropy, ent_metrics = continuous_update(agent.entropy, log_prob)
+    else:
+      entropy = agent.entropy
+      ent_metrics = {"alpha": alpha, "entropy": -jnp.mean(log_prob)}
+
+    target_critic = optax.incremental_update(critic.params, agent.target_critic, cfg.tau)
+    agent = agent.replace(
+        actor=actor, critic=critic, target_critic=target_critic, entropy=entropy
+    )
+    metrics = {
+        "critic_loss": q_loss, "actor_loss": pi_loss,
+        "alpha": ent_metrics["alpha"], "entropy": ent_metrics["entropy"],
+    }
+    return agent, metrics
+
+  def train_step(self, agent: Agent, tune_alpha: bool = True) -> tuple[Agent, dict]:
+    """One policy step in the environment, then one update from the buffer."""
+    agent = self.env_step(agent, random_action=False)
+    key, k_sample, k_update = jax.random.split(agent.key, 3)
+    batch = self.buffer.sample(agent.buffer, k_sample).experience
+    agent, metrics = self.update(agent.replace(key=key), batch, k_update, tune_alpha)
+    return agent, metrics
+
+  # ------------------------------------------------------------- chunks --
+  def warmup(self, agent: Agent) -> Agent:
+    """`cfg.learning_starts` uniform-random steps (no updates), in one scan."""
+    def body(a, _):
+      return self.env_step(a, random_action=True), None
+
+    agent, _ = jax.lax.scan(body, agent, None, length=self.cfg.learning_starts)
+    return agent
+
+  def train_chunk(self, agent: Agent, length: int) -> tuple[Agent, dict]:
+    """`length` train steps in one scan; returns the chunk's summary."""
+    agent, metrics = jax.lax.scan(
+        lambda a, _: self.train_step(a), agent, None, length=length
+    )
+    return agent, self.summary(agent, metrics)
+
+  @staticmethod
+  def summary(agent: Agent, metrics: Optional[dict] = None) -> dict:
+    """Scalars for logging: recent return, alpha, entropy, target, steps."""
+    out = {
+        "return": agent.stats.mean_recent(),
+        "episodes": agent.stats.count,
+        "alpha": agent.entropy.alpha,
+        "target": agent.entropy.target,
+        "steps": agent.steps,
+    }
+    if metrics is not None:
+      out["entropy"] = jnp.mean(metrics["entropy"])
+      out["critic_loss"] = jnp.mean(metrics["critic_loss"])
+    return out
+
+
+# ------------------------------------------------------------ population --
+
+def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-member `[N]` targets and alpha learning rates.
+
+  Targets are spread around the SAC default `-action_dim` (from
+  `-2 * action_dim` to `-0.5 * action_dim`), alpha learning rates
+  log-uniformly from 3e-4 to 3e-3.
+  """
+  t0 = sac.default_target
+  targets = np.linspace(2.0 * t0, 0.5 * t0, n).astype(np.float32)
+  lrs = common.log_uniform_spread(3e-4, 3e-3, n)
+  return targets, lrs
+
+
+def train_population(
+    sac: SAC,
+    key: jax.Array,
+    targets: Sequence[float],
+    alpha_lrs: Sequence[float],
+    total_steps: int,
+    *,
+    chunk: int = 500,
+    progress: bool = True,
+    desc: str = "SAC Pendulum",
+    chunk_hook=None,
+) -> tuple[Agent, dict]:
+  """Trains a vmapped population for `total_steps` environment steps each.
+
+  Args:
+    sac: the agent's functions.
+    key: PRNG key; each member gets its own.
+    targets, alpha_lrs: `[N]` per-member target entropies and alpha rates.
+    total_steps: environment steps per member, warm-up included.
+    chunk: steps per jitted scan (one progress-bar tick).
+    progress: show a tqdm bar.
+    desc: the bar's label.
+    chunk_hook: optional `(population, chunk_index) -> population`, applied
+      after each chunk's scan inside the same jit (PBT uses it).
+
+  Returns:
+    `(population, history)`: history maps names to `[chunks + 1, N]` arrays
+    (the first row is after warm-up), `steps` included.
+  """
+  n = len(targets)
+  population = sac.init_population(key, targets, alpha_lrs)
+  n_train = total_steps - sac.cfg.learning_starts
+  if n_train < 0 or n_train % chunk:
+    raise ValueError(
+        f"total_steps - learning_starts must be a non-negative multiple of chunk={chunk};"
+        f" got {total_steps} - {sac.cfg.learning_starts} = {n_train}."
+    )
+
+  warmup = jax.jit(jax.vmap(sac.warmup))
+  population = warmup(population)
+  first = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
+  first["entropy"] = np.full(n, np.nan, np.float32)
+  first["critic_loss"] = np.full(n, np.nan, np.float32)
+
+  def chunk_fn(carry):
+    pop, i = carry
+    pop, summary = jax.vmap(lambda a: sac.train_chunk(a, chunk))(pop)
+    if chunk_hook is not None:
+      pop = chunk_hook(pop, i)
+    return (pop, i + 1), summary
+
+  (population, _), summaries = common.run_chunks(
+      jax.jit(chunk_fn), (population, jnp.zeros((), jnp.int32)), n_train // chunk,
+      chunk * n, desc=desc, progress=progress,
+  )
+  history = common.stack_summaries([first] + summaries)
+  return population, history
+
+
+def report(history: dict, bar: Optional[float] = None) -> list[list[Any]]:
+  """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
+  rows = []
+  for i in range(history["return"].shape[1]):
+    rows.append([
+        i, float(history["return"][-1, i]), float(history["alpha"][-1, i]),
+        float(history["entropy"][-1, i]), float(history["target"][-1, i]),
+    ])
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      description="Train a vmapped population of SAC agents on gymnax Pendulum-v1,"
+      " alpha tuned by entropy_jax, and print each member's final return."
+  )
+  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
+  parser.add_argument("--steps", type=int, default=20_000,
+                      help="environment steps per member (default 20000)")
+  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+  parser.add_argument("--chunk", type=int, default=500,
+                      help="steps per jitted scan / progress tick (default 500)")
+  args = parser.parse_args(argv)
+
+  sac = SAC()
+  targets, lrs = default_population(sac, args.members)
+  with common.Timer() as t:
+    _, history = train_population(
+        sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk
+    )
+  common.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
+  final = history["return"][-1]
+  print(f"{int(np.sum(final >= -200))}/{args.members} members at mean return >= -200"
+        f" over their last 10 episodes after {args.steps} steps; wall {t.seconds:.0f} s")
+
+
+if __name__ == "__main__":
+  main()
