@@ -14,9 +14,20 @@ import jax
 import jax.numpy as jnp
 
 
+def as_array(name: str, x: Any, where: str) -> jax.Array:
+  """`jnp.asarray(x)`, raising a `TypeError` that names `x` if it is no array."""
+  try:
+    return jnp.asarray(x)
+  except (TypeError, ValueError) as e:
+    raise TypeError(
+        f"{where}: `{name}` must be a number or numeric array; got {x!r}"
+        f" of type {type(x).__name__}."
+    ) from e
+
+
 def floating(name: str, x: Any, where: str) -> jax.Array:
   """Returns `x` as an array, raising `TypeError` unless it is floating point."""
-  x = jnp.asarray(x)
+  x = as_array(name, x, where)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(
         f"{where}: `{name}` must be a floating-point array; got dtype {x.dtype}."
@@ -63,10 +74,7 @@ def positive_finite(name: str, value: Any, where: str) -> None:
   """
   if isinstance(value, jax.core.Tracer):
     return
-  try:
-    arr = jnp.asarray(value)
-  except TypeError as e:
-    raise TypeError(f"{where}: `{name}` must be a number; got {value!r}.") from e
+  arr = as_array(name, value, where)
   if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(
       arr.dtype, jnp.complexfloating
   ):
@@ -81,7 +89,7 @@ def finite(name: str, value: Any, where: str) -> None:
   """Raises `ValueError` unless a concrete `value` is finite."""
   if isinstance(value, jax.core.Tracer):
     return
-  arr = jnp.asarray(value)
+  arr = as_array(name, value, where)
   if not jnp.issubdtype(arr.dtype, jnp.number):
     raise TypeError(f"{where}: `{name}` must be a real number; got {value!r}.")
   if not bool(jnp.all(jnp.isfinite(arr))):

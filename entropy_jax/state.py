@@ -89,6 +89,11 @@ def init_entropy_state(
   """
   where = "init_entropy_state"
   _checks.positive_finite("initial_alpha", initial_alpha, where)
+  if jnp.ndim(initial_alpha) != 0:
+    raise ValueError(
+        f"{where}: `initial_alpha` must be a scalar; got shape"
+        f" {jnp.shape(initial_alpha)}. Use init_population for [N] values."
+    )
   if not isinstance(optimizer, optax.GradientTransformation):
     raise TypeError(
         f"{where}: `optimizer` must be an optax GradientTransformation; got"
@@ -110,9 +115,11 @@ def init_entropy_state(
     raise ValueError(f"{where}: `target` must be a scalar; got shape {target_value.shape}.")
 
   log_alpha = jnp.log(jnp.asarray(initial_alpha, jnp.float32))
+  opt_state = optimizer.init(log_alpha)
+  _check_learning_rates(opt_state, where)
   return EntropyState(
       log_alpha=log_alpha,
-      opt_state=optimizer.init(log_alpha),
+      opt_state=opt_state,
       target=target_value,
       step=jnp.zeros((), jnp.int32),
       skipped=jnp.zeros((), jnp.int32),
@@ -190,8 +197,26 @@ def init_population(
           f"{where}: could not set hyperparameters {sorted(values)} in the optimizer"
           " state; wrap the optimizer with optax.inject_hyperparams."
       ) from e
+    _check_learning_rates(opt_state, where)
     population = population.replace(opt_state=opt_state)
   return population
+
+
+def _check_learning_rates(opt_state, where):
+  """Rejects a negative or non-finite `learning_rate` injected in `opt_state`.
+
+  Only hyperparameters held in the state (`optax.inject_hyperparams`) can be
+  read; a rate baked into `optax.adam(lr)` is out of reach. Zero is allowed:
+  a warm-up schedule starts there (use `optax.set_to_zero()` for a fixed alpha).
+  """
+  for path, value in optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate"):
+    if isinstance(value, jax.core.Tracer) or not isinstance(value, jax.Array):
+      continue
+    if not bool(jnp.all(jnp.isfinite(value) & (value >= 0))):
+      raise ValueError(
+          f"{where}: the optimizer's `learning_rate` must be finite and >= 0;"
+          f" got {value} at {jax.tree_util.keystr(path)}."
+      )
 
 
 def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
