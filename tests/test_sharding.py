@@ -1,0 +1,341 @@
+"""Populations sharded over 8 virtual CPU devices (entropy_jax.sharding).
+
+Run with XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/conftest.py
+and the Makefile set it). Every sharded update must give, bit for bit, what one
+device computes for the same members; keep its outputs member-sharded and
+static fields untouched; and compile to a program with no cross-device
+communication.
+
+"What one device computes" is the same jitted `vmap(update)` run on device 0,
+one block of `N / 8` members at a time: the per-device program. Run on all
+`N` members at once, XLA:CPU may sum a row of the batch in another order (its
+reduction code depends on the array's shape: `jnp.sum(x, -1)` of a
+`[256, 16]` float32 array differs in the last bits from the same rows summed
+as eight `[32, 16]` blocks, sharding or not), so that comparison holds to
+float32 rounding, not bit for bit; `test_sharded_update_matches_whole_population_run`
+checks it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from entropy_jax import sharding
+from entropy_jax.state import init_entropy_state, init_population
+from entropy_jax.update import apply_gradients, continuous_update, discrete_update
+
+DEVICES = 8
+N, B, A = 32, 8, 5
+STEPS = 3
+
+_MISSING = (
+    f"entropy_jax sharding tests need {DEVICES} devices; jax sees"
+    f" {jax.device_count()} ({jax.devices()[0].platform}). Run them with"
+    f" XLA_FLAGS=--xla_force_host_platform_device_count={DEVICES} set before jax"
+    f" starts (tests/conftest.py and `make test` do); XLA_FLAGS is now"
+    f" {os.environ.get('XLA_FLAGS')!r}."
+)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  if jax.device_count() < DEVICES:
+    pytest.skip(_MISSING)
+  return sharding.population_mesh(jax.devices()[:DEVICES])
+
+
+def test_the_suite_sees_the_devices_xla_flags_asks_for():
+  # A skip above is only legitimate when nobody asked for 8 devices.
+  flags = os.environ.get("XLA_FLAGS", "")
+  if f"--xla_force_host_platform_device_count={DEVICES}" in flags:
+    assert jax.device_count() >= DEVICES, _MISSING
+
+
+# ----------------------------------------------------------------------------
+# Inputs.
+
+
+def _population(loss_form="log", seed=0):
+  rng = np.random.default_rng(seed)
+  return init_population(
+      jnp.asarray(rng.uniform(-3.0, 1.5, N), jnp.float32),
+      initial_alpha=jnp.asarray(rng.uniform(0.05, 2.0, N), jnp.float32),
+      optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
+      min_alpha=1e-3,
+      max_alpha=10.0,
+      loss_form=loss_form,
+      learning_rate=jnp.asarray(rng.uniform(1e-3, 0.3, N), jnp.float32),
+  )
+
+
+def _ramp(step, start, end):
+  return start + (end - start) * jnp.minimum(step / 4.0, 1.0)
+
+
+def _scheduled_population():
+  """Members with their own schedule parameters, stacked by hand."""
+  tx = optax.sgd(0.05)  # one object: static fields must be equal to stack
+  members = [
+      init_entropy_state(
+          jax.tree_util.Partial(_ramp, jnp.float32(-i / 4.0), jnp.float32(-1.0 - i)),
+          initial_alpha=0.1 + 0.05 * i,
+          optimizer=tx,
+      )
+      for i in range(N)
+  ]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+
+
+def _continuous_case():
+  rng = np.random.default_rng(1)
+  log_probs = rng.normal(-1.0, 2.0, (N, B)).astype(np.float32)
+  log_probs[3, 2] = np.nan  # member 3 skips every step
+  weights = rng.uniform(0.0, 2.0, (N, B)).astype(np.float32)
+  args = (jnp.asarray(log_probs),)
+  return continuous_update, _population(), args, {"weights": jnp.asarray(weights)}
+
+
+def _discrete_case():
+  rng = np.random.default_rng(2)
+  logits = rng.normal(0.0, 2.0, (N, B, A)).astype(np.float32)
+  mask = rng.uniform(size=(N, B, A)) > 0.3
+  mask[..., 0] = True
+  logits = np.where(mask, logits, -np.inf)
+  log_probs = jax.nn.log_softmax(jnp.asarray(logits), axis=-1)
+  args = (jnp.exp(log_probs), log_probs)
+  fn = functools.partial(discrete_update, masked_target_ratio=0.98)
+  return fn, _population(loss_form="alpha"), args, {"mask": jnp.asarray(mask)}
+
+
+def _gradient_case():
+  rng = np.random.default_rng(3)
+  grads = rng.normal(0.0, 1.0, N).astype(np.float32)
+  grads[5] = np.inf
+  return apply_gradients, _population(), (jnp.asarray(grads),), {}
+
+
+def _schedule_case():
+  grads = jnp.linspace(-1.0, 1.0, N, dtype=jnp.float32)
+  return apply_gradients, _scheduled_population(), (grads,), {}
+
+
+CASES = {
+    "continuous": _continuous_case,
+    "discrete": _discrete_case,
+    "apply_gradients": _gradient_case,
+    "schedule": _schedule_case,
+}
+MAKERS = {"jit": sharding.sharded_update, "shard_map": sharding.shard_mapped_update}
+
+
+def _run(update, state, args, kwargs, steps=STEPS):
+  out = None
+  for _ in range(steps):
+    out = update(state, *args, **kwargs)
+    state = out[0] if isinstance(out, tuple) else out
+  return out
+
+
+def _single_device(fn, state, args, kwargs, blocks=DEVICES, steps=STEPS):
+  """`steps` updates by jit(vmap(fn)) on device 0, `N / blocks` members at a time."""
+  device = jax.devices()[0]
+  batched = jax.jit(jax.vmap(lambda s, a, k: fn(s, *a, **k)))
+  size = N // blocks
+  outs = []
+  for i in range(blocks):
+    block = jax.tree.map(lambda x: x[i * size:(i + 1) * size], (state, args, kwargs))
+    block = jax.device_put(block, device)
+    outs.append(_run(lambda s, *a, **k: batched(s, a, k), *block, steps=steps))
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
+def _bits(x):
+  x = np.asarray(x)
+  return x.dtype, x.shape, x.tobytes()
+
+
+def _assert_bitwise_equal(got, expected):
+  got_leaves, got_def = jax.tree_util.tree_flatten_with_path(got)
+  exp_leaves, exp_def = jax.tree_util.tree_flatten_with_path(expected)
+  assert got_def == exp_def
+  for (path, g), (_, e) in zip(got_leaves, exp_leaves):
+    assert _bits(g) == _bits(e), (
+        f"{jax.tree_util.keystr(path)}: sharded {np.asarray(g)} != single-device {np.asarray(e)}"
+    )
+
+
+# ----------------------------------------------------------------------------
+# Placement.
+
+
+def test_shard_population_splits_every_leaf_along_members(mesh):
+  pop = _population()
+  sharded = sharding.shard_population(pop, mesh)
+  expected = NamedSharding(mesh, PartitionSpec("members"))
+  assert sharding.member_sharding(mesh) == expected
+  assert sharded.tx is pop.tx and sharded.loss_form == pop.loss_form
+  leaves = jax.tree.leaves(sharded)
+  assert len(leaves) == len(jax.tree.leaves(pop)) > 10
+  for leaf, original in zip(leaves, jax.tree.leaves(pop)):
+    assert leaf.sharding == expected
+    shards = leaf.addressable_shards
+    assert sorted(s.device.id for s in shards) == sorted(d.id for d in mesh.devices.flat)
+    for s in shards:
+      assert s.data.shape == (N // DEVICES,)
+      np.testing.assert_array_equal(np.asarray(s.data), np.asarray(original)[s.index])
+
+
+def test_batches_shard_on_their_member_axis_only(mesh):
+  batch = jnp.arange(N * B * A, dtype=jnp.float32).reshape(N, B, A)
+  sharded = sharding.shard_population(batch, mesh)
+  for s in sharded.addressable_shards:
+    assert s.data.shape == (N // DEVICES, B, A)
+    np.testing.assert_array_equal(np.asarray(s.data), np.asarray(batch)[s.index])
+
+
+def test_reshard_from_eight_devices_to_four(mesh):
+  pop = sharding.shard_population(_population(), mesh)
+  mesh4 = sharding.population_mesh(jax.devices()[:4])
+  moved = sharding.shard_population(pop, mesh4)
+  _assert_bitwise_equal(moved, pop)
+  for leaf in jax.tree.leaves(moved):
+    assert leaf.sharding == sharding.member_sharding(mesh4)
+    assert {s.data.shape for s in leaf.addressable_shards} == {(N // 4,)}
+
+
+# ----------------------------------------------------------------------------
+# Updates: bitwise equal to one device, sharded, no communication.
+
+
+@pytest.mark.parametrize("maker", sorted(MAKERS))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sharded_update_equals_single_device_bitwise(mesh, case, maker):
+  fn, pop, args, kwargs = CASES[case]()
+  expected = _single_device(fn, pop, args, kwargs)
+
+  update = MAKERS[maker](fn, mesh)
+  s_pop, s_args, s_kwargs = sharding.shard_population((pop, args, kwargs), mesh)
+  got = _run(update, s_pop, s_args, s_kwargs)
+  _assert_bitwise_equal(got, expected)
+
+  state = got[0] if isinstance(got, tuple) else got
+  assert state.tx is pop.tx and state.loss_form == pop.loss_form
+  assert np.all(np.asarray(state.step) + np.asarray(state.skipped) == STEPS)
+  assert not np.array_equal(np.asarray(state.log_alpha), np.asarray(pop.log_alpha))
+  member = sharding.member_sharding(mesh)
+  for leaf in jax.tree.leaves(got):
+    assert leaf.sharding.is_equivalent_to(member, leaf.ndim), leaf.sharding
+
+  hlo = update.lower(s_pop, *s_args, **s_kwargs).compile().as_text()
+  assert sharding.communication_ops(hlo) == []
+
+
+@pytest.mark.parametrize("case", ["continuous", "discrete"])
+def test_sharded_update_matches_whole_population_run(mesh, case):
+  # Against jit(vmap) over all N members on one device: the batch means may be
+  # summed in another order (see the module docstring), so float leaves agree
+  # to float32 rounding of a B-term sum; counters and untouched leaves exactly.
+  fn, pop, args, kwargs = CASES[case]()
+  expected = _single_device(fn, pop, args, kwargs, blocks=1)
+  got = _run(sharding.sharded_update(fn, mesh), *sharding.shard_population((pop, args, kwargs), mesh))
+  for path, g, e in zip(
+      jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(got), jax.tree.leaves(expected)
+  ):
+    g, e = np.asarray(g), np.asarray(e)
+    assert g.dtype == e.dtype and g.shape == e.shape
+    if np.issubdtype(g.dtype, np.integer):
+      np.testing.assert_array_equal(g, e, err_msg=jax.tree_util.keystr(path[0]))
+    else:
+      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path[0]))
+
+
+def test_updates_skip_the_non_finite_members_only(mesh):
+  # The NaN of member 3 (continuous) and the inf gradient of member 5 stay
+  # with their members when the population is split over devices.
+  fn, pop, (log_probs,), kwargs = _continuous_case()
+  state, metrics = sharding.sharded_update(fn, mesh)(
+      *sharding.shard_population((pop, log_probs), mesh), **kwargs
+  )
+  np.testing.assert_array_equal(np.asarray(state.skipped), np.eye(N, dtype=np.int32)[3])
+  np.testing.assert_array_equal(np.isnan(np.asarray(metrics["loss"])), np.eye(N, dtype=bool)[3])
+  np.testing.assert_array_equal(np.asarray(state.log_alpha)[3], np.asarray(pop.log_alpha)[3])
+  fn, pop, (grads,), _ = _gradient_case()
+  state = sharding.shard_mapped_update(fn, mesh)(*sharding.shard_population((pop, grads), mesh))
+  np.testing.assert_array_equal(np.asarray(state.skipped), np.eye(N, dtype=np.int32)[5])
+
+
+def test_unsharded_inputs_are_placed_by_the_update(mesh):
+  fn, pop, args, kwargs = _continuous_case()
+  state, metrics = sharding.sharded_update(fn, mesh)(pop, *args, **kwargs)
+  one_step = _single_device(fn, pop, args, kwargs, steps=1)
+  _assert_bitwise_equal((state, metrics), one_step)
+  for leaf in jax.tree.leaves((state, metrics)):
+    assert leaf.sharding == sharding.member_sharding(mesh)
+
+
+# ----------------------------------------------------------------------------
+# The communication detector finds each kind of collective.
+
+
+def _hlo(f, x, out):
+  member = sharding.member_sharding(x.sharding.mesh)
+  return jax.jit(f, in_shardings=member, out_shardings=out).lower(x).compile().as_text()
+
+
+def test_communication_ops_detects_collectives(mesh):
+  member = sharding.member_sharding(mesh)
+  x = jax.device_put(jnp.arange(DEVICES * DEVICES, dtype=jnp.float32), member)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  assert "all-reduce" in sharding.communication_ops(_hlo(lambda x: x - jnp.mean(x), x, member))
+  assert "all-gather" in sharding.communication_ops(_hlo(lambda x: 2 * x, x, replicated))
+  assert "collective-permute" in sharding.communication_ops(
+      _hlo(lambda x: jnp.roll(x, 1), x, member)
+  )
+  swap = jax.jit(
+      jax.shard_map(
+          lambda x: jax.lax.all_to_all(x.reshape(DEVICES, -1), "members", 0, 0).reshape(-1),
+          mesh=mesh, in_specs=PartitionSpec("members"), out_specs=PartitionSpec("members"),
+      )
+  )
+  assert sharding.communication_ops(swap.lower(x).compile().as_text()) == ["all-to-all"]
+  assert sharding.communication_ops(_hlo(lambda x: 2 * x, x, member)) == []
+
+
+# ----------------------------------------------------------------------------
+# Errors name what was expected and what was received.
+
+
+def test_population_that_does_not_divide_the_mesh_is_rejected(mesh):
+  pop = init_population(-1.0, size=N + 2)
+  with pytest.raises(ValueError, match=r"N=34 members .* 8 devices .* N=40"):
+    sharding.shard_population(pop, mesh)
+  with pytest.raises(ValueError, match=r"N=34 members .* 8 devices"):
+    sharding.sharded_update(apply_gradients, mesh)(pop, jnp.zeros(N + 2))
+
+
+def test_leaves_must_share_a_leading_member_axis(mesh):
+  pop = init_population(-1.0, size=N)
+  with pytest.raises(ValueError, match=r"leading sizes \[16, 32\]"):
+    sharding.shard_population((pop, jnp.zeros((16, B))), mesh)
+  single = init_entropy_state(-1.0)
+  with pytest.raises(ValueError, match=r"leading member axis \[N, \.\.\.\]; got leaves of shape \[\(\)\]"):
+    sharding.shard_population(single, mesh)
+  with pytest.raises(ValueError, match=r"leading sizes"):
+    sharding.shard_mapped_update(apply_gradients, mesh)(pop, jnp.zeros(16))
+
+
+def test_unknown_mesh_axis_is_rejected(mesh):
+  with pytest.raises(ValueError, match=r"axis 'batch' is not in the mesh; its axes are \('members',\)"):
+    sharding.member_sharding(mesh, "batch")
+  with pytest.raises(ValueError, match=r"axis 'batch'"):
+    sharding.shard_mapped_update(apply_gradients, mesh, axis_name="batch")
+  with pytest.raises(ValueError, match=r"`devices` is empty"):
+    sharding.population_mesh([])
