@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def as_array(name: str, x: Any, where: str) -> jax.Array:
@@ -23,6 +24,21 @@ def as_array(name: str, x: Any, where: str) -> jax.Array:
         f"{where}: `{name}` must be a number or numeric array; got {x!r}"
         f" of type {type(x).__name__}."
     ) from e
+
+
+def _concrete(name: str, value: Any, where: str) -> np.ndarray:
+  """A concrete `value` as a NumPy array, inspected with NumPy so that the
+  checks also run while `init_*` is traced (`jax.jit`, `jax.eval_shape`)."""
+  try:
+    arr = np.asarray(value)
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"{where}: `{name}` must be a number; got {value!r}.") from e
+  if arr.dtype == object:
+    raise TypeError(
+        f"{where}: `{name}` must be a number or numeric array; got {value!r}"
+        f" of type {type(value).__name__}."
+    )
+  return arr
 
 
 def floating(name: str, x: Any, where: str) -> jax.Array:
@@ -74,12 +90,12 @@ def positive_finite(name: str, value: Any, where: str) -> None:
   """
   if isinstance(value, jax.core.Tracer):
     return
-  arr = as_array(name, value, where)
-  if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(
-      arr.dtype, jnp.complexfloating
+  arr = _concrete(name, value, where)
+  if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
+      arr.dtype, np.complexfloating
   ):
     raise TypeError(f"{where}: `{name}` must be a real number; got {value!r}.")
-  if not bool(jnp.all(jnp.isfinite(arr))) or not bool(jnp.all(arr > 0)):
+  if not bool(np.all(np.isfinite(arr))) or not bool(np.all(arr > 0)):
     raise ValueError(
         f"{where}: `{name}` must be positive and finite; got {value!r}."
     )
@@ -89,10 +105,10 @@ def finite(name: str, value: Any, where: str) -> None:
   """Raises `ValueError` unless a concrete `value` is finite."""
   if isinstance(value, jax.core.Tracer):
     return
-  arr = as_array(name, value, where)
-  if not jnp.issubdtype(arr.dtype, jnp.number):
+  arr = _concrete(name, value, where)
+  if not np.issubdtype(arr.dtype, np.number):
     raise TypeError(f"{where}: `{name}` must be a real number; got {value!r}.")
-  if not bool(jnp.all(jnp.isfinite(arr))):
+  if not bool(np.all(np.isfinite(arr))):
     raise ValueError(f"{where}: `{name}` must be finite; got {value!r}.")
 
 

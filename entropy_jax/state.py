@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -176,11 +177,9 @@ def init_population(
   _checks.finite("target", target, where)
   targets = jnp.broadcast_to(jnp.asarray(target, jnp.float32), (n,))
   alphas = jnp.broadcast_to(jnp.asarray(initial_alpha, jnp.float32), (n,))
-  _log_bounds(min_alpha, max_alpha, alphas, where)
-  one = init_entropy_state(
-      0.0, initial_alpha=float(alphas[0]), optimizer=optimizer,
-      min_alpha=min_alpha, max_alpha=max_alpha, loss_form=loss_form,
-  )
+  lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
+  one = init_entropy_state(0.0, optimizer=optimizer, loss_form=loss_form)
+  one = one.replace(log_alpha_min=lo, log_alpha_max=hi)
   population = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), one)
   log_alpha = jnp.log(alphas)
   population = population.replace(
@@ -229,9 +228,9 @@ def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
   if min_alpha is not None and max_alpha is not None and not min_alpha < max_alpha:
     raise ValueError(f"{where}: need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
   if not isinstance(initial_alpha, jax.core.Tracer):
-    a = jnp.asarray(initial_alpha)
-    if (min_alpha is not None and bool(jnp.any(a < min_alpha))) or (
-        max_alpha is not None and bool(jnp.any(a > max_alpha))
+    a = np.asarray(initial_alpha)
+    if (min_alpha is not None and bool(np.any(a < min_alpha))) or (
+        max_alpha is not None and bool(np.any(a > max_alpha))
     ):
       raise ValueError(
           f"{where}: initial_alpha={initial_alpha} lies outside the bounds"
