@@ -1,0 +1,264 @@
+"""Differential tests: entropy_jax.compat against the real Velora 0.2.0 (torch, CPU).
+
+Both implementations get identical float32 inputs for 300 steps; the loss (before
+each step) and log_alpha (after each step) must agree within 1e-5 relative at
+every step. The full cartesian product of the settings is too slow for CI, so
+the configurations are a pairwise covering design (every pair of values of the
+small factors appears together at least once, and every action_dim 1..18 once
+per module kind); `test_design_covers_every_pair` checks that.
+
+Floating point. Velora averages elementwise, `-(log_alpha * (lp + t)).mean()`;
+entropy_jax reduces the batch first, `-log_alpha * (mean(lp) + t)`. Both are
+float32, so they differ by a few ulps of the magnitudes involved. A relative
+comparison is meaningful only where the compared values are not near zero
+through cancellation, so the inputs are chosen (not the tolerance widened):
+  * continuous inputs keep `|H - target| >= 1` at every step (H the batch
+    entropy), so the gradient never cancels and its sign never changes;
+  * log_alpha then moves monotonically away from its start, and a start of
+    log(0.2) = -1.61 is only driven further from 0 ("fall"), never across
+    it. From log(1) = 0 both directions are used: log_alpha leaves 0 at the
+    first step and never comes back.
+  * with Velora's discrete target `0.98 * log(1/A) < 0`, `H - target >= 0.98 log A`
+    never cancels (A = 1 gives exactly 0 in both, and they must agree exactly).
+The largest systematic difference is optax's Adam bias correction `1 - 0.999**t`,
+computed in float32 (torch uses float64): about 6e-6 relative in the first
+steps, inside 1e-5.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the parity extra (torch==2.13.0) is not installed")
+velora_modules = pytest.importorskip(
+    "velora.models.nf.modules", reason="the parity extra (velora==0.2.0) is not installed"
+)
+
+from entropy_jax.compat import EntropyModule, EntropyModuleDiscrete  # noqa: E402
+from entropy_jax.targets import discrete_target, velora_discrete_target  # noqa: E402
+
+STEPS = 300
+RTOL = 1e-5
+OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
+
+CONTINUOUS_FACTORS = {
+    "batch": (1, 256),
+    "initial_alpha": (1.0, 0.2),
+    "lr": (3e-4, 1e-2),
+    "optim": OPTIMIZERS,
+    "lp_shape": ("[B]", "[B, 1]"),
+    "direction": ("fall", "rise"),  # alpha falls (H > target) or rises.
+}
+DISCRETE_FACTORS = {
+    "batch": (1, 256),
+    "initial_alpha": (1.0, 0.2),
+    "lr": (3e-4, 1e-2),
+    "optim": OPTIMIZERS,
+}
+
+
+def _allowed(row):
+  # log_alpha must not cross 0 (see the module docstring): from log(0.2) < 0
+  # only "fall" moves away from 0.
+  return not (row.get("initial_alpha") == 0.2 and row.get("direction") == "rise")
+
+
+def _pairs(row, names):
+  return {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(names, 2)}
+
+
+def covering_design(factors, n_rows):
+  """Greedy pairwise covering of `factors`, extended to `n_rows` distinct rows."""
+  names = list(factors)
+  candidates = [dict(zip(names, values)) for values in itertools.product(*factors.values())]
+  candidates = [c for c in candidates if _allowed(c)]
+  uncovered = set().union(*(_pairs(c, names) for c in candidates))
+  rows = []
+  while uncovered or len(rows) < n_rows:
+    unused = [c for c in candidates if c not in rows]
+    best = max(unused, key=lambda c: len(_pairs(c, names) & uncovered))
+    rows.append(best)
+    uncovered -= _pairs(best, names)
+  return rows
+
+
+CONTINUOUS_ROWS = [
+    dict(row, action_dim=a) for a, row in zip(range(1, 19), covering_design(CONTINUOUS_FACTORS, 18))
+]
+DISCRETE_ROWS = [
+    dict(row, action_dim=a) for a, row in zip(range(1, 19), covering_design(DISCRETE_FACTORS, 18))
+]
+
+
+def _id(row):
+  return "-".join(f"{k}={v}" for k, v in row.items())
+
+
+def test_design_covers_every_pair():
+  for factors, rows in ((CONTINUOUS_FACTORS, CONTINUOUS_ROWS), (DISCRETE_FACTORS, DISCRETE_ROWS)):
+    names = list(factors)
+    assert sorted(r["action_dim"] for r in rows) == list(range(1, 19))
+    covered = set().union(*(_pairs(r, names) for r in rows))
+    for a, b in itertools.combinations(names, 2):
+      for va in factors[a]:
+        for vb in factors[b]:
+          if _allowed({a: va, b: vb}):
+            assert ((a, va), (b, vb)) in covered, (a, va, b, vb)
+
+
+def _continuous_inputs(row, seed):
+  """[STEPS, B] or [STEPS, B, 1] float32 log-probs with |H - target| in [1, 3]."""
+  rng = np.random.default_rng(seed)
+  a, b = row["action_dim"], row["batch"]
+  sign = 1.0 if row["direction"] == "fall" else -1.0
+  gap = sign * (1.5 + rng.uniform(0.0, 1.0, size=(STEPS, 1)))  # H - target per step
+  # mean(lp) = -H = -(target + gap) = a - gap; the noise moves it by <= 0.5.
+  lp = (a - gap) + rng.uniform(-0.5, 0.5, size=(STEPS, b))
+  lp = lp.astype(np.float32)
+  return lp[..., None] if row["lp_shape"] == "[B, 1]" else lp
+
+
+def _discrete_inputs(row, seed):
+  rng = np.random.default_rng(seed)
+  a, b = row["action_dim"], row["batch"]
+  logits = rng.normal(0.0, 2.0, size=(STEPS, b, a))
+  logits -= logits.max(axis=-1, keepdims=True)
+  log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+  return np.exp(log_probs).astype(np.float32), log_probs.astype(np.float32)
+
+
+def _run(velora_module, ours, step_inputs):
+  """Steps both modules in lockstep; returns [STEPS] losses and log_alphas of each."""
+  out = np.zeros((4, STEPS))
+  for t, args in enumerate(step_inputs):
+    v_loss = velora_module.compute_loss(*(torch.from_numpy(x) for x in args))
+    velora_module.gradient_step(v_loss)
+    o_loss = ours.compute_loss(*args)
+    ours.gradient_step(o_loss)
+    out[:, t] = (
+        v_loss.item(), velora_module.log_alpha.item(), float(o_loss), float(ours.log_alpha)
+    )
+  return out
+
+
+def _assert_agree(out, row):
+  v_loss, v_log_alpha, o_loss, o_log_alpha = out
+  assert np.all(np.isfinite(out))
+  np.testing.assert_allclose(o_loss, v_loss, rtol=RTOL, atol=0, err_msg=f"loss, {_id(row)}")
+  np.testing.assert_allclose(
+      o_log_alpha, v_log_alpha, rtol=RTOL, atol=0, err_msg=f"log_alpha, {_id(row)}"
+  )
+
+
+@pytest.mark.parametrize("row", CONTINUOUS_ROWS, ids=_id)
+def test_continuous_matches_velora(row):
+  torch.manual_seed(0)
+  kwargs = dict(initial_alpha=row["initial_alpha"], lr=row["lr"])
+  velora_module = velora_modules.EntropyModule(
+      row["action_dim"], optim=getattr(torch.optim, row["optim"]), **kwargs
+  )
+  ours = EntropyModule(row["action_dim"], optim=row["optim"], **kwargs)
+  assert ours.config().model_dump() == velora_module.config().model_dump()
+  lp = _continuous_inputs(row, seed=row["action_dim"])
+  out = _run(velora_module, ours, [(x,) for x in lp])
+  _assert_agree(out, row)
+  # The inputs did what the design says: log_alpha moved away from its start.
+  moved = out[3, -1] - np.log(np.float32(row["initial_alpha"]))
+  assert (moved < 0) == (row["direction"] == "fall") and abs(moved) > 0
+
+
+@pytest.mark.parametrize("row", DISCRETE_ROWS, ids=_id)
+def test_discrete_matches_velora(row):
+  a = row["action_dim"]
+  kwargs = dict(initial_alpha=row["initial_alpha"], lr=row["lr"])
+  velora_module = velora_modules.EntropyModuleDiscrete(
+      a, optim=getattr(torch.optim, row["optim"]), **kwargs
+  )
+  ours = EntropyModuleDiscrete(
+      a, optim=row["optim"], target_entropy=velora_discrete_target(a), **kwargs
+  )
+  # Velora's target is 0.98 * logf(float32(1/A)) in torch; ours uses XLA's log,
+  # and the two logs differ by one ulp for some A (e.g. A = 14).
+  np.testing.assert_array_max_ulp(
+      np.float32(ours.target), np.float32(velora_module.target.item()), maxulp=1
+  )
+  probs, log_probs = _discrete_inputs(row, seed=100 + a)
+  out = _run(velora_module, ours, list(zip(probs, log_probs)))
+  _assert_agree(out, row)
+
+
+@pytest.mark.parametrize("action_dim", [2, 6, 18])
+def test_velora_default_discrete_target_is_negative_ours_is_the_papers(action_dim):
+  velora_module = velora_modules.EntropyModuleDiscrete(action_dim)
+  ours = EntropyModuleDiscrete(action_dim)
+  # Velora 0.2.0: 0.98 * log(1/A) < 0, below the entropy of every policy.
+  assert velora_module.target.item() < 0
+  np.testing.assert_allclose(velora_module.target.item(), 0.98 * np.log(1 / action_dim), rtol=1e-6)
+  # Ours: +0.98 * log(A) (Christodoulou 2019), 98% of the uniform policy's entropy.
+  assert float(ours.target) > 0
+  np.testing.assert_allclose(float(ours.target), 0.98 * np.log(action_dim), rtol=1e-6)
+  assert float(ours.target) == pytest.approx(discrete_target(action_dim))
+  # The consequence: on a deterministic-looking policy (entropy ~ 0.05 nats,
+  # far below any sensible target) Velora still lowers alpha; ours raises it.
+  probs = np.full((8, action_dim), 0.01 / (action_dim - 1), np.float32)
+  probs[:, 0] = 0.99
+  log_probs = np.log(probs)
+  v_loss = velora_module.compute_loss(torch.from_numpy(probs), torch.from_numpy(log_probs))
+  velora_module.gradient_step(v_loss)
+  ours.gradient_step(ours.compute_loss(probs, log_probs))
+  assert velora_module.alpha.item() < 1.0 < float(ours.alpha)
+
+
+def test_velora_state_dict_loses_log_alpha_ours_keeps_it():
+  lp = np.full((16,), -5.0, np.float32)  # H = 5 > target -2: alpha falls.
+  velora_module = velora_modules.EntropyModule(2, initial_alpha=0.5, lr=1e-2)
+  ours = EntropyModule(2, initial_alpha=0.5, lr=1e-2)
+  for _ in range(20):
+    velora_module.gradient_step(velora_module.compute_loss(torch.from_numpy(lp)))
+    ours.gradient_step(ours.compute_loss(lp))
+  trained = velora_module.log_alpha.item()
+  np.testing.assert_allclose(float(ours.log_alpha), trained, rtol=RTOL)
+  assert trained < np.log(0.5) - 0.1
+
+  velora_reloaded = velora_modules.EntropyModule(2, initial_alpha=0.5, lr=1e-2)
+  velora_reloaded.load_state_dict(velora_module.state_dict())
+  ours_reloaded = EntropyModule(2, initial_alpha=0.5, lr=1e-2)
+  ours_reloaded.load_state_dict(ours.state_dict())
+  # Velora: back at initial_alpha, the 20 steps are lost.
+  assert velora_reloaded.log_alpha.item() == pytest.approx(np.log(0.5))
+  # Ours: bit-identical log_alpha, and the next step continues identically.
+  assert float(ours_reloaded.log_alpha) == float(ours.log_alpha)
+  ours.gradient_step(ours.compute_loss(lp))
+  ours_reloaded.gradient_step(ours_reloaded.compute_loss(lp))
+  assert float(ours_reloaded.log_alpha) == float(ours.log_alpha)
+
+
+def test_torch_optimizer_class_is_accepted_as_velora_users_pass_it():
+  lp = np.linspace(-4.0, -2.0, 32, dtype=np.float32)
+  for torch_cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop):
+    by_class = EntropyModule(3, optim=torch_cls, lr=1e-2)
+    by_name = EntropyModule(3, optim=torch_cls.__name__, lr=1e-2)
+    assert repr(by_class) == repr(velora_modules.EntropyModule(3, optim=torch_cls, lr=1e-2))
+    for m in (by_class, by_name):
+      for _ in range(3):
+        m.gradient_step(m.compute_loss(lp))
+    assert float(by_class.log_alpha) == float(by_name.log_alpha)
+  with pytest.raises(ValueError, match="LBFGS has no optax equivalent.*'Adam', 'AdamW', 'SGD', 'RMSprop'"):
+    EntropyModule(3, optim=torch.optim.LBFGS)
+
+
+def test_repr_and_config_match_velora():
+  for device in (None, "cpu"):
+    for cls, vcls in (
+        (EntropyModule, velora_modules.EntropyModule),
+        (EntropyModuleDiscrete, velora_modules.EntropyModuleDiscrete),
+    ):
+      v = vcls(2, initial_alpha=0.2, lr=1e-3, device=device)
+      o = cls(2, initial_alpha=0.2, lr=1e-3, device=device)
+      assert repr(o) == repr(v)
+  v = velora_modules.EntropyModule(2)
+  o = EntropyModule(2)
+  assert repr(o) == "EntropyModule(action_dim=2, initial_alpha=1.0, optim=Adam, lr=0.0003, device=None)"
+  assert o.config().model_dump() == v.config().model_dump()
+  assert o.config().model_dump_json() == v.config().model_dump_json()
