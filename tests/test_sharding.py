@@ -63,12 +63,15 @@ def test_the_suite_sees_the_devices_xla_flags_asks_for():
 # Inputs.
 
 
+TX = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)  # one object: equal static fields
+
+
 def _population(loss_form="log", seed=0):
   rng = np.random.default_rng(seed)
   return init_population(
       jnp.asarray(rng.uniform(-3.0, 1.5, N), jnp.float32),
       initial_alpha=jnp.asarray(rng.uniform(0.05, 2.0, N), jnp.float32),
-      optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
+      optimizer=TX,
       min_alpha=1e-3,
       max_alpha=10.0,
       loss_form=loss_form,
@@ -339,3 +342,37 @@ def test_unknown_mesh_axis_is_rejected(mesh):
     sharding.shard_mapped_update(apply_gradients, mesh, axis_name="batch")
   with pytest.raises(ValueError, match=r"`devices` is empty"):
     sharding.population_mesh([])
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints: saved from 8 devices, restored onto 4.
+
+
+def test_checkpoint_saved_on_eight_devices_restores_onto_four(mesh, tmp_path):
+  from entropy_jax.checkpoint import restore_checkpoint, save_checkpoint
+
+  fn, pop, args, kwargs = _continuous_case()
+  s_args, s_kwargs = sharding.shard_population((args, kwargs), mesh)
+  trained, _ = _run(sharding.sharded_update(fn, mesh), sharding.shard_population(pop, mesh), s_args, s_kwargs)
+  path = save_checkpoint(tmp_path / "population.ckpt", trained)
+
+  # Restore into an abstract population that carries the 4-device sharding:
+  # nothing is built on the devices before the file is read.
+  mesh4 = sharding.population_mesh(jax.devices()[:4])
+  member4 = sharding.member_sharding(mesh4)
+  abstract = jax.eval_shape(lambda: _population())
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=member4), abstract)
+  restored = restore_checkpoint(path, like)
+
+  _assert_bitwise_equal(restored, trained)
+  assert restored.tx is like.tx and restored.loss_form == trained.loss_form
+  for leaf in jax.tree.leaves(restored):
+    assert leaf.sharding == member4
+    assert {s.data.shape for s in leaf.addressable_shards} == {(N // 4,)}
+
+  # Training goes on, on 4 devices, exactly as one device runs 4 blocks of N/4.
+  args4, kwargs4 = sharding.shard_population((args, kwargs), mesh4)
+  resumed = _run(sharding.sharded_update(fn, mesh4), restored, args4, kwargs4)
+  host = jax.device_put(trained, jax.devices()[0])
+  _assert_bitwise_equal(resumed, _single_device(fn, host, args, kwargs, blocks=4))
+  assert np.all(np.asarray(resumed[0].step + resumed[0].skipped) == 2 * STEPS)
