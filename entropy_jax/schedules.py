@@ -24,7 +24,13 @@ The annealed discrete target of Xu et al. 2021 ("Target Entropy Annealing for
 Discrete Soft Actor-Critic", arXiv:2112.02852, TES-SAC) comes in two forms:
 `tes_sac_init` / `tes_sac_update`, the paper's feedback rule driven by the
 observed policy entropy, and `annealed_discrete_target`, its step-indexed
-staircase (the fastest the feedback rule can anneal).
+staircase (the fastest the feedback rule can anneal). Source note: the
+paper's abstract and setting are from arXiv:2112.02852; the update rule of
+its Algorithm 1 and the Table 1 values (decay 0.9, lambda 0.999, thresholds
+0.01 and 0.05) are as transcribed by a public third-party implementation,
+since the paper's body was not available to us. Where the paper is silent
+(the patience `T`, how `mu` starts) our choices are stated in
+`tes_sac_update`.
 """
 
 from __future__ import annotations
