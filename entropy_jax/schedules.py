@@ -1,6 +1,7 @@
 """Target-entropy schedules: the target as a function of the update count.
 
-Every schedule here is a pure function of the step, returned as a
+Every schedule here (but TES-SAC's feedback rule, see below) is a pure
+function of the step, returned as a
 `jax.tree_util.Partial` whose numeric parameters (start and end values, step
 counts) are array leaves. Passed to `init_entropy_state`, it becomes the
 state's `target_schedule`, and `apply_gradients` sets
