@@ -1,10 +1,16 @@
 """entropy_jax: automatic entropy (temperature) tuning for Soft Actor-Critic in JAX."""
 
+from entropy_jax import schedules
 from entropy_jax.losses import continuous_entropy
 from entropy_jax.losses import continuous_loss
 from entropy_jax.losses import discrete_entropy
 from entropy_jax.losses import discrete_loss
+from entropy_jax.schedules import TesSacState
+from entropy_jax.schedules import annealed_discrete_target
+from entropy_jax.schedules import tes_sac_init
+from entropy_jax.schedules import tes_sac_update
 from entropy_jax.state import EntropyState
+from entropy_jax.state import fixed_alpha_state
 from entropy_jax.state import init_entropy_state
 from entropy_jax.state import init_population
 from entropy_jax.targets import continuous_target
@@ -19,6 +25,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EntropyState",
+    "TesSacState",
+    "annealed_discrete_target",
+    "fixed_alpha_state",
+    "schedules",
+    "tes_sac_init",
+    "tes_sac_update",
     "apply_gradients",
     "continuous_entropy",
     "continuous_loss",
