@@ -1,0 +1,464 @@
+"""Tests of entropy_jax.compat (the Velora-compatible classes) and
+entropy_jax.optimizers, without torch: closed-form values, the loss/step
+protocol, trace counts, non-finite input, devices, config and checkpoints.
+The comparison with the real Velora is in test_velora_parity.py."""
+
+import dataclasses
+import math
+import pickle
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from entropy_jax import compat
+from entropy_jax.compat import (
+    EntropyModule,
+    EntropyModuleDiscrete,
+    EntropyParameters,
+    LossMismatchError,
+    NonFiniteLossError,
+)
+from entropy_jax.losses import continuous_loss, discrete_loss
+from entropy_jax import optimizers
+
+
+def leaves(module):
+  return [np.asarray(x) for x in jax.tree.leaves(module.state)]
+
+
+def assert_state_equal(a, b):
+  """Bit-identical states (NaN-safe: compares the bytes)."""
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(la, lb):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape
+    assert x.tobytes() == y.tobytes()
+
+
+def step(module, *args, **kwargs):
+  loss = module.compute_loss(*args, **kwargs)
+  module.gradient_step(loss)
+  return loss
+
+
+# ----------------------------------------------------------------------------
+# Construction.
+
+
+@pytest.mark.parametrize("cls", [EntropyModule, EntropyModuleDiscrete])
+def test_constructor_validation(cls):
+  for bad in (0, -3):
+    with pytest.raises(ValueError, match=f"action_dim.*positive int; got {bad}"):
+      cls(bad)
+  for bad in (2.0, True, "2", None):
+    with pytest.raises(TypeError, match="action_dim.*positive int"):
+      cls(bad)
+  for bad in (0.0, -1.0, math.nan, math.inf):
+    with pytest.raises(ValueError, match="initial_alpha.*positive and finite"):
+      cls(2, initial_alpha=bad)
+    with pytest.raises(ValueError, match="lr.*positive and finite"):
+      cls(2, lr=bad)
+  with pytest.raises(ValueError, match="target_entropy.*finite; got nan"):
+    cls(2, target_entropy=math.nan)
+  with pytest.raises(TypeError, match="target_entropy.*None or a number"):
+    cls(2, target_entropy="high")
+  with pytest.raises(ValueError, match="unknown optimizer name 'Adamax'; known names are 'Adam', 'AdamW', 'SGD', 'RMSprop'"):
+    cls(2, optim="Adamax")
+  with pytest.raises(TypeError, match="factory.*got GradientTransformation"):
+    cls(2, optim=optax.adam(1e-3))  # an instance, not a factory
+  with pytest.raises(TypeError, match="must return an optax GradientTransformation; got int"):
+    cls(2, optim=lambda learning_rate: 3)
+
+
+def test_default_targets_and_attributes():
+  m = EntropyModule(6, initial_alpha=0.2, lr=1e-3)
+  assert float(m.target) == -6.0
+  assert (m.action_dim, m.initial_alpha, m.lr, m.device) == (6, 0.2, 1e-3, None)
+  np.testing.assert_allclose(float(m.log_alpha), np.log(np.float32(0.2)), rtol=1e-7)
+  np.testing.assert_allclose(float(m.alpha), 0.2, rtol=1e-7)
+  assert m.state.log_alpha is m.log_alpha and m.optim is m.state.tx
+  d = EntropyModuleDiscrete(6)
+  np.testing.assert_allclose(float(d.target), 0.98 * np.log(6), rtol=1e-7)
+  assert float(EntropyModuleDiscrete(1).target) == 0.0
+  assert float(EntropyModule(3, target_entropy=-1.5).target) == -1.5
+  assert float(EntropyModuleDiscrete(3, target_entropy=0.3).target) == np.float32(0.3)
+  with pytest.raises(AttributeError):
+    m.lr = 1.0  # read-only: the optimizer was built with the old lr
+
+
+def test_repr_names_the_optimizer():
+  assert repr(EntropyModule(2)) == (
+      "EntropyModule(action_dim=2, initial_alpha=1.0, optim=Adam, lr=0.0003, device=None)"
+  )
+  assert repr(EntropyModuleDiscrete(4, initial_alpha=0.2, optim="RMSprop", lr=0.01, device="cpu")) == (
+      "EntropyModuleDiscrete(action_dim=4, initial_alpha=0.2, optim=RMSprop, lr=0.01, device=cpu)"
+  )
+  for name in ("Adam", "AdamW", "SGD", "RMSprop"):
+    assert f"optim={name}," in repr(EntropyModule(2, optim=name))
+  assert "optim=SGD," in repr(EntropyModule(2, optim=optax.sgd))
+  assert "optim=lion," in repr(EntropyModule(2, optim=optax.lion))
+
+
+# ----------------------------------------------------------------------------
+# Losses and steps: closed forms.
+
+
+def test_continuous_loss_and_step_closed_form():
+  # mean(lp) = -2, target = -2: d loss / d log_alpha = -(mean + target) = 4.
+  m = EntropyModule(2, initial_alpha=0.5, optim="SGD", lr=0.1)
+  lp = jnp.array([-1.0, -2.0, -3.0])
+  loss = m.compute_loss(lp)
+  assert isinstance(loss, jax.Array) and loss.shape == () and loss.dtype == jnp.float32
+  np.testing.assert_allclose(float(loss), -np.log(0.5) * -4.0, rtol=1e-6)
+  m.gradient_step(loss)
+  np.testing.assert_allclose(float(m.log_alpha), np.log(0.5) - 0.1 * 4.0, rtol=1e-6)
+  assert int(m.state.step) == 1 and int(m.state.skipped) == 0
+  # [B, 1] is the same as [B], and the loss is the core's.
+  m2 = EntropyModule(2, initial_alpha=0.5, optim="SGD", lr=0.1)
+  assert float(m2.compute_loss(lp[:, None])) == float(continuous_loss(jnp.log(0.5), lp, -2.0))
+
+
+def test_discrete_loss_mask_and_per_state_target():
+  # Row 0: uniform over 4 valid actions; row 1: uniform over 2 (actions 2, 3 masked).
+  probs = jnp.array([[0.25] * 4, [0.5, 0.5, 0.0, 0.0]])
+  log_probs = jnp.log(probs)  # -inf where p = 0: 0 * -inf counts as 0
+  mask = jnp.array([[True] * 4, [True, True, False, False]])
+  h = np.array([np.log(4), np.log(2)])
+  m = EntropyModuleDiscrete(4, optim="SGD", lr=0.5)
+  # Default target with a mask: per state 0.98 * log(n_valid).
+  loss = m.compute_loss(probs, log_probs, mask=mask)
+  np.testing.assert_allclose(float(loss), 0.0, atol=0)  # log_alpha = 0
+  m.gradient_step(loss)
+  grad = np.mean(h - 0.98 * h)
+  np.testing.assert_allclose(float(m.log_alpha), -0.5 * grad, rtol=1e-5)
+  # An explicit target applies to every state, mask or not.
+  e = EntropyModuleDiscrete(4, optim="SGD", lr=0.5, target_entropy=1.0)
+  step(e, probs, log_probs, mask=mask)
+  np.testing.assert_allclose(float(e.log_alpha), -0.5 * np.mean(h - 1.0), rtol=1e-5)
+  # Without a mask: the module's target 0.98 log 4; loss is the core's.
+  d = EntropyModuleDiscrete(4, initial_alpha=2.0)
+  got = d.compute_loss(probs, log_probs)
+  want = discrete_loss(jnp.log(jnp.float32(2.0)), probs, log_probs, 0.98 * np.log(4.0))
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+
+
+def test_discrete_action_dim_must_match():
+  m = EntropyModuleDiscrete(4)
+  p = jnp.full((3, 5), 0.2)
+  with pytest.raises(ValueError, match=r"shape \[B, 4\] \(action_dim=4\); got shape \(3, 5\)"):
+    m.compute_loss(p, jnp.log(p))
+  with pytest.raises(ValueError, match=r"got shape \(\)"):
+    m.compute_loss(jnp.float32(1.0), jnp.float32(0.0))
+  with pytest.raises(ValueError, match=r"same shape \[B, A\]; got \(3, 4\) and \(3, 1\)"):
+    m.compute_loss(jnp.full((3, 4), 0.25), jnp.zeros((3, 1)))
+  with pytest.raises(ValueError, match=r"\[B\] or \[B, 1\]; got shape \(3, 2\)"):
+    EntropyModule(2).compute_loss(jnp.zeros((3, 2)))
+
+
+def test_adam_default_equals_named_adam():
+  lp = jnp.linspace(-5.0, -1.0, 16)
+  a, b = EntropyModule(3), EntropyModule(3, optim="Adam")
+  for _ in range(5):
+    step(a, lp)
+    step(b, lp)
+  assert_state_equal(a.state, b.state)
+
+
+# ----------------------------------------------------------------------------
+# The named optimizers: PyTorch's update rules, checked in closed form.
+
+
+def test_rmsprop_eps_is_outside_the_square_root_and_alpha_is_0_99():
+  # grad g = 1e-7 (mean(lp) = -1e-7, target 0). Torch: v = 0.01 g^2,
+  # step = lr * g / (sqrt(v) + 1e-8) = lr * 1e-7 / 2e-8 = 5 lr. With eps inside
+  # the root it would be lr * g / sqrt(v + 1e-8) ~ 1e-3 lr; with decay 0.9, 3.2 lr.
+  m = EntropyModule(1, optim="RMSprop", lr=1e-2, target_entropy=0.0)
+  step(m, jnp.array([-1e-7]))
+  g = np.float32(1e-7)
+  np.testing.assert_allclose(float(m.log_alpha), -1e-2 * g / (np.sqrt(0.01 * g * g) + 1e-8), rtol=1e-5)
+
+
+def test_adamw_weight_decay_is_pytorchs_0_01():
+  # A zero gradient leaves only the decoupled decay: p <- p (1 - lr * 0.01).
+  m = EntropyModule(1, initial_alpha=math.e, optim="AdamW", lr=0.1, target_entropy=0.0)
+  step(m, jnp.zeros((4,)))
+  np.testing.assert_allclose(float(m.log_alpha), 1.0 * (1 - 0.1 * 0.01), rtol=1e-6)
+
+
+def test_sgd_and_adam_first_steps():
+  s = EntropyModule(1, optim="SGD", lr=0.3, target_entropy=0.0)
+  step(s, jnp.array([-2.0]))  # grad 2
+  np.testing.assert_allclose(float(s.log_alpha), -0.6, rtol=1e-6)
+  a = EntropyModule(1, optim="Adam", lr=0.3, target_entropy=0.0)
+  step(a, jnp.array([-2.0]))
+  # Adam's first step is lr * m_hat / (sqrt(v_hat) + eps) ~ lr * sign(grad), with
+  # optax's bias corrections 1 - b**1 taken with b rounded to float32: 1 - 0.999
+  # is then 9.99987e-4, 1.3e-5 relative off, which moves the step by 6.6e-6.
+  b1, b2, g = float(np.float32(0.9)), float(np.float32(0.999)), 2.0
+  m_hat, v_hat = 0.1 * g / (1 - b1), 0.001 * g * g / (1 - b2)
+  np.testing.assert_allclose(float(a.log_alpha), -0.3 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-6)
+
+
+def test_optimizers_resolve():
+  assert optimizers.resolve("Adam") == ("Adam", optax.adam)
+  assert optimizers.resolve(optax.adam)[0] == "Adam"
+  torch_like = type("RMSprop", (), {"__module__": "torch.optim.rmsprop"})
+  assert optimizers.resolve(torch_like)[0] == "RMSprop"
+  with pytest.raises(ValueError, match="LBFGS has no optax equivalent"):
+    optimizers.resolve(type("LBFGS", (), {"__module__": "torch.optim.lbfgs"}))
+  with pytest.raises(TypeError, match="got 3 of type int"):
+    optimizers.resolve(3)
+  # The same settings give the same transformation object (shared compiled code).
+  assert optimizers.make("AdamW", 1e-3)[1] is optimizers.make("AdamW", 1e-3)[1]
+  assert optimizers.make("AdamW", 1e-3)[1] is not optimizers.make("AdamW", 1e-2)[1]
+
+
+# ----------------------------------------------------------------------------
+# The loss / gradient_step protocol.
+
+
+def test_gradient_step_rejects_any_other_loss_and_changes_nothing():
+  m = EntropyModule(2, lr=0.1)
+  other = EntropyModule(2, lr=0.1)
+  lp = jnp.array([-1.0, -3.0])
+  with pytest.raises(LossMismatchError, match="no compute_loss call is pending"):
+    m.gradient_step(jnp.float32(1.0))
+  loss = m.compute_loss(lp)
+  before = jax.tree.map(np.asarray, m.state)
+  cases = [
+      (loss * 2, "not returned by this module's compute_loss.*loss \\* 2"),
+      (loss + 0, "not returned by this module's compute_loss"),
+      (other.compute_loss(lp), "not returned by this module's compute_loss"),
+      (float(loss), "expected the jax.Array returned.*got float"),
+      (np.asarray(loss), "got ndarray"),
+  ]
+  for bad, message in cases:
+    with pytest.raises(LossMismatchError, match=message):
+      m.gradient_step(bad)
+    assert_state_equal(m.state, before)
+  # The pending loss still works after the rejections; then it is spent.
+  m.gradient_step(loss)
+  assert int(m.state.step) == 1
+  after = jax.tree.map(np.asarray, m.state)
+  with pytest.raises(LossMismatchError, match="already applied by gradient_step"):
+    m.gradient_step(loss)
+  assert_state_equal(m.state, after)
+  # A loss superseded by a later compute_loss.
+  old = m.compute_loss(lp)
+  new = m.compute_loss(lp)
+  with pytest.raises(LossMismatchError, match="superseded by a later compute_loss"):
+    m.gradient_step(old)
+  assert_state_equal(m.state, after)
+  m.gradient_step(new)
+  assert int(m.state.step) == 2
+
+
+def test_no_recompiles_across_steps_and_modules():
+  lp = jnp.linspace(-4.0, -1.0, 32)
+  probs = jax.nn.softmax(jnp.arange(12.0).reshape(4, 3))
+  fns = (
+      compat._continuous_value_and_grad,
+      compat._discrete_value_and_grad,
+      compat._apply_gradients,
+  )
+  c = EntropyModule(3, optim="RMSprop", lr=2e-3)
+  d = EntropyModuleDiscrete(3, optim="RMSprop", lr=2e-3)
+  step(c, lp)
+  step(d, probs, jnp.log(probs))
+  sizes = [f._cache_size() for f in fns]
+  for _ in range(100):
+    step(c, lp)
+    step(d, probs, jnp.log(probs))
+  # A second module with the same settings reuses the compiled calls too.
+  c2 = EntropyModule(3, optim="RMSprop", lr=2e-3, initial_alpha=0.3, target_entropy=-1.0)
+  for _ in range(10):
+    step(c2, lp + 1.0)
+  assert [f._cache_size() for f in fns] == sizes
+  assert int(c.state.step) == 101 and int(d.state.step) == 101
+
+
+def test_state_can_round_trip_through_jitted_code():
+  from entropy_jax.update import continuous_update
+
+  a, b = EntropyModule(2, lr=1e-2), EntropyModule(2, lr=1e-2)
+  lp = jnp.linspace(-3.0, 0.0, 8)
+  update = jax.jit(continuous_update)
+  for _ in range(3):
+    step(a, lp)
+    b.state = update(b.state, lp)[0]
+  assert_state_equal(a.state, b.state)
+  with pytest.raises(TypeError, match="expected an EntropyState; got dict"):
+    b.state = {}
+  with pytest.raises(ValueError, match="structure"):
+    b.state = EntropyModule(2, optim="SGD").state
+  # Replacing the state supersedes a pending loss.
+  loss = b.compute_loss(lp)
+  b.state = a.state
+  with pytest.raises(LossMismatchError, match="state was replaced"):
+    b.gradient_step(loss)
+
+
+# ----------------------------------------------------------------------------
+# Non-finite input: a clear error, the state bit-identical.
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_log_probs_raise_and_change_nothing(bad):
+  m = EntropyModule(2, lr=1e-2)
+  lp = jnp.linspace(-3.0, 0.0, 8)
+  step(m, lp)
+  before = jax.tree.map(np.asarray, m.state)
+  pending = m.compute_loss(lp)
+  with pytest.raises(NonFiniteLossError, match=r"`log_probs` has 2 NaN/Inf of 8 values.*state is unchanged \(step 1"):
+    m.compute_loss(lp.at[2:4].set(bad))
+  assert_state_equal(m.state, before)
+  m.gradient_step(pending)  # The failed call did not disturb the pending loss.
+  assert int(m.state.step) == 2 and int(m.state.skipped) == 0
+
+
+def test_non_finite_discrete_inputs_raise_but_zero_probability_actions_are_fine():
+  d = EntropyModuleDiscrete(3, lr=1e-2)
+  probs = jnp.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+  log_probs = jnp.log(probs)  # -inf for the p = 0 action: a valid input
+  step(d, probs, log_probs)
+  assert np.isfinite(float(d.log_alpha)) and int(d.state.step) == 1
+  before = jax.tree.map(np.asarray, d.state)
+  with pytest.raises(NonFiniteLossError, match="`probs` has 1 NaN/Inf of 6 values; `log_probs` has 0"):
+    d.compute_loss(probs.at[1, 1].set(jnp.nan), log_probs)
+  with pytest.raises(NonFiniteLossError, match="`log_probs` has 1 NaN/Inf"):
+    d.compute_loss(probs, log_probs.at[1, 0].set(-jnp.inf))  # p = 0.2 with log p = -inf
+  assert_state_equal(d.state, before)
+
+
+def test_an_overflowing_step_is_skipped_by_the_core():
+  # A finite gradient whose step overflows log_alpha: apply_gradients skips
+  # it (log_alpha unchanged, counted in `skipped`); nothing becomes non-finite.
+  m = EntropyModule(1, optim="SGD", lr=1e38, target_entropy=0.0)
+  step(m, jnp.array([-1e3]))
+  assert float(m.log_alpha) == 0.0 and int(m.state.skipped) == 1 and int(m.state.step) == 0
+
+
+# ----------------------------------------------------------------------------
+# Devices.
+
+
+def test_devices():
+  cpus = jax.devices("cpu")
+  assert len(cpus) == 8  # tests/conftest.py asks for 8 virtual CPU devices
+  m = EntropyModule(2, device="cpu:1")
+  lp = jnp.linspace(-3.0, 0.0, 8)
+  for _ in range(3):
+    loss = step(m, lp)
+  assert {cpus[1]} == loss.devices()
+  assert all(x.devices() == {cpus[1]} for x in jax.tree.leaves(m.state))
+  assert repr(m).endswith("device=cpu:1)")
+  assert EntropyModule(2, device=cpus[2]).log_alpha.devices() == {cpus[2]}
+  assert EntropyModule(2, device="cpu").log_alpha.devices() == {cpus[0]}
+  torch_like = types.SimpleNamespace(type="cpu", index=3)
+  assert EntropyModule(2, device=torch_like).log_alpha.devices() == {cpus[3]}
+  for gpu in ("cuda:0", "gpu:0", "cuda"):
+    with pytest.raises(ValueError, match=f"device '{gpu}' is not available: this JAX has no gpu backend"):
+      EntropyModule(2, device=gpu)
+  with pytest.raises(ValueError, match=r"'cpu:8' is not available: there are 8 cpu devices"):
+    EntropyModule(2, device="cpu:8")
+  with pytest.raises(ValueError, match="cannot parse device 'banana'"):
+    EntropyModule(2, device="banana")
+  with pytest.raises(TypeError, match="device.*got 0 of type int"):
+    EntropyModule(2, device=0)
+
+
+# ----------------------------------------------------------------------------
+# Config.
+
+
+def test_config():
+  cfg = EntropyModuleDiscrete(4, initial_alpha=0.2, lr=1e-3).config()
+  assert isinstance(cfg, EntropyParameters)
+  assert cfg.model_dump() == {"lr": 1e-3, "initial_alpha": 0.2, "target": float(np.float32(0.98 * np.log(4)))}
+  assert EntropyModule(2).config().model_dump_json() == '{"lr":0.0003,"initial_alpha":1.0,"target":-2.0}'
+  assert EntropyParameters.model_validate_json(cfg.model_dump_json()) == cfg
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.lr = 1.0
+  with pytest.raises(ValueError, match="keys \\['initial_alpha', 'lr', 'target'\\]"):
+    EntropyParameters.model_validate_json('{"lr": 1.0}')
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints.
+
+
+@pytest.mark.parametrize("optim", ["Adam", "AdamW", "SGD", "RMSprop"])
+def test_state_dict_reload_continues_bit_identically(optim):
+  rng = np.random.default_rng(0)
+  batches = [rng.normal(-1.0, 1.0, size=(16,)).astype(np.float32) for _ in range(10)]
+  straight = EntropyModule(2, initial_alpha=0.7, optim=optim, lr=1e-2)
+  for lp in batches[:5]:
+    step(straight, lp)
+  saved = pickle.loads(pickle.dumps(straight.state_dict()))
+  assert (saved["format"], saved["version"], saved["kind"]) == ("entropy_jax.compat", 1, "EntropyModule")
+  resumed = EntropyModule(2, initial_alpha=0.7, optim=optim, lr=1e-2)
+  resumed.load_state_dict(saved)
+  assert_state_equal(resumed.state, straight.state)
+  assert int(resumed.state.step) == 5
+  for lp in batches[5:]:
+    a, b = step(straight, lp), step(resumed, lp)
+    assert float(a) == float(b)
+  assert_state_equal(resumed.state, straight.state)
+
+
+def test_state_dict_keeps_target_and_skipped_and_places_on_device():
+  d = EntropyModuleDiscrete(3, target_entropy=0.5, device="cpu:2")
+  d.state = d.state.replace(skipped=jnp.int32(4))
+  fresh = EntropyModuleDiscrete(3, device="cpu:1")  # default target 0.98 log 3
+  fresh.load_state_dict(d.state_dict())
+  assert float(fresh.target) == 0.5 and int(fresh.state.skipped) == 4
+  assert fresh.log_alpha.devices() == {jax.devices("cpu")[1]}
+
+
+def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
+  m = EntropyModule(2, lr=1e-2)
+  lp = jnp.linspace(-3.0, 0.0, 8)
+  step(m, lp)
+  good = m.state_dict()
+  pending = m.compute_loss(lp)
+  before = jax.tree.map(np.asarray, m.state)
+
+  def edited(**changes):
+    return {**good, **changes}
+
+  def edited_state(**changes):
+    return edited(state={**good["state"], **changes})
+
+  opt_state = dict(good["state"]["opt_state"])
+  del opt_state["1"]
+  cases = [
+      ("not a dict", TypeError, "expected a dict from state_dict\\(\\); got str"),
+      ({"entropy_optim": {}}, ValueError, "not an entropy_jax state dict.*looks like a Velora state_dict"),
+      ({}, ValueError, "not an entropy_jax state dict"),
+      (edited(version=2), ValueError, "format version 2; this entropy_jax reads version 1"),
+      (EntropyModuleDiscrete(2, lr=1e-2).state_dict(), ValueError, "from a 'EntropyModuleDiscrete'; this module is a 'EntropyModule'"),
+      (edited(action_dim=3), ValueError, "action_dim=3; this module has action_dim=2"),
+      (edited(optim="SGD"), ValueError, "optim='SGD'; this module has optim='Adam'"),
+      (edited(lr=3e-4), ValueError, "lr=0.0003; this module has lr=0.01"),
+      (edited(state=None), ValueError, "structure does not match"),
+      (edited_state(opt_state=opt_state), ValueError, "structure does not match"),
+      (edited_state(log_alpha=np.float64(0.5)), ValueError, r"state\['log_alpha'\] must have shape \(\) and dtype float32; got shape \(\) and dtype float64"),
+      (edited_state(step=np.zeros((2,), np.int32)), ValueError, r"state\['step'\] must have shape \(\).*got shape \(2,\)"),
+      (edited_state(target="high"), ValueError, r"state\['target'\] must have shape \(\) and dtype float32; got shape \(\) and dtype <U4"),
+      (edited_state(log_alpha=np.float32(np.nan)), ValueError, "saved log_alpha is nan; expected a finite number"),
+  ]
+  for bad, error, message in cases:
+    with pytest.raises(error, match=message):
+      m.load_state_dict(bad)
+    assert_state_equal(m.state, before)
+  m.gradient_step(pending)  # Failed loads did not touch the pending loss.
+  # A successful load supersedes a pending loss.
+  pending = m.compute_loss(lp)
+  m.load_state_dict(good)
+  with pytest.raises(LossMismatchError, match="load_state_dict replaced the state"):
+    m.gradient_step(pending)
