@@ -38,6 +38,18 @@ velora_modules = pytest.importorskip(
 from entropy_jax.compat import EntropyModule, EntropyModuleDiscrete  # noqa: E402
 from entropy_jax.targets import discrete_target, velora_discrete_target  # noqa: E402
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+  # Velora's per-step work is a few scalar ops: torch's thread pool only adds
+  # overhead (and contention on a 2-core CI machine). Restored afterwards.
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)
+
+
 STEPS = 300
 RTOL = 1e-5
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
