@@ -88,8 +88,7 @@ def check_probs(
   row = jnp.argmin(sums_ok)
   checkify.check(
       jnp.all(sums_ok),
-      "check_probs: each row of probs must sum to 1 (atol {atol}); row {row} sums to {total}.",
-      atol=jnp.float32(tol),
+      f"check_probs: each row of probs must sum to 1 (atol {tol:g}); row {{row}} sums to {{total}}.",
       row=row,
       total=sums[row],
   )
@@ -97,8 +96,7 @@ def check_probs(
     close = (jnp.abs(jnp.exp(lp.astype(jnp.float32)) - p) <= tol) | ~valid
     checkify.check(
         jnp.all(close),
-        "check_probs: exp(log_probs) must equal probs (atol {atol}); row {row} differs.",
-        atol=jnp.float32(tol),
+        f"check_probs: exp(log_probs) must equal probs (atol {tol:g}); row {{row}} differs.",
         row=_first_false_row(close),
     )
 
