@@ -100,7 +100,7 @@ def two_process_results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference():
-  """The same updates in this one process on one device, by jit(vmap), one
+  """The same updates in this one process on one CPU device, by jit(vmap), one
   block of `N / 8` members at a time: the program each of the 8 devices runs.
 
   (All `N` members in one block may differ in the last bits: XLA:CPU's
@@ -112,7 +112,7 @@ def reference():
   blocks = []
   for start in range(0, worker.N, size):
     block = jax.tree.map(lambda x: x[start:start + size], (population, log_probs, weights))
-    block = jax.device_put(block, jax.devices()[0])
+    block = jax.device_put(block, jax.devices("cpu")[0])  # the workers' platform
     blocks.append(worker.run(lambda s, lp, weights: update(s, lp, weights), *block))
   state, metrics = jax.tree.map(lambda *xs: np.concatenate(xs), *blocks)
   return {
