@@ -164,7 +164,8 @@ def sharded_update(
     axis_name: the mesh axis the members are split over.
 
   Returns:
-    A function with `update_fn`'s signature over `[N, ...]` arguments.
+    A function with `update_fn`'s signature over `[N, ...]` arguments; its
+    `.lower(...)` (same arguments) gives the `jax.stages.Lowered` program.
   """
   sharding = member_sharding(mesh, axis_name)
   batched = jax.vmap(lambda state, args, kwargs: update_fn(state, *args, **kwargs))
@@ -191,7 +192,8 @@ def shard_mapped_update(
     update_fn, mesh, axis_name: as for `sharded_update`.
 
   Returns:
-    A jitted function with `update_fn`'s signature over `[N, ...]` arguments.
+    A jitted function with `update_fn`'s signature over `[N, ...]` arguments,
+    with `.lower(...)` as for `sharded_update`.
   """
   spec = PartitionSpec(axis_name)
   member_sharding(mesh, axis_name)  # validates the axis name
