@@ -7,11 +7,12 @@ maths: each method calls the functional core (`continuous_loss` /
 `discrete_loss` under `jax.value_and_grad`, `apply_gradients`) on
 `self.state`, an `EntropyState`, and stores the result.
 
-JAX has no `loss.backward()`. `compute_loss` is one compiled call that returns
-the loss and also computes its gradient with respect to `log_alpha`; the
-module keeps that (loss, gradient) pair, and `gradient_step(loss)` applies the
-stored gradient after checking that `loss` is exactly the object
-`compute_loss` returned. Anything else (a loss from another module, a derived
+JAX has no `loss.backward()`. `compute_loss` is one compiled call that
+returns the loss and also computes its gradient with respect to `log_alpha`
+and the state that `apply_gradients` makes of it; the module keeps that
+pending (loss, new state) pair, and `gradient_step(loss)` commits the new
+state, after checking that `loss` is exactly the object `compute_loss`
+returned (it needs no compiled call of its own). Anything else (a loss from another module, a derived
 value such as `loss * 2`, a loss already stepped on or superseded by a later
 `compute_loss`) raises `LossMismatchError`: never a silent no-op, never a
 wrong step.
@@ -30,6 +31,7 @@ Deliberate differences from Velora 0.2.0 (see docs/velora.md):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import numbers
 import weakref
@@ -106,26 +108,49 @@ class EntropyParameters:
 
 
 # ----------------------------------------------------------------------------
-# The compiled calls, shared by all modules (one trace per shape and optimizer).
+# The compiled calls, shared by all modules (one trace per input shape, state
+# structure and optimizer; modules with the same settings share one optimizer
+# object, see `optimizers.make`).
 
 
-@jax.jit
-def _continuous_value_and_grad(log_alpha, target, log_probs):
-  return jax.value_and_grad(continuous_loss)(log_alpha, log_probs, target)
+def _compiled_update(loss_fn):
+  """One jitted call: the loss, its gradient and the stepped state.
+
+  The state goes in and out as its list of leaves (`treedef` is static): a
+  plain list crosses the jit boundary faster than the `EntropyState`
+  dataclass, and this call is the whole cost of a compat update.
+
+  Returns:
+    A function `(treedef, leaves, *inputs) -> (loss, grad, new_leaves, ok)`,
+    `ok` False when `apply_gradients` skipped the step (non-finite gradient
+    or log_alpha).
+  """
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def update(treedef, leaves, *inputs):
+    state = jax.tree.unflatten(treedef, leaves)
+    loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha, state.target, *inputs)
+    new_state = apply_gradients(state, grad)
+    return loss, grad, jax.tree.leaves(new_state), new_state.skipped == state.skipped
+
+  return update
 
 
-@jax.jit
-def _discrete_value_and_grad(log_alpha, target, probs, log_probs, mask):
-  return jax.value_and_grad(discrete_loss)(log_alpha, probs, log_probs, target, mask=mask)
-
-
-@jax.jit
-def _discrete_value_and_grad_masked_target(log_alpha, probs, log_probs, mask):
-  target = masked_discrete_target(mask, DISCRETE_TARGET_RATIO)
-  return jax.value_and_grad(discrete_loss)(log_alpha, probs, log_probs, target, mask=mask)
-
-
-_apply_gradients = jax.jit(apply_gradients)
+_continuous_update = _compiled_update(
+    lambda log_alpha, target, log_probs: continuous_loss(log_alpha, log_probs, target)
+)
+_discrete_update = _compiled_update(
+    lambda log_alpha, target, probs, log_probs, mask: discrete_loss(
+        log_alpha, probs, log_probs, target, mask=mask
+    )
+)
+# The default discrete target under a mask: 0.98 * log(valid actions), per state.
+_discrete_update_masked_target = _compiled_update(
+    lambda log_alpha, _, probs, log_probs, mask: discrete_loss(
+        log_alpha, probs, log_probs,
+        masked_discrete_target(mask, DISCRETE_TARGET_RATIO), mask=mask,
+    )
+)
 
 
 # ----------------------------------------------------------------------------
@@ -212,9 +237,16 @@ class _EntropyModuleBase:
     self._default_target = target_entropy is None
     target = self._default_target_value() if target_entropy is None else target_entropy
     state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self._tx)
-    self._state = jax.device_put(state, self._jax_device)
-    self._pending: Optional[tuple[jax.Array, jax.Array]] = None
+    self._treedef = jax.tree.structure(state)
+    self._pending: Optional[tuple[jax.Array, list[jax.Array]]] = None
     self._spent: list[tuple[weakref.ref, str]] = []
+    self._put_state(jax.device_put(state, self._jax_device))
+
+  def _put_state(self, state: EntropyState) -> None:
+    # The state is kept as its leaves (what the compiled update takes); the
+    # EntropyState is rebuilt on demand and cached.
+    self._leaves = jax.tree.leaves(state)
+    self._state = state
 
   def _default_target_value(self) -> float:
     raise NotImplementedError
@@ -246,6 +278,8 @@ class _EntropyModuleBase:
   @property
   def state(self) -> EntropyState:
     """The `EntropyState`; pass it to jitted code, assign the result back."""
+    if self._state is None:
+      self._state = jax.tree.unflatten(self._treedef, self._leaves)
     return self._state
 
   @state.setter
@@ -255,39 +289,47 @@ class _EntropyModuleBase:
           f"{type(self).__name__}.state: expected an EntropyState; got"
           f" {type(new_state).__name__}."
       )
-    if jax.tree.structure(new_state) != jax.tree.structure(self._state):
+    if jax.tree.structure(new_state) != self._treedef:
       raise ValueError(
           f"{type(self).__name__}.state: the new state's structure (optimizer,"
           " schedule, loss form) differs from this module's; expected"
-          f" {jax.tree.structure(self._state)}, got {jax.tree.structure(new_state)}."
+          f" {self._treedef}, got {jax.tree.structure(new_state)}."
       )
-    self._state = new_state
+    self._put_state(new_state)
     self._retire_pending("superseded: the module's state was replaced after it was computed")
 
   @property
   def target(self) -> jax.Array:
     """The target entropy, a float32 scalar."""
-    return self._state.target
+    return self.state.target
 
   @property
   def log_alpha(self) -> jax.Array:
-    return self._state.log_alpha
+    return self.state.log_alpha
 
   @property
   def alpha(self) -> jax.Array:
     """The current entropy coefficient, `exp(log_alpha)`."""
-    return self._state.alpha
+    return self.state.alpha
 
   # --- Loss and step. ---
 
-  def _set_pending(self, loss: jax.Array, grad: jax.Array, inputs: dict[str, Any]) -> jax.Array:
-    if not np.isfinite(np.asarray(grad)):  # The one host read of an update.
-      raise NonFiniteLossError(self._non_finite_message(grad, inputs))
+  def _run(self, update, *inputs, names: tuple[str, ...]) -> jax.Array:
+    """Runs a compiled update on the state; keeps (loss, new leaves) pending."""
+    loss, grad, new_leaves, ok = update(self._treedef, self._leaves, *inputs)
+    if not np.asarray(ok):  # The one wait for the device in an update.
+      raise NonFiniteLossError(self._non_finite_message(grad, dict(zip(names, inputs))))
     self._retire_pending("superseded by a later compute_loss call")
-    self._pending = (loss, grad)
+    self._pending = (loss, new_leaves)
     return loss
 
   def _non_finite_message(self, grad, inputs: dict[str, Any]) -> str:
+    if np.isfinite(np.asarray(grad)):  # A finite gradient whose step overflows.
+      return (
+          f"{type(self).__name__}.compute_loss: the gradient {float(grad)} with"
+          f" lr {self._lr} would make log_alpha non-finite. No loss is returned"
+          " and the module's state is unchanged."
+      )
     counts = []
     for name, x in inputs.items():
       x = np.asarray(x)
@@ -300,7 +342,7 @@ class _EntropyModuleBase:
         f" log_alpha is {float(grad)} (expected a finite number); "
         + "; ".join(counts)
         + ". No loss is returned and the module's state is unchanged"
-        f" (step {int(self._state.step)}, alpha {float(self._state.alpha):.6g})."
+        f" (step {int(self.state.step)}, alpha {float(self.state.alpha):.6g})."
     )
 
   def _retire_pending(self, reason: str) -> None:
@@ -312,7 +354,8 @@ class _EntropyModuleBase:
   def gradient_step(self, loss: jax.Array) -> None:
     """Applies the gradient of `loss`, the value `compute_loss` just returned.
 
-    One compiled call of `apply_gradients`.
+    `compute_loss` already ran `apply_gradients` in its compiled call; this
+    commits the resulting state (no compiled call of its own).
 
     Args:
       loss: the very object returned by this module's latest `compute_loss`.
@@ -325,10 +368,7 @@ class _EntropyModuleBase:
     """
     name = type(self).__name__
     if self._pending is not None and loss is self._pending[0]:
-      # The gradient is finite (compute_loss checked it). A step that would
-      # still overflow log_alpha is skipped by the core and counted in
-      # `state.skipped`, with log_alpha unchanged.
-      self._state = _apply_gradients(self._state, self._pending[1])
+      self._leaves, self._state = self._pending[1], None
       self._retire_pending("already applied by gradient_step")
       return
     for ref, reason in reversed(self._spent):
@@ -360,7 +400,7 @@ class _EntropyModuleBase:
     return EntropyParameters(
         lr=float(self._lr),
         initial_alpha=float(self._initial_alpha),
-        target=float(self._state.target),
+        target=float(self.state.target),
     )
 
   def state_dict(self) -> dict[str, Any]:
@@ -371,7 +411,7 @@ class _EntropyModuleBase:
     `flax.serialization.to_state_dict` of the `EntropyState` (log_alpha,
     optimizer state, target, step, skipped, bounds).
     """
-    arrays = jax.tree.map(np.array, flax.serialization.to_state_dict(self._state))
+    arrays = jax.tree.map(np.array, flax.serialization.to_state_dict(self.state))
     return {
         "format": STATE_DICT_FORMAT,
         "version": STATE_DICT_VERSION,
@@ -421,11 +461,11 @@ class _EntropyModuleBase:
             f" module has {key}={mine!r}. Build the module with the same settings."
         )
     restored = self._restore_state(state_dict.get("state"), where)
-    self._state = jax.device_put(restored, self._jax_device)
+    self._put_state(jax.device_put(restored, self._jax_device))
     self._retire_pending("superseded: load_state_dict replaced the state after it was computed")
 
   def _restore_state(self, arrays: Any, where: str) -> EntropyState:
-    expected = flax.serialization.to_state_dict(self._state)
+    expected = flax.serialization.to_state_dict(self.state)
     if jax.tree.structure(arrays) != jax.tree.structure(expected):
       raise ValueError(
           f"{where}: the saved state's structure does not match this module's:"
@@ -451,7 +491,7 @@ class _EntropyModuleBase:
     for key in ("log_alpha", "target"):
       if not np.isfinite(arrays[key]):
         raise ValueError(f"{where}: the saved {key} is {arrays[key]}; expected a finite number.")
-    restored = flax.serialization.from_state_dict(self._state, arrays)
+    restored = flax.serialization.from_state_dict(self.state, arrays)
     return jax.tree.map(jnp.asarray, restored)
 
   def __repr__(self) -> str:
@@ -501,9 +541,7 @@ class EntropyModule(_EntropyModuleBase):
     Raises:
       NonFiniteLossError: NaN or Inf in `log_probs`; the state is unchanged.
     """
-    s = self._state
-    loss, grad = _continuous_value_and_grad(s.log_alpha, s.target, log_probs)
-    return self._set_pending(loss, grad, {"log_probs": log_probs})
+    return self._run(_continuous_update, log_probs, names=("log_probs",))
 
 
 class EntropyModuleDiscrete(_EntropyModuleBase):
@@ -553,9 +591,7 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
           f"{type(self).__name__}.compute_loss: `probs` must have shape"
           f" [B, {self._action_dim}] (action_dim={self._action_dim}); got shape {shape}."
       )
-    s = self._state
+    update = _discrete_update
     if mask is not None and self._default_target:
-      loss, grad = _discrete_value_and_grad_masked_target(s.log_alpha, probs, log_probs, mask)
-    else:
-      loss, grad = _discrete_value_and_grad(s.log_alpha, s.target, probs, log_probs, mask)
-    return self._set_pending(loss, grad, {"probs": probs, "log_probs": log_probs})
+      update = _discrete_update_masked_target
+    return self._run(update, probs, log_probs, mask, names=("probs", "log_probs"))

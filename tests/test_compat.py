@@ -261,11 +261,7 @@ def test_gradient_step_rejects_any_other_loss_and_changes_nothing():
 def test_no_recompiles_across_steps_and_modules():
   lp = jnp.linspace(-4.0, -1.0, 8)
   probs = jax.nn.softmax(jnp.arange(12.0).reshape(4, 3))
-  fns = (
-      compat._continuous_value_and_grad,
-      compat._discrete_value_and_grad,
-      compat._apply_gradients,
-  )
+  fns = (compat._continuous_update, compat._discrete_update)
   c = EntropyModule(3, optim="RMSprop", lr=1e-2)
   d = EntropyModuleDiscrete(3, optim="RMSprop", lr=1e-2)
   step(c, lp)
@@ -335,12 +331,13 @@ def test_non_finite_discrete_inputs_raise_but_zero_probability_actions_are_fine(
   assert_state_equal(d.state, before)
 
 
-def test_an_overflowing_step_is_skipped_by_the_core():
-  # A finite gradient whose step overflows log_alpha: apply_gradients skips
-  # it (log_alpha unchanged, counted in `skipped`); nothing becomes non-finite.
+def test_a_step_that_would_overflow_log_alpha_raises_and_changes_nothing():
+  # A finite gradient (1e3) whose SGD step (lr 1e38) overflows float32.
   m = EntropyModule(1, optim="SGD", lr=1e38, target_entropy=0.0)
-  step(m, jnp.array([-1e3]))
-  assert float(m.log_alpha) == 0.0 and int(m.state.skipped) == 1 and int(m.state.step) == 0
+  before = jax.tree.map(np.asarray, m.state)
+  with pytest.raises(NonFiniteLossError, match="gradient 1000.0 with lr 1e.38 would make log_alpha non-finite"):
+    m.compute_loss(jnp.array([-1e3]))
+  assert_state_equal(m.state, before)
 
 
 # ----------------------------------------------------------------------------
