@@ -197,3 +197,39 @@ def test_fresh_process_section(tmp_path):
   assert results["import"]["baseline_s"] > 0 and results["import"]["added_s"] > 0
   assert "population" not in results  # Not run, so no plot either.
   assert not (tmp_path / "population.png").exists()
+
+
+# --- The HLO check behind the population goal (no timing). ---
+
+
+def test_vmapped_updates_read_the_log_probs_once_and_build_no_n_by_b_temporary():
+  import jax
+  import jax.numpy as jnp
+
+  import entropy_jax as ej
+  import hlo_report
+
+  n, b = 64, 32
+  pop = ej.init_population(-6.0, size=n)
+  x = jnp.zeros((n, b), jnp.float32)
+  forms = [
+      jax.vmap(lambda s, lp: ej.apply_gradients(s, jax.grad(ej.continuous_loss)(s.log_alpha, lp, s.target))),
+      jax.vmap(ej.continuous_update),
+  ]
+  for fn in forms:
+    report = hlo_report.nb_report(jax.jit(fn).lower(pop, x).compile().as_text(), n, b)
+    assert len(report["nb_readers"]) == 1, report
+    assert report["nb_temporaries"] == [], report
+
+
+def test_hlo_report_sees_an_n_by_b_temporary_when_there_is_one():
+  import jax
+  import jax.numpy as jnp
+
+  import hlo_report
+
+  x = jnp.zeros((8, 4), jnp.float32)
+  # Two outputs of the full shape: the parser must flag them and both readers.
+  hlo = jax.jit(lambda v: (jnp.exp(v), v * 3.0)).lower(x).compile().as_text()
+  report = hlo_report.nb_report(hlo, 8, 4)
+  assert len(report["nb_temporaries"]) == 2 and len(report["nb_readers"]) == 2, report
