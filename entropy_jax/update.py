@@ -33,8 +33,10 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
 
   Then: clip `log_alpha` to `[log_alpha_min, log_alpha_max]`, advance `step`,
   and, if the state has a target schedule, set `target = schedule(step)`.
-  If `grad`, the resulting `log_alpha` or target, or a leaf of the optimizer
-  state that was finite is not finite after the step, the update is skipped:
+  If `grad`, the resulting target, or a leaf of the optimizer state that was
+  finite is not finite after the step, or if the new alpha = exp(log_alpha)
+  is not finite and positive (overflow to inf, underflow to 0), the update is
+  skipped:
   the returned state equals `state` bit for bit except `skipped + 1`.
 
   Args:
@@ -61,7 +63,12 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
     target = jnp.asarray(state.target_schedule(step), state.target.dtype)
   updated = state.replace(log_alpha=log_alpha, opt_state=opt_state, target=target, step=step)
 
-  ok = jnp.isfinite(grad) & jnp.isfinite(log_alpha) & jnp.isfinite(target)
+  # alpha = exp(log_alpha) must stay finite and positive, not just log_alpha:
+  # a step past log_alpha ~ 88.7 makes alpha inf (NaN in the actor loss), one
+  # below ~ -103.3 makes alpha 0, where the alpha-form gradient
+  # (alpha * statistic) is 0 for ever.
+  alpha = jnp.exp(log_alpha)
+  ok = jnp.isfinite(grad) & jnp.isfinite(alpha) & (alpha > 0) & jnp.isfinite(target)
   # A finite but huge gradient can overflow the optimizer's statistics (Adam's
   # `nu = grad**2` is inf in float32 for |grad| > 1.8e19), which would freeze
   # alpha for good. Skip such a step too. Leaves that were already non-finite
