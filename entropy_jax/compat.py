@@ -12,10 +12,10 @@ returns the loss and also computes its gradient with respect to `log_alpha`
 and the state that `apply_gradients` makes of it; the module keeps that
 pending (loss, new state) pair, and `gradient_step(loss)` commits the new
 state, after checking that `loss` is exactly the object `compute_loss`
-returned (it needs no compiled call of its own). Anything else (a loss from another module, a derived
-value such as `loss * 2`, a loss already stepped on or superseded by a later
-`compute_loss`) raises `LossMismatchError`: never a silent no-op, never a
-wrong step.
+returned (it needs no compiled call of its own). Anything else (a loss from
+another module, a derived value such as `loss * 2`, a loss already stepped on
+or superseded by a later `compute_loss`) raises `LossMismatchError`: never a
+silent no-op, never a wrong step.
 
 Deliberate differences from Velora 0.2.0 (see docs/velora.md):
   * `EntropyModuleDiscrete`'s default target is `+0.98 * log(A)`
@@ -24,8 +24,9 @@ Deliberate differences from Velora 0.2.0 (see docs/velora.md):
   * `state_dict()` holds everything (log_alpha, optimizer state, target,
     counters) with a format version; Velora's holds only the optimizer
     state, so its log_alpha returns to `initial_alpha` after a reload.
-  * Non-finite input: `compute_loss` raises `NonFiniteLossError` and the
-    state stays bit-identical (Velora would write NaN into log_alpha).
+  * Non-finite input (or a step that would overflow log_alpha):
+    `compute_loss` raises `NonFiniteLossError` and the state stays
+    bit-identical (Velora would write NaN into log_alpha).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class _EntropyModuleBase:
       action_dim: int,
       *,
       initial_alpha: float = 1.0,
-      optim: Any = optax.adam,
+      optim: Any = "Adam",
       lr: float = 3e-4,
       device: Any = None,
       target_entropy: Optional[float] = None,
@@ -515,7 +516,7 @@ class EntropyModule(_EntropyModuleBase):
   Args:
     action_dim: the dimension of the action space, a positive int.
     initial_alpha: the starting temperature, positive and finite.
-    optim: `optax.adam` (the default, shown as Adam), `"Adam"`, `"AdamW"`, `"SGD"`, `"RMSprop"` (PyTorch's
+    optim: `"Adam"` (default), `"AdamW"`, `"SGD"`, `"RMSprop"` (PyTorch's
       defaults, see `entropy_jax.optimizers`), the `torch.optim` class of that
       name, or an optax factory called as `optim(learning_rate=lr)`.
     lr: the learning rate, positive and finite.

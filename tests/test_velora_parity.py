@@ -247,15 +247,12 @@ def test_velora_state_dict_loses_log_alpha_ours_keeps_it():
 
 
 def test_torch_optimizer_class_is_accepted_as_velora_users_pass_it():
-  lp = np.linspace(-4.0, -2.0, 32, dtype=np.float32)
   for torch_cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop):
     by_class = EntropyModule(3, optim=torch_cls, lr=1e-2)
     by_name = EntropyModule(3, optim=torch_cls.__name__, lr=1e-2)
     assert repr(by_class) == repr(velora_modules.EntropyModule(3, optim=torch_cls, lr=1e-2))
-    for m in (by_class, by_name):
-      for _ in range(3):
-        m.gradient_step(m.compute_loss(lp))
-    assert float(by_class.log_alpha) == float(by_name.log_alpha)
+    # The class maps to the named optimizer: the very same transformation.
+    assert by_class.optim is by_name.optim
   with pytest.raises(ValueError, match="LBFGS has no optax equivalent.*'Adam', 'AdamW', 'SGD', 'RMSprop'"):
     EntropyModule(3, optim=torch.optim.LBFGS)
 
