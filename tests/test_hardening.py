@@ -166,7 +166,7 @@ def test_zero_injected_learning_rate_is_allowed_for_warmup():
   # Documented: lr == 0 is accepted (a warm-up schedule starts there).
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.0, 0.1, 10))
   state = init_entropy_state(-1.0, optimizer=tx)
-  new, _ = continuous_update(state, jnp.zeros(4))
+  new, _ = CU(state, jnp.zeros(4))
   assert float(new.log_alpha) == 0.0 and int(new.step) == 1 and int(new.skipped) == 0
 
 

@@ -1,0 +1,196 @@
+"""Property-based tests (hypothesis) of the functional core (issue 6).
+
+Over batch shapes, input dtypes (float32, bfloat16, float16), targets,
+initial alphas, optimizers, learning rates, loss forms and bounds:
+
+- alpha stays finite and positive, and within the bounds, after every update;
+- jit, eager and vmap agree;
+- an update with a non-finite value anywhere in its input is skipped, leaving
+  the state bit-identical except `skipped + 1`;
+- bounds hold for any gradient, however large.
+
+Optimizers are `optax.inject_hyperparams` instances built once, so the
+learning rate is a state leaf and every example reuses compiled programs;
+batch sizes come from a short list for the same reason.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from hypothesis import given, settings, strategies as st
+
+from entropy_jax.state import init_entropy_state
+from entropy_jax.update import apply_gradients, continuous_update, discrete_update
+
+SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
+
+OPTIMIZERS = {
+    "adam": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
+    "sgd": optax.inject_hyperparams(optax.sgd)(learning_rate=1e-3, momentum=0.9),
+    "adamw": optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-2),
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+BATCHES = [1, 6]
+ACTIONS = [2, 5]
+
+CU = jax.jit(continuous_update)
+DU = jax.jit(discrete_update)
+AG = jax.jit(apply_gradients)
+VCU = jax.jit(jax.vmap(continuous_update))
+
+
+@st.composite
+def configs(draw):
+  alpha = math.exp(draw(st.floats(-7.0, 4.6)))
+  bounded = draw(st.booleans())
+  lo = alpha * math.exp(-draw(st.floats(0.1, 5.0))) if bounded else None
+  hi = alpha * math.exp(draw(st.floats(0.1, 5.0))) if bounded else None
+  return {
+      "target": draw(st.floats(-20.0, 20.0)),
+      "initial_alpha": alpha,
+      "min_alpha": lo,
+      "max_alpha": hi,
+      "optimizer": draw(st.sampled_from(sorted(OPTIMIZERS))),
+      "learning_rate": math.exp(draw(st.floats(math.log(1e-4), math.log(0.3)))),
+      "loss_form": draw(st.sampled_from(["log", "alpha"])),
+  }
+
+
+def make_state(cfg):
+  state = init_entropy_state(
+      cfg["target"], initial_alpha=cfg["initial_alpha"], optimizer=OPTIMIZERS[cfg["optimizer"]],
+      min_alpha=cfg["min_alpha"], max_alpha=cfg["max_alpha"], loss_form=cfg["loss_form"],
+  )
+  opt_state = optax.tree_utils.tree_set(state.opt_state, learning_rate=jnp.float32(cfg["learning_rate"]))
+  return state.replace(opt_state=opt_state)
+
+
+def continuous_inputs(seed, batch, dtype, scale):
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(scale * rng.standard_normal(batch) - scale, DTYPES[dtype])
+
+
+def discrete_inputs(seed, batch, actions, dtype, scale):
+  rng = np.random.default_rng(seed)
+  logits = jnp.asarray(scale * rng.standard_normal((batch, actions)), jnp.float32)
+  return (jax.nn.softmax(logits).astype(DTYPES[dtype]),
+          jax.nn.log_softmax(logits).astype(DTYPES[dtype]))
+
+
+def raw(x):
+  x = np.asarray(x)
+  return x.dtype.name, x.shape, x.tobytes()
+
+
+def assert_bit_identical(a, b):
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  assert ta == tb
+  for x, y in zip(la, lb):
+    assert raw(x) == raw(y), (x, y)
+
+
+def assert_sane(state):
+  """alpha finite and positive; log_alpha within the state's bounds."""
+  alpha = float(state.alpha)
+  assert math.isfinite(alpha) and alpha > 0.0, alpha
+  assert float(state.log_alpha_min) <= float(state.log_alpha) <= float(state.log_alpha_max)
+
+
+def assert_close(a, b):
+  """Float leaves within 2 ulp (XLA's CPU exp/log kernels differ in the last
+  place between vectorised and scalar code); integer leaves equal."""
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape
+    if np.issubdtype(x.dtype, np.floating):
+      np.testing.assert_array_max_ulp(x, y, maxulp=2)
+    else:
+      np.testing.assert_array_equal(x, y)
+
+
+@SETTINGS
+@given(cfg=configs(), batch=st.sampled_from(BATCHES), dtype=st.sampled_from(sorted(DTYPES)),
+       scale=st.floats(0.01, 30.0), seed=st.integers(0, 2**16))
+def test_continuous_alpha_stays_finite_positive_and_bounded(cfg, batch, dtype, scale, seed):
+  state = make_state(cfg)
+  for i in range(6):
+    state, metrics = CU(state, continuous_inputs(seed + i, batch, dtype, scale))
+    assert_sane(state)
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["entropy"])
+  assert int(state.step) + int(state.skipped) == 6
+
+
+@SETTINGS
+@given(cfg=configs(), batch=st.sampled_from(BATCHES), actions=st.sampled_from(ACTIONS),
+       dtype=st.sampled_from(sorted(DTYPES)), scale=st.floats(0.01, 30.0), seed=st.integers(0, 2**16))
+def test_discrete_alpha_stays_finite_positive_and_bounded(cfg, batch, actions, dtype, scale, seed):
+  state = make_state(cfg)
+  for i in range(6):
+    probs, log_probs = discrete_inputs(seed + i, batch, actions, dtype, scale)
+    state, metrics = DU(state, probs, log_probs)
+    assert_sane(state)
+    # The exact entropy of a categorical policy lies in [0, log A].
+    assert -1e-2 <= float(metrics["entropy"]) <= math.log(actions) * (1 + 1e-2)
+
+
+@settings(SETTINGS, max_examples=6)
+@given(cfgs=st.lists(configs(), min_size=3, max_size=3), batch=st.sampled_from(BATCHES),
+       dtype=st.sampled_from(sorted(DTYPES)), seed=st.integers(0, 2**16))
+def test_jit_eager_and_vmap_agree(cfgs, batch, dtype, seed):
+  # One optimizer and loss form for the stacked population (static fields).
+  cfgs = [dict(c, optimizer=cfgs[0]["optimizer"], loss_form=cfgs[0]["loss_form"]) for c in cfgs]
+  states = [make_state(c) for c in cfgs]
+  inputs = [continuous_inputs(seed + i, batch, dtype, 3.0) for i in range(3)]
+  population = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  batched, batched_metrics = VCU(population, jnp.stack(inputs))
+  for i, (state, lp) in enumerate(zip(states, inputs)):
+    eager, eager_metrics = continuous_update(state, lp)
+    jitted, jitted_metrics = CU(state, lp)
+    member = jax.tree.map(lambda x: x[i], batched)
+    assert_close(jitted, eager)
+    assert_close(member, jitted)
+    assert_close(jitted_metrics, eager_metrics)
+    assert_close(jax.tree.map(lambda x: x[i], batched_metrics), jitted_metrics)
+
+
+@SETTINGS
+@given(cfg=configs(), batch=st.sampled_from(BATCHES), actions=st.sampled_from(ACTIONS),
+       dtype=st.sampled_from(sorted(DTYPES)), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
+       where=st.sampled_from(["continuous", "probs", "log_probs"]), position=st.integers(0, 10**6),
+       seed=st.integers(0, 2**16))
+def test_non_finite_input_skips_the_update_bit_for_bit(cfg, batch, actions, dtype, bad, where, position, seed):
+  state = make_state(cfg)
+  state, _ = CU(state, continuous_inputs(seed, batch, "float32", 1.0))  # non-trivial moments
+  if where == "continuous":
+    lp = continuous_inputs(seed + 1, batch, dtype, 2.0)
+    new, metrics = CU(state, lp.at[position % batch].set(bad))
+  else:
+    probs, log_probs = discrete_inputs(seed + 1, batch, actions, dtype, 2.0)
+    b, a = position % batch, (position // batch) % actions
+    if where == "probs":
+      probs = probs.at[b, a].set(bad)
+    else:
+      # -inf with probs > 0 (not the 0 * log 0 case): make the entry positive.
+      probs = probs.at[b, a].set(jnp.maximum(probs[b, a], 0.1))
+      log_probs = log_probs.at[b, a].set(bad)
+    new, metrics = DU(state, probs, log_probs)
+  assert int(new.skipped) == int(state.skipped) + 1
+  assert_bit_identical(new.replace(skipped=state.skipped), state)
+
+
+@SETTINGS
+@given(cfg=configs(), grads=st.lists(
+    st.one_of(st.floats(-1e3, 1e3), st.floats(-3e38, 3e38), st.sampled_from([math.nan, math.inf, -math.inf])),
+    min_size=1, max_size=8))
+def test_bounds_hold_for_any_gradient(cfg, grads):
+  state = make_state(cfg)
+  for g in grads:
+    new = AG(state, jnp.float32(g))
+    assert_sane(new)
+    if not math.isfinite(g):
+      assert int(new.skipped) == int(state.skipped) + 1
+    state = new
