@@ -142,7 +142,7 @@ def test_tiny_run_writes_results_extrapolates_loops_and_skips_a_population_over_
   for kind in ("continuous", "discrete"):
     rows = results["single"][kind]
     assert set(rows) == {"Velora 0.2.0 (PyTorch CPU)", "compat class", "jax.jit(fused update)",
-                         "lax.scan over 3 updates"}
+                         "lax.scan over 3 updates", run.LEAVES, run.TRIVIAL}
     assert rows["Velora 0.2.0 (PyTorch CPU)"]["speedup_vs_velora"] == 1.0
     scan = rows["lax.scan over 3 updates"]
     assert scan["seconds_per_update"] == pytest.approx(scan["timing"]["median"] / 3)
