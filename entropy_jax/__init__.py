@@ -1,6 +1,7 @@
 """entropy_jax: automatic entropy (temperature) tuning for Soft Actor-Critic in JAX."""
 
 from entropy_jax import schedules
+from entropy_jax import sharding
 from entropy_jax.losses import continuous_entropy
 from entropy_jax.losses import continuous_loss
 from entropy_jax.losses import discrete_entropy
@@ -9,6 +10,9 @@ from entropy_jax.schedules import TesSacState
 from entropy_jax.schedules import annealed_discrete_target
 from entropy_jax.schedules import tes_sac_init
 from entropy_jax.schedules import tes_sac_update
+from entropy_jax.sharding import shard_mapped_update
+from entropy_jax.sharding import shard_population
+from entropy_jax.sharding import sharded_update
 from entropy_jax.state import EntropyState
 from entropy_jax.state import fixed_alpha_state
 from entropy_jax.state import init_entropy_state
@@ -29,6 +33,10 @@ __all__ = [
     "annealed_discrete_target",
     "fixed_alpha_state",
     "schedules",
+    "shard_mapped_update",
+    "shard_population",
+    "sharded_update",
+    "sharding",
     "tes_sac_init",
     "tes_sac_update",
     "apply_gradients",
