@@ -177,6 +177,43 @@ def explore_lr_and_target(
   return new_lr, new_target
 
 
+def pbt_exploit_explore(
+    key: jax.Array,
+    population: PyTree,
+    scores: jax.Array,
+    n_replace: int,
+    rng: ExploreRange = ExploreRange(),
+    own_fields: Sequence[str] = (),
+) -> tuple[PyTree, jax.Array]:
+  """One PBT step on a stacked population of agents (a `struct.PyTreeNode`).
+
+  Exploit: the `n_replace` lowest-scoring members copy every field of the
+  `n_replace` highest-scoring ones (networks, optimizer states and the
+  `entropy` `EntropyState`) except `own_fields` (their own experience:
+  replay buffer, environment, episode statistics, PRNG key).
+  Explore: each replaced member's alpha learning rate (an
+  `optax.inject_hyperparams` `learning_rate`) and target entropy are then
+  perturbed as `ExploreRange` states. Pure and jittable.
+
+  The targets are set on `population.entropy.target`, so the entropy states
+  must not carry a target schedule (it would overwrite them).
+
+  Returns:
+    `(new_population, source)`: see `exploit`.
+  """
+  copied, source = exploit(population, scores, n_replace)
+  copied = copied.replace(**{f: getattr(population, f) for f in own_fields})
+  replaced = source != jnp.arange(source.shape[0])
+  entropy = copied.entropy
+  lr = injected(entropy.opt_state, "learning_rate")
+  new_lr, new_target = explore_lr_and_target(key, lr, entropy.target, replaced, rng)
+  entropy = entropy.replace(
+      target=new_target.astype(entropy.target.dtype),
+      opt_state=optax.tree_utils.tree_set(entropy.opt_state, learning_rate=new_lr.astype(lr.dtype)),
+  )
+  return copied.replace(entropy=entropy), source
+
+
 # ---------------------------------------------------------- training loop --
 
 def run_chunks(
@@ -254,8 +291,14 @@ def plot_members(
     labels: Optional[Sequence[str]] = None,
     logy: bool = False,
     hline: Optional[float] = None,
+    dashed: Optional[np.ndarray] = None,
 ) -> str:
-  """One line per member: `values[T, N]` against `steps[T]`, saved as a PNG."""
+  """One line per member: `values[T, N]` against `steps[T]`, saved as a PNG.
+
+  `dashed[T, N]`, if given, is drawn dashed in each member's colour (e.g.
+  the target entropy under the measured entropy); `hline` is a black
+  dashed horizontal reference line.
+  """
   import matplotlib
 
   matplotlib.use("Agg")
@@ -266,7 +309,10 @@ def plot_members(
   cmap = plt.get_cmap("viridis")
   for i in range(n):
     label = labels[i] if labels is not None else f"member {i}"
-    ax.plot(steps, values[:, i], color=cmap(i / max(n - 1, 1)), lw=1.4, label=label)
+    color = cmap(i / max(n - 1, 1))
+    ax.plot(steps, values[:, i], color=color, lw=1.4, label=label)
+    if dashed is not None:
+      ax.plot(steps, dashed[:, i], color=color, lw=0.9, ls="--")
   if hline is not None:
     ax.axhline(hline, color="k", ls="--", lw=0.8)
   if logy:

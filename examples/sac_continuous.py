@@ -127,6 +127,14 @@ class SAC:
     self.actor = Actor(cfg.hidden, self.action_dim, cfg.log_std_min, cfg.log_std_max)
     self.critic = TwinCritic(cfg.hidden)
     self.buffer = common.make_buffer(cfg.buffer_size, cfg.batch_size)
+    # Optimizers built once: they are static pytree metadata of `TrainState`, so
+    # agents made by different `init` calls have the same tree structure.
+    self.actor_tx = optax.adam(cfg.actor_lr)
+    self.critic_tx = optax.adam(cfg.critic_lr)
+    # Alpha's Adam with an injected learning rate, set per member.
+    self.alpha_tx = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+    # Built once, so repeated `init_population` calls reuse the compilation.
+    self._init_population = jax.jit(jax.vmap(self.init))
 
   @property
   def default_target(self) -> float:
@@ -141,11 +149,11 @@ class SAC:
     act0 = jnp.zeros((1, self.action_dim))
     actor = TrainState.create(
         apply_fn=self.actor.apply, params=self.actor.init(k_actor, obs0),
-        tx=optax.adam(self.cfg.actor_lr),
+        tx=self.actor_tx,
     )
     critic_params = self.critic.init(k_critic, obs0, act0)
     critic = TrainState.create(
-        apply_fn=self.critic.apply, params=critic_params, tx=optax.adam(self.cfg.critic_lr),
+        apply_fn=self.critic.apply, params=critic_params, tx=self.critic_tx,
     )
     obs, env_state = self.env.reset(k_env, self.env_params)
     dummy = Transition(
@@ -165,11 +173,11 @@ class SAC:
     targets = jnp.asarray(targets, jnp.float32)
     entropy = init_population(
         targets, initial_alpha=self.cfg.initial_alpha,
-        optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
+        optimizer=self.alpha_tx,
         learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
     )
     keys = jax.random.split(key, targets.shape[0])
-    return jax.vmap(self.init)(keys, entropy)
+    return self._init_population(keys, entropy)
 
   # ------------------------------------------------------------ acting --
   def env_step(self, agent: Agent, random_action: bool) -> Agent:
@@ -262,6 +270,41 @@ class SAC:
     agent, metrics = self.update(agent.replace(key=key), batch, k_update, tune_alpha)
     return agent, metrics
 
+  def evaluate(self, agent: Agent, key: jax.Array, episodes: int = 10,
+               policy: str = "mean") -> jax.Array:
+    """`[episodes]` returns of full episodes from fresh resets (no learning).
+
+    `policy`: `"mean"` acts with `tanh(mean)` (the deterministic policy),
+    `"sample"` samples the stochastic policy, `"random"` acts uniformly at
+    random (the baseline a learning agent must beat).
+    """
+    length = self.env_params.max_steps_in_episode
+
+    def episode(k):
+      k_reset, k_run = jax.random.split(k)
+      obs, env_state = self.env.reset(k_reset, self.env_params)
+
+      def body(carry, k_t):
+        obs, env_state, total = carry
+        k_act, k_env = jax.random.split(k_t)
+        if policy == "random":
+          action = jax.random.uniform(k_act, (self.action_dim,), minval=-1.0, maxval=1.0)
+        else:
+          dist = self.actor.apply(agent.actor.params, obs[None])
+          action = (jnp.tanh(dist.distribution.mean()) if policy == "mean"
+                    else dist.sample(seed=k_act))[0]
+        obs, env_state, reward, _, _, _ = self.env.step(
+            k_env, env_state, action * self.action_scale, self.env_params
+        )
+        return (obs, env_state, total + reward), None
+
+      (_, _, total), _ = jax.lax.scan(
+          body, (obs, env_state, jnp.zeros(())), jax.random.split(k_run, length)
+      )
+      return total
+
+    return jax.vmap(episode)(jax.random.split(key, episodes))
+
   # ------------------------------------------------------------- chunks --
   def warmup(self, agent: Agent) -> Agent:
     """`cfg.learning_starts` uniform-random steps (no updates), in one scan."""
@@ -288,6 +331,9 @@ class SAC:
         "target": agent.entropy.target,
         "steps": agent.steps,
     }
+    lr = common.injected(agent.entropy.opt_state, "learning_rate")
+    if lr is not None:
+      out["alpha_lr"] = lr
     if metrics is not None:
       out["entropy"] = jnp.mean(metrics["entropy"])
       out["critic_loss"] = jnp.mean(metrics["critic_loss"])
@@ -347,8 +393,7 @@ def train_population(
         f" got {total_steps} - {sac.cfg.learning_starts} = {n_train}."
     )
 
-  warmup = jax.jit(jax.vmap(sac.warmup))
-  population = warmup(population)
+  population = jax.jit(jax.vmap(sac.warmup))(population)
   first = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
   first["entropy"] = np.full(n, np.nan, np.float32)
   first["critic_loss"] = np.full(n, np.nan, np.float32)
