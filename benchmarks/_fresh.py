@@ -3,7 +3,7 @@
 Run by `benchmarks/run.py`, several times per measurement (the median is
 reported), so that nothing imported or compiled earlier is in any cache:
 
-  python benchmarks/_fresh.py [N BATCH ACTION_DIM NUM_ACTIONS]
+  python benchmarks/_fresh.py [N BATCH ACTION_DIM NUM_ACTIONS] [--cache DIR]
 
 In order, in one process: the seconds to `import jax, optax, flax, chex` (the
 baseline) and then the seconds that `import entropy_jax` adds on top of them;
@@ -14,6 +14,10 @@ afterwards, and, for scale, the first call of a trivial jitted function
 compiled right after it. The state and inputs are created before each first
 call, so backend start-up is not counted; no two measurements share a jitted
 function, so none reuses another's compiled code.
+
+With `--cache DIR`, jax's persistent compilation cache in DIR is used instead
+(every program cached, however small): run once to fill it, then again to time
+a first call that loads the compiled program rather than compiling it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ import statistics
 import sys
 import time
 
-# Nothing may come from a persistent compilation cache.
-os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+CACHE = sys.argv[sys.argv.index("--cache") + 1] if "--cache" in sys.argv[:-1] else None
+if CACHE is None:  # Nothing may come from a persistent compilation cache.
+  os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+  os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+else:
+  os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "true"
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def measure_import() -> dict:
@@ -87,6 +97,9 @@ def measure_compile(which: str, n: int, batch: int, action_dim: int, num_actions
 
 
 def main(argv: list[str]) -> int:
+  if "--cache" in argv:
+    i = argv.index("--cache")
+    argv = argv[:i] + argv[i + 2:]
   defaults = ["1024", "256", "6", "6"]
   if len(argv) > len(defaults):
     raise SystemExit(f"_fresh.py: expected at most N BATCH ACTION_DIM NUM_ACTIONS; got {argv}.")

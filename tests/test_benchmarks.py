@@ -37,6 +37,7 @@ TINY = ["--repeats", "1", "--min-time", "1e-4", "--batch", "8", "--scan-k", "3",
         (["--sizes", "16,x"], "expected a positive integer; got 'x'"),
         (["--sections", "single,warp"], "unknown section(s) ['warp']"),
         (["--min-time", "nan"], "expected a positive number; got 'nan'"),
+        (["--warm-cache-repeats", "-1"], "expected an integer >= 0; got -1"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(argv, message, capsys):
@@ -186,13 +187,15 @@ def test_without_velora_the_jax_parts_still_run(tmp_path, monkeypatch, capsys):
 
 
 def test_fresh_process_section(tmp_path):
-  rc = run.main(["--sections", "fresh", "--fresh-repeats", "1", "--max-n", "4", "--out", str(tmp_path)] + TINY)
+  rc = run.main(["--sections", "fresh", "--fresh-repeats", "1", "--warm-cache-repeats", "1", "--max-n", "4",
+                 "--out", str(tmp_path)] + TINY)
   assert rc == 0
   results = json.loads((tmp_path / "results.json").read_text())
   for which in ("continuous", "discrete", "population"):
     c = results["compile"][which]
     assert c["first_call_s"] > c["steady_call_s"] > 0 and c["trivial_first_call_s"] > 0
-    assert len(c["samples"]) == 1
+    assert len(c["samples"]) == 1 and len(c["warm_cache_samples"]) == 1
+    assert c["warm_cache_first_call_s"] > 0
   assert results["compile"]["population"]["n"] == 4
   assert results["import"]["baseline_s"] > 0 and results["import"]["added_s"] > 0
   assert "population" not in results  # Not run, so no plot either.
