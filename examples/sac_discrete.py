@@ -9,8 +9,7 @@ a flashbax replay buffer, and the temperature update
 `entropy_jax.discrete_update` fused into the one jitted update step.
 Environment steps and updates run in `lax.scan` on device; a population is the
 same code under `vmap`, each member with its own seed, target entropy and
-alpha learning rate (the loop is `sac_continuous.train_population`, which only
-needs the agent's `init_population / warmup / train_chunk / summary`).
+alpha learning rate.
 
 Run `python examples/sac_discrete.py --help`.
 """
@@ -51,13 +50,14 @@ class Config(NamedTuple):
   hidden: tuple[int, ...] = (64, 64)
   num_envs: int = 2              # environments per member, stepped together
   batch_size: int = 128
-  actor_lr: float = 3e-4
-  critic_lr: float = 1e-3
+  actor_lr: float = 1e-3
+  critic_lr: float = 2e-3
   gamma: float = 0.99
-  tau: float = 0.005
+  tau: float = 0.05
   buffer_size: int = 50_000
   learning_starts: int = 1_000   # env steps per member of uniform-random actions
-  initial_alpha: float = 1.0
+  initial_alpha: float = 0.1
+  max_alpha: Optional[float] = 0.2  # upper bound on alpha (None: unbounded)
 
 
 # ----------------------------------------------------------------- networks --
@@ -177,7 +177,7 @@ class DiscreteSAC:
     """`N` agents with their own seeds, `[N]` target entropies and alpha learning rates."""
     targets = jnp.asarray(targets, jnp.float32)
     entropy = init_population(
-        targets, initial_alpha=self.cfg.initial_alpha,
+        targets, initial_alpha=self.cfg.initial_alpha, max_alpha=self.cfg.max_alpha,
         optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
         learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
     )
@@ -375,22 +375,59 @@ class DiscreteSAC:
 def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-member `[N]` targets and alpha learning rates.
 
-  Targets are `ratio * log(A)` with ratios spread evenly over [0.05, 0.3]
+  Targets are `ratio * log(A)` with ratios spread evenly over [0.05, 0.25]
   (not the paper's 0.98: see docs/examples_discrete.md), alpha learning
   rates log-uniformly from 3e-4 to 3e-3.
   """
-  ratios = np.linspace(0.05, 0.3, n) if n > 1 else np.array([0.15])
+  ratios = np.linspace(0.05, 0.25, n) if n > 1 else np.array([0.15])
   targets = np.array([sac.default_target(float(r)) for r in ratios], np.float32)
   lrs = common.log_uniform_spread(3e-4, 3e-3, n)
   return targets, lrs
 
 
-def train_population(sac: DiscreteSAC, key, targets, alpha_lrs, total_steps, **kwargs):
-  """`sac_continuous.train_population`, which works for any agent with this API."""
-  from examples.sac_continuous import train_population as train
+def train_population(
+    sac: DiscreteSAC,
+    key: jax.Array,
+    targets: Sequence[float],
+    alpha_lrs: Sequence[float],
+    total_steps: int,
+    *,
+    chunk: int = 1_000,
+    progress: bool = True,
+    desc: str = "discrete SAC CartPole",
+) -> tuple[Agent, dict]:
+  """Trains a vmapped population for `total_steps` environment steps each.
 
-  kwargs.setdefault("desc", "discrete SAC CartPole")
-  return train(sac, key, targets, alpha_lrs, total_steps, **kwargs)
+  Args:
+    sac: the agent's functions.
+    key: PRNG key; each member gets its own.
+    targets, alpha_lrs: `[N]` per-member target entropies and alpha rates.
+    total_steps: environment steps per member, warm-up included.
+    chunk: env steps per member per jitted scan (one progress-bar tick).
+    progress: show a tqdm bar (steps per second, current mean return).
+    desc: the bar's label.
+
+  Returns:
+    `(population, history)`: history maps names to `[chunks + 1, N]` arrays
+    (row 0 is after the random warm-up): `return` (mean of the last 10
+    episodes), `episodes`, `alpha`, `target`, `steps`, `alpha_lr`, `entropy`
+    and `critic_loss` (chunk means), `alpha_rises` / `alpha_falls`.
+  """
+  n_train = total_steps - sac.cfg.learning_starts
+  if n_train <= 0 or n_train % chunk or chunk % sac.cfg.num_envs:
+    raise ValueError(
+        f"train_population: total_steps - learning_starts = {total_steps} -"
+        f" {sac.cfg.learning_starts} must be a positive multiple of chunk={chunk},"
+        f" itself a multiple of num_envs={sac.cfg.num_envs}."
+    )
+  population = jax.jit(jax.vmap(sac.warmup))(sac.init_population(key, targets, alpha_lrs))
+  row0 = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
+  row0.update(entropy=np.full(len(targets), np.nan), critic_loss=np.full(len(targets), np.nan))
+  chunk_fn = jax.jit(jax.vmap(lambda agent: sac.train_chunk(agent, chunk)))
+  population, rows = common.run_chunks(
+      chunk_fn, population, n_train // chunk, chunk * len(targets), desc=desc, progress=progress
+  )
+  return population, common.stack_summaries([row0] + rows)
 
 
 def report(history: dict) -> list[list[Any]]:
