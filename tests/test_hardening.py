@@ -317,6 +317,15 @@ def test_bad_gradient_is_skipped(grad):
   assert_skipped(state, new)
 
 
+@pytest.mark.parametrize("grad", [200.0, -200.0, 90.0], ids=["alpha->0", "alpha->inf", "alpha->inf(90)"])
+def test_step_that_underflows_or_overflows_alpha_is_skipped(grad):
+  # log_alpha stays finite, but alpha = exp(log_alpha) would be 0 or inf.
+  state = init_entropy_state(-1.0, optimizer=optax.sgd(1.0))
+  new = AG(state, jnp.float32(grad))
+  assert_skipped(state, new)
+  assert float(AG(state, jnp.float32(50.0)).log_alpha) == -50.0  # a representable step is taken
+
+
 def test_large_finite_gradient_that_fits_is_applied():
   # The overflow guard does not skip a large gradient Adam can represent.
   state = warm_state()

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from entropy_jax.state import init_entropy_state
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
@@ -35,6 +35,12 @@ OPTIMIZERS = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 BATCHES = [1, 6]
 ACTIONS = [2, 5]
+
+# Explicit examples: plain SGD without bounds, where one large gradient moves
+# log_alpha by ~1000 (alpha would underflow to 0 or overflow to inf).
+UNBOUNDED_SGD = {"target": 0.0, "initial_alpha": 1.0, "min_alpha": None, "max_alpha": None,
+                 "optimizer": "sgd", "learning_rate": 1e-3, "loss_form": "log"}
+
 
 CU = jax.jit(continuous_update)
 DU = jax.jit(discrete_update)
@@ -113,6 +119,8 @@ def assert_close(a, b):
 
 
 @SETTINGS
+@example(cfg=dict(UNBOUNDED_SGD, initial_alpha=50.0, learning_rate=0.3, loss_form="alpha"),
+         batch=6, dtype="float32", scale=30.0, seed=0)  # a step of ~-2e4 in log_alpha
 @given(cfg=configs(), batch=st.sampled_from(BATCHES), dtype=st.sampled_from(sorted(DTYPES)),
        scale=st.floats(0.01, 30.0), seed=st.integers(0, 2**16))
 def test_continuous_alpha_stays_finite_positive_and_bounded(cfg, batch, dtype, scale, seed):
@@ -182,9 +190,14 @@ def test_non_finite_input_skips_the_update_bit_for_bit(cfg, batch, actions, dtyp
   assert_bit_identical(new.replace(skipped=state.skipped), state)
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=25)  # cheap: one program per optimizer and loss form
+@example(cfg=UNBOUNDED_SGD, grads=[1e6])
+@example(cfg=dict(UNBOUNDED_SGD, loss_form="alpha"), grads=[-1e6, 3e38])
 @given(cfg=configs(), grads=st.lists(
-    st.one_of(st.floats(-1e3, 1e3), st.floats(-3e38, 3e38), st.sampled_from([math.nan, math.inf, -math.inf])),
+    st.one_of(
+        # sign * 10**e, e uniform in [-3, 38]: every magnitude float32 holds.
+        st.tuples(st.sampled_from([-1.0, 1.0]), st.floats(-3.0, 38.0)).map(lambda se: se[0] * 10.0**se[1]),
+        st.sampled_from([0.0, math.nan, math.inf, -math.inf])),
     min_size=1, max_size=8))
 def test_bounds_hold_for_any_gradient(cfg, grads):
   state = make_state(cfg)
