@@ -113,6 +113,8 @@ def restore_checkpoint(path: PathLike, like: EntropyState) -> EntropyState:
       another format version, or its structure does not match `like`.
   """
   path = os.fspath(path)
+  if not isinstance(like, EntropyState):
+    raise TypeError(f"restore_checkpoint: `like` must be an EntropyState; got {type(like).__name__}.")
   with open(path, "rb") as f:
     data = f.read()
   header = _decode_header(data, path)

@@ -297,6 +297,8 @@ def test_extra_bytes_and_foreign_files(tmp_path, good_file):
     restore_checkpoint(write(tmp_path, foreign), fresh_single())
   with pytest.raises(FileNotFoundError):
     restore_checkpoint(tmp_path / "missing.ckpt", fresh_single())
+  with pytest.raises(TypeError, match=r"`like` must be an EntropyState; got dict"):
+    restore_checkpoint(write(tmp_path, data), {"log_alpha": 0.0})
 
 
 def test_other_format_version(tmp_path, good_file):
