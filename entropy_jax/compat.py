@@ -122,9 +122,9 @@ def _compiled_update(loss_fn):
   dataclass, and this call is the whole cost of a compat update.
 
   Returns:
-    A function `(treedef, leaves, *inputs) -> (loss, grad, new_leaves, ok)`,
-    `ok` False when `apply_gradients` skipped the step (non-finite gradient
-    or log_alpha).
+    A function `(treedef, leaves, *inputs) -> (loss, grad, new_leaves,
+    new_alpha, ok)`, `ok` False when `apply_gradients` skipped the step
+    (non-finite gradient or log_alpha).
   """
 
   @functools.partial(jax.jit, static_argnums=0)
@@ -132,7 +132,8 @@ def _compiled_update(loss_fn):
     state = jax.tree.unflatten(treedef, leaves)
     loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha, state.target, *inputs)
     new_state = apply_gradients(state, grad)
-    return loss, grad, jax.tree.leaves(new_state), new_state.skipped == state.skipped
+    ok = new_state.skipped == state.skipped
+    return loss, grad, jax.tree.leaves(new_state), new_state.alpha, ok
 
   return update
 
@@ -239,7 +240,9 @@ class _EntropyModuleBase:
     target = self._default_target_value() if target_entropy is None else target_entropy
     state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self._tx)
     self._treedef = jax.tree.structure(state)
-    self._pending: Optional[tuple[jax.Array, list[jax.Array]]] = None
+    # Where each field's leaf sits in the list of leaves (an EntropyState of ints).
+    self._index = jax.tree.unflatten(self._treedef, list(range(self._treedef.num_leaves)))
+    self._pending: Optional[tuple[jax.Array, list[jax.Array], jax.Array]] = None
     self._spent: list[tuple[weakref.ref, str]] = []
     self._put_state(jax.device_put(state, self._jax_device))
 
@@ -248,6 +251,7 @@ class _EntropyModuleBase:
     # EntropyState is rebuilt on demand and cached.
     self._leaves = jax.tree.leaves(state)
     self._state = state
+    self._alpha = None
 
   def _default_target_value(self) -> float:
     raise NotImplementedError
@@ -299,29 +303,33 @@ class _EntropyModuleBase:
     self._put_state(new_state)
     self._retire_pending("superseded: the module's state was replaced after it was computed")
 
+  # The three below read the leaves directly: no EntropyState is rebuilt.
+
   @property
   def target(self) -> jax.Array:
     """The target entropy, a float32 scalar."""
-    return self.state.target
+    return self._leaves[self._index.target]
 
   @property
   def log_alpha(self) -> jax.Array:
-    return self.state.log_alpha
+    return self._leaves[self._index.log_alpha]
 
   @property
   def alpha(self) -> jax.Array:
     """The current entropy coefficient, `exp(log_alpha)`."""
-    return self.state.alpha
+    if self._alpha is None:
+      self._alpha = jnp.exp(self.log_alpha)
+    return self._alpha
 
   # --- Loss and step. ---
 
   def _run(self, update, *inputs, names: tuple[str, ...]) -> jax.Array:
     """Runs a compiled update on the state; keeps (loss, new leaves) pending."""
-    loss, grad, new_leaves, ok = update(self._treedef, self._leaves, *inputs)
+    loss, grad, new_leaves, new_alpha, ok = update(self._treedef, self._leaves, *inputs)
     if not np.asarray(ok):  # The one wait for the device in an update.
       raise NonFiniteLossError(self._non_finite_message(grad, dict(zip(names, inputs))))
     self._retire_pending("superseded by a later compute_loss call")
-    self._pending = (loss, new_leaves)
+    self._pending = (loss, new_leaves, new_alpha)
     return loss
 
   def _non_finite_message(self, grad, inputs: dict[str, Any]) -> str:
@@ -369,7 +377,8 @@ class _EntropyModuleBase:
     """
     name = type(self).__name__
     if self._pending is not None and loss is self._pending[0]:
-      self._leaves, self._state = self._pending[1], None
+      _, self._leaves, self._alpha = self._pending
+      self._state = None
       self._retire_pending("already applied by gradient_step")
       return
     for ref, reason in reversed(self._spent):

@@ -299,6 +299,10 @@ def test_state_can_round_trip_through_jitted_code():
     step(a, lp)
     b.state = update(b.state, lp)[0]
   assert_state_equal(a.state, b.state)
+  # alpha / log_alpha / target follow the state, however it was set.
+  for m in (a, b):
+    assert float(m.alpha) == float(m.state.alpha) != 1.0
+    assert m.log_alpha is m.state.log_alpha and m.target is m.state.target
   with pytest.raises(TypeError, match="expected an EntropyState; got dict"):
     b.state = {}
   with pytest.raises(ValueError, match="structure"):
@@ -413,6 +417,7 @@ def test_state_dict_reload_continues_bit_identically(optim):
   resumed.load_state_dict(saved)
   assert_state_equal(resumed.state, straight.state)
   assert int(resumed.state.step) == 5
+  assert float(resumed.alpha) == float(straight.alpha)
   for lp in batches[5:]:
     a, b = step(straight, lp), step(resumed, lp)
     assert float(a) == float(b)
