@@ -9,7 +9,8 @@ alpha climbs once the agent starts to prefer one action. Ours is a fraction
 `ratio * log(A)` with a small ratio (`sac_discrete.default_population`).
 
 This script trains one vmapped discrete SAC population on CartPole-v1 with
-the three targets (`--seeds` members each, the same alpha learning rate),
+the three targets (`--seeds` members each, the same alpha learning rate, no
+bound on alpha),
 prints how often alpha rose and fell, and plots alpha and the mean return
 against environment steps into `<out>/ablation_velora_target.png`.
 
@@ -63,10 +64,13 @@ def run_ablation(
     seeds_per_arm: int = 2,
     alpha_lr: float = 1e-3,
     chunk: int = 500,
-    cfg: Config = Config(),
+    cfg: Config = Config(max_alpha=None),
     progress: bool = True,
 ) -> tuple[dict, list[str], DiscreteSAC]:
   """Trains `3 * seeds_per_arm` members, `seeds_per_arm` per target.
+
+  The default config is `sac_discrete`'s without the upper bound on alpha, so
+  that each target's effect on alpha shows unclipped.
 
   Returns:
     `(history, arm_of_member, sac)`: `history` as from `train_population`

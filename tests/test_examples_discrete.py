@@ -89,14 +89,15 @@ def test_alpha_moves_as_the_entropy_gap_says(run):
 
 
 def test_record_episodes_files_every_env_into_one_ring():
+  record = jax.jit(sd.record_episodes)
   stats = EpisodeStats.create(window=3).replace(current=jnp.array([5.0, 1.0]))
   # Both envs finish in the same step: 5+1 and 1+2 are filed in env order.
-  stats = sd.record_episodes(stats, jnp.array([1.0, 2.0]), jnp.array([True, True]))
+  stats = record(stats, jnp.array([1.0, 2.0]), jnp.array([True, True]))
   np.testing.assert_allclose(stats.recent, [6.0, 3.0, 0.0])
   np.testing.assert_allclose(stats.current, [0.0, 0.0])
   assert int(stats.count) == 2
-  stats = sd.record_episodes(stats, jnp.array([4.0, 1.0]), jnp.array([False, True]))
-  stats = sd.record_episodes(stats, jnp.array([1.0, 7.0]), jnp.array([True, True]))
+  stats = record(stats, jnp.array([4.0, 1.0]), jnp.array([False, True]))
+  stats = record(stats, jnp.array([1.0, 7.0]), jnp.array([True, True]))
   # Ring of 3: [6, 3] + 1 + 5 + 7 -> slots hold [5, 7, 1] after wrapping.
   np.testing.assert_allclose(stats.recent, [5.0, 7.0, 1.0])
   assert int(stats.count) == 5
@@ -105,10 +106,10 @@ def test_record_episodes_files_every_env_into_one_ring():
 
 def test_update_losses_match_a_numpy_reference():
   """Critic target, critic and actor losses, with the exact sum over actions."""
-  sac = sd.DiscreteSAC(sd.Config(hidden=(8,), batch_size=5, num_envs=1))
+  sac = sd.DiscreteSAC(sd.Config(hidden=(8,), batch_size=5, num_envs=1, buffer_size=8))
   from entropy_jax.state import init_entropy_state
 
-  agent = sac.init(jax.random.key(3), init_entropy_state(0.3, initial_alpha=0.7))
+  agent = jax.jit(sac.init)(jax.random.key(3), init_entropy_state(0.3, initial_alpha=0.7))
   rng = np.random.default_rng(0)
   batch = Transition(
       obs=jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
@@ -121,7 +122,7 @@ def test_update_losses_match_a_numpy_reference():
   agent = agent.replace(
       target_critic=jax.tree.map(lambda p: p * 1.5 + 0.1, agent.target_critic)
   )
-  new, metrics = sac.update(agent, batch)
+  new, metrics = jax.jit(sac.update)(agent, batch)
 
   alpha = 0.7
   logits = np.asarray(sac.actor.apply(agent.actor.params, batch.obs).logits, np.float64)
