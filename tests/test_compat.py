@@ -158,6 +158,15 @@ def test_discrete_action_dim_must_match():
     m.compute_loss(jnp.full((3, 4), 0.25), jnp.zeros((3, 1)))
   with pytest.raises(ValueError, match=r"\[B\] or \[B, 1\]; got shape \(3, 2\)"):
     EntropyModule(2).compute_loss(jnp.zeros((3, 2)))
+  # The core's trace-time checks reach the user unchanged; nothing is stepped.
+  c = EntropyModule(2)
+  with pytest.raises(TypeError, match="floating-point array; got dtype int32"):
+    c.compute_loss(jnp.zeros((3,), jnp.int32))
+  with pytest.raises(ValueError, match=r"empty batch \(shape \(0,\)\)"):
+    c.compute_loss(jnp.zeros((0,)))
+  with pytest.raises(ValueError, match=r"empty batch"):
+    m.compute_loss(jnp.zeros((0, 4)), jnp.zeros((0, 4)))
+  assert int(c.state.step) == 0 and int(m.state.step) == 0
 
 
 def test_adam_matches_a_float64_reference_of_pytorchs_adam():
