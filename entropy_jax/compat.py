@@ -336,8 +336,9 @@ class _EntropyModuleBase:
     if np.isfinite(np.asarray(grad)):  # A finite gradient whose step overflows.
       return (
           f"{type(self).__name__}.compute_loss: the gradient {float(grad)} with"
-          f" lr {self._lr} would make log_alpha non-finite. No loss is returned"
-          " and the module's state is unchanged."
+          f" lr {self._lr} would make log_alpha non-finite (or alpha ="
+          " exp(log_alpha) overflow or underflow). No loss is returned and the"
+          " module's state is unchanged."
       )
     counts = []
     for name, x in inputs.items():
