@@ -51,7 +51,54 @@ def nb_report(hlo: str, n: int, b: int, dtype: str = "f32") -> dict[str, Any]:
   temporaries = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" not in line]
   readers = [line.split(" =")[0] for line in lines
              if any(re.search(rf"[(, ]{re.escape(p)}[,)]", line) for p in params) and "parameter(" not in line]
-  return {"nb_temporaries": temporaries, "nb_readers": readers, "kernels": kernels(lines)}
+  return {"nb_temporaries": temporaries, "nb_readers": readers, "kernels": kernels(lines), **traffic(hlo)}
+
+
+_DTYPE_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
+                "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+
+
+def _array_bytes(shape_text: str) -> int:
+  """Bytes of an HLO array type such as `f32[16384,256]{1,0}` (0 for tuples)."""
+  m = re.match(r"(\w+)\[([\d,]*)\]", shape_text)
+  if not m or m.group(1) not in _DTYPE_BYTES:
+    return 0
+  size = 1
+  for d in filter(None, m.group(2).split(",")):
+    size *= int(d)
+  return size * _DTYPE_BYTES[m.group(1)]
+
+
+def traffic(hlo: str) -> dict[str, int]:
+  """Bytes each kernel of the entry reads (its operands) and writes, summed.
+
+  An upper bound on memory traffic (a kernel may read an operand partly, or
+  from cache), but exact in what it counts: a buffer read by k kernels is
+  counted k times, which is what duplicated elementwise work costs.
+  """
+  lines = entry(hlo)
+  sizes = {}
+  for line in lines:
+    name, rest = line.replace("ROOT ", "").split(" = ", 1)
+    sizes[name] = _array_bytes(rest)
+  reads = writes = 0
+  skip = ("parameter(", "constant(", "tuple(", "bitcast(", "get-tuple-element(")
+  for line in lines:
+    if any(t in line for t in skip):
+      continue
+    name, rest = line.replace("ROOT ", "").split(" = ", 1)
+    call = rest[rest.index("(") + 1:]
+    depth, args = 1, ""
+    for ch in call:
+      depth += ch == "("
+      depth -= ch == ")"
+      if depth == 0:
+        break
+      args += ch
+    operands = re.findall(r"%[\w.\-]+", args)
+    reads += sum(sizes.get(o, 0) for o in operands)
+    writes += sizes[name]
+  return {"read_bytes": reads, "written_bytes": writes}
 
 
 def compile_seconds(fn: Callable, args: tuple, repeats: int, tag: str) -> tuple[float, int]:
@@ -86,11 +133,17 @@ def main(argv=None) -> int:
           lambda s, lp: ej.apply_gradients(s, jax.grad(ej.continuous_loss)(s.log_alpha, lp, s.target))),
       "vmap(continuous_update)": jax.vmap(ej.continuous_update),
   }
-  print(f"Population N={n} x B={b} ({jax.default_backend()}): uses of the [N, B] log_probs in the optimized HLO")
+  nbytes = n * b * 4
+  floor = traffic(jax.jit(jnp.sum).lower(x).compile().as_text())
+  print(f"Population N={n} x B={b} ({jax.default_backend()}): uses of the [N, B] log_probs in the optimized HLO,"
+        f" and bytes read + written by all kernels (the floor, jnp.sum: {floor['read_bytes'] + floor['written_bytes']:,})")
   for name, fn in forms.items():
     r = nb_report(jax.jit(fn).lower(pop, x).compile().as_text(), n, b)
+    moved = r["read_bytes"] + r["written_bytes"]
     print(f"  {name}: {len(r['nb_readers'])} instruction(s) read it {r['nb_readers']};"
-          f" other [N, B] arrays built: {r['nb_temporaries'] or 'none'}; {r['kernels']} kernels in all")
+          f" other [N, B] arrays built: {r['nb_temporaries'] or 'none'}; {r['kernels']} kernels;"
+          f" {moved:,} bytes moved = {moved / nbytes:.2f}x the log_probs"
+          f" ({(moved - nbytes) / n:.0f} bytes per member besides them)")
 
   state = ej.init_entropy_state(-6.0)
   sgd_state = ej.init_entropy_state(-6.0, optimizer=optax.sgd(3e-4))

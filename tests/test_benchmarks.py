@@ -236,3 +236,5 @@ def test_hlo_report_sees_an_n_by_b_temporary_when_there_is_one():
   hlo = jax.jit(lambda v: (jnp.exp(v), v * 3.0)).lower(x).compile().as_text()
   report = hlo_report.nb_report(hlo, 8, 4)
   assert len(report["nb_temporaries"]) == 2 and len(report["nb_readers"]) == 2, report
+  # Each of the two elementwise kernels reads the 8x4 float32 input and writes 8x4.
+  assert report["read_bytes"] == 2 * 8 * 4 * 4 and report["written_bytes"] == 2 * 8 * 4 * 4, report
