@@ -2,6 +2,11 @@
 
 from entropy_jax import schedules
 from entropy_jax import sharding
+from entropy_jax.compat import EntropyModule
+from entropy_jax.compat import EntropyModuleDiscrete
+from entropy_jax.compat import EntropyParameters
+from entropy_jax.compat import LossMismatchError
+from entropy_jax.compat import NonFiniteLossError
 from entropy_jax.losses import continuous_entropy
 from entropy_jax.losses import continuous_loss
 from entropy_jax.losses import discrete_entropy
@@ -28,7 +33,12 @@ from entropy_jax.update import discrete_update
 __version__ = "0.1.0"
 
 __all__ = [
+    "EntropyModule",
+    "EntropyModuleDiscrete",
+    "EntropyParameters",
     "EntropyState",
+    "LossMismatchError",
+    "NonFiniteLossError",
     "TesSacState",
     "annealed_discrete_target",
     "fixed_alpha_state",
