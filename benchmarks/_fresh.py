@@ -3,7 +3,7 @@
 Run by `benchmarks/run.py`, several times per measurement (the median is
 reported), so that nothing imported or compiled earlier is in any cache:
 
-  python benchmarks/_fresh.py [N BATCH ACTION_DIM NUM_ACTIONS] [--cache DIR]
+  python benchmarks/_fresh.py [N BATCH ACTION_DIM NUM_ACTIONS] [--cache DIR] [--only T1,T2]
 
 In order, in one process: the seconds to `import jax, optax, flax, chex` (the
 baseline) and then the seconds that `import entropy_jax` adds on top of them;
@@ -11,7 +11,8 @@ then for each of `jit(continuous_update)`, `jit(discrete_update)` and
 `jit(vmap(continuous_update))` over N members, the seconds of its first call
 (tracing, lowering, compiling and running it) and of a steady-state call
 afterwards, and, for scale, the first call of a trivial jitted function
-compiled right after it. The state and inputs are created before each first
+compiled right after it (`--only` picks some of continuous, discrete,
+population). The state and inputs are created before each first
 call, so backend start-up is not counted; no two measurements share a jitted
 function, so none reuses another's compiled code.
 
@@ -37,6 +38,9 @@ else:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+TARGETS = ("continuous", "discrete", "population")
 
 
 def measure_import() -> dict:
@@ -100,12 +104,20 @@ def main(argv: list[str]) -> int:
   if "--cache" in argv:
     i = argv.index("--cache")
     argv = argv[:i] + argv[i + 2:]
+  targets = TARGETS
+  if "--only" in argv:
+    i = argv.index("--only")
+    targets = tuple(argv[i + 1].split(","))
+    argv = argv[:i] + argv[i + 2:]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+      raise SystemExit(f"_fresh.py: unknown compile target(s) {sorted(unknown)}; expected some of {TARGETS}.")
   defaults = ["1024", "256", "6", "6"]
   if len(argv) > len(defaults):
     raise SystemExit(f"_fresh.py: expected at most N BATCH ACTION_DIM NUM_ACTIONS; got {argv}.")
   n, batch, action_dim, num_actions = (int(a) for a in argv + defaults[len(argv):])
   result = {"import": measure_import()}
-  for which in ("continuous", "discrete", "population"):
+  for which in targets:
     result[which] = measure_compile(which, n, batch, action_dim, num_actions)
   print(json.dumps(result))
   return 0

@@ -42,6 +42,7 @@ DEFAULT_OUT = HERE / "results"
 # Population sizes: the list, then 2**20 for runs given a larger --max-n.
 SIZES = (1, 16, 256, 1024, 16384, 131072, 1048576)
 SECTIONS = ("single", "population", "fresh")
+COMPILE_TARGETS = ("continuous", "discrete", "population")
 FLOOR = "floor: jnp.sum"
 VMAP_GRAD = "vmap(apply_gradients(grad(continuous_loss)))"
 VMAP_FUSED = "vmap(continuous_update)"
@@ -101,6 +102,16 @@ def _section_list(text: str) -> list[str]:
   return [s for s in SECTIONS if s in names]
 
 
+def _target_list(text: str) -> list[str]:
+  names = [t.strip() for t in text.split(",") if t.strip()]
+  unknown = [n for n in names if n not in COMPILE_TARGETS]
+  if unknown or not names:
+    raise argparse.ArgumentTypeError(
+        f"unknown compile target(s) {unknown or [text]}; expected a comma-separated subset of {','.join(COMPILE_TARGETS)}"
+    )
+  return [t for t in COMPILE_TARGETS if t in names]
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p = _Parser(
       prog="benchmarks/run.py",
@@ -130,6 +141,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                  help="updates per lax.scan call (default 1000, or 100 with --quick)")
   p.add_argument("--fresh-repeats", type=_positive_int, default=None,
                  help="fresh processes measuring compile and import times (default 5, or 2 with --quick)")
+  p.add_argument("--compile-targets", type=_target_list, default=list(COMPILE_TARGETS),
+                 help="first calls to time: comma-separated subset of " + ",".join(COMPILE_TARGETS))
   p.add_argument("--warm-cache-repeats", type=int, default=None,
                  help="fresh processes timing first calls from a warm persistent compilation cache"
                  " (0: skip; default 3, or 1 with --quick)")
@@ -191,7 +204,7 @@ def _loadavg() -> Optional[list[float]]:
     return None
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(argv: list[str]) -> dict[str, Any]:
   import jax
 
   try:
@@ -201,7 +214,7 @@ def machine_info() -> dict[str, Any]:
   devices = jax.devices()
   return {
       "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": " ".join(["benchmarks/run.py"] + sys.argv[1:]),
+      "command": " ".join(["benchmarks/run.py"] + argv),
       "platform": platform.platform(),
       "python": platform.python_version(),
       "cpu": _cpu_model(),
@@ -496,7 +509,7 @@ def _fresh(args, *extra: str) -> dict[str, Any]:
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
   cmd = [sys.executable, str(HERE / "_fresh.py"), str(min(1024, args.max_n)), str(args.batch),
-         str(args.action_dim), str(args.num_actions), *extra]
+         str(args.action_dim), str(args.num_actions), "--only", ",".join(args.compile_targets), *extra]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
   if proc.returncode != 0:
     raise RuntimeError(f"{' '.join(cmd)} failed (rc={proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -527,7 +540,8 @@ def bench_fresh(args) -> tuple[dict[str, Any], dict[str, Any]]:
       _fresh(args, "--cache", cache)
       warm = _median_parts([_fresh(args, "--cache", cache) for _ in range(args.warm_cache_repeats)])
   n = min(1024, args.max_n)
-  results["population"]["n"] = n
+  if "population" in results:
+    results["population"]["n"] = n
   for which, r in results.items():
     if warm:
       r["warm_cache_first_call_s"] = warm[which]["first_call_s"]
@@ -702,7 +716,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   import jax
 
   results: dict[str, Any] = {
-      "machine": machine_info(),
+      "machine": machine_info(sys.argv[1:] if argv is None else list(argv)),
       "args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
       "notes": [],
   }
