@@ -4,9 +4,11 @@ Measures, on whatever device JAX uses:
   * environment steps per second of the jitted SAC training loop (one env
     step + one update per step, `lax.scan` over a chunk) for one agent and
     for a vmapped population;
-  * the share of one update's time taken by the entropy (alpha) update: the
-    jitted update with `tune_alpha=True` and with `tune_alpha=False`, timed
-    side by side (interleaved repeats, medians), each as a scan of updates.
+  * the share of each training step's time taken by the entropy (alpha)
+    update: the jitted step (env step, buffer sample, fused update) with
+    `tune_alpha=True` and with `tune_alpha=False`, timed side by side
+    (interleaved repeats, medians of wall and of process CPU time), each as a
+    scan of steps; and `continuous_update` alone on the same shapes.
 
 Run `python benchmarks/bench_sac.py --help`.
 """
@@ -25,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropy_jax.update import continuous_update
 from examples.sac_continuous import SAC, Config, default_population
 
 
@@ -32,16 +35,20 @@ def block(tree):
   return jax.tree.map(lambda x: x.block_until_ready(), tree)
 
 
-def median_time(fns: dict, args: dict, repeats: int) -> dict:
-  """Median seconds per call of each jitted `fns[name](*args[name])`, interleaved."""
+def median_time(fns: dict, args: dict, repeats: int, clock=time.perf_counter) -> dict:
+  """Median seconds per call of each jitted `fns[name](*args[name])`, interleaved.
+
+  `clock=time.process_time` measures the process's CPU time instead of wall
+  time: on a CPU shared with other jobs it is the steadier of the two.
+  """
   for name, fn in fns.items():  # compile + warm up
     block(fn(*args[name]))
   times = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():
-      t = time.perf_counter()
+      t = clock()
       block(fn(*args[name]))
-      times[name].append(time.perf_counter() - t)
+      times[name].append(clock() - t)
   return {name: float(np.median(v)) for name, v in times.items()}
 
 
@@ -54,7 +61,7 @@ def main(argv=None):
   parser.add_argument("--chunk", type=int, default=200,
                       help="train steps per timed scan (default 200)")
   parser.add_argument("--updates", type=int, default=200,
-                      help="updates per timed scan in the entropy-share test (default 200)")
+                      help="steps per timed scan in the entropy-share test (default 200)")
   parser.add_argument("--repeats", type=int, default=7, help="timed repeats (default 7)")
   parser.add_argument("--json", default=None, help="also write the results to this file")
   args = parser.parse_args(argv)
@@ -71,27 +78,33 @@ def main(argv=None):
   sps_one = args.chunk / t["one"]
   sps_pop = n * args.chunk / t["pop"]
 
-  # Updates only, on fixed sampled batches: with and without the entropy part.
-  keys = jax.random.split(jax.random.key(1), (n, args.updates))
-  batches = jax.vmap(jax.vmap(lambda b, k: sac.buffer.sample(b, k).experience, (None, 0)))(
-      pop.buffer, keys
-  )
-
-  def updates(tune_alpha):
-    def run(agent, batch, ks):
-      def body(a, xs):
-        b, k = xs
-        a, m = sac.update(a, b, k, tune_alpha)
-        return a, m["alpha"]
-      return jax.lax.scan(body, agent, (batch, ks))
+  # The training step (env step + buffer sample + update) with and without the
+  # entropy part, and the entropy update alone on the same [N, B] log-probs.
+  def steps(tune_alpha):
+    def run(agent):
+      return jax.lax.scan(lambda a, _: sac.train_step(a, tune_alpha), agent, None,
+                          length=args.updates)
     return jax.jit(jax.vmap(run))
 
-  upd = {"with_alpha": updates(True), "without_alpha": updates(False)}
-  same = (pop, batches, keys)
-  tu = median_time(upd, {"with_alpha": same, "without_alpha": same}, args.repeats)
-  per_with = tu["with_alpha"] / args.updates
-  per_without = tu["without_alpha"] / args.updates
+  log_probs = -jax.random.uniform(jax.random.key(1), (n, args.updates, sac.cfg.batch_size))
+
+  def alpha_only(entropy, lp):
+    def body(e, x):
+      e, m = continuous_update(e, x)
+      return e, m["alpha"]
+    return jax.lax.scan(body, entropy, lp)
+
+  fns = {"with_alpha": steps(True), "without_alpha": steps(False),
+         "alpha_only": jax.jit(jax.vmap(alpha_only))}
+  fargs = {"with_alpha": (pop,), "without_alpha": (pop,), "alpha_only": (pop.entropy, log_probs)}
+  tu = median_time(fns, fargs, args.repeats)
+  cpu = median_time(fns, fargs, args.repeats, clock=time.process_time)
+  per = {k: v / args.updates for k, v in tu.items()}
+  per_cpu = {k: v / args.updates for k, v in cpu.items()}
+  per_with, per_without = per["with_alpha"], per["without_alpha"]
   share = (per_with - per_without) / per_with
+  share_cpu = (per_cpu["with_alpha"] - per_cpu["without_alpha"]) / per_cpu["with_alpha"]
+  share_alone = per["alpha_only"] / per_with
 
   results = {
       "device": str(jax.devices()[0]), "jax": jax.__version__, "members": n,
@@ -102,14 +115,23 @@ def main(argv=None):
       "update_ms_with_alpha": 1e3 * per_with,
       "update_ms_without_alpha": 1e3 * per_without,
       "entropy_update_share": share,
+      "update_cpu_ms_with_alpha": 1e3 * per_cpu["with_alpha"],
+      "update_cpu_ms_without_alpha": 1e3 * per_cpu["without_alpha"],
+      "entropy_update_share_cpu_time": share_cpu,
+      "entropy_update_alone_ms": 1e3 * per["alpha_only"],
+      "entropy_update_alone_share": share_alone,
   }
   print(f"device {results['device']}, jax {jax.__version__}; SAC hidden {sac.cfg.hidden},"
         f" batch {sac.cfg.batch_size}; medians of {args.repeats} interleaved repeats")
   print(f"  env steps/s, one agent        : {sps_one:8.0f}")
   print(f"  env steps/s, population of {n:<3}: {sps_pop:8.0f}  ({sps_pop / sps_one:.1f}x one agent)")
-  print(f"  update of {n} members, with alpha   : {1e3 * per_with:.3f} ms")
-  print(f"  update of {n} members, without alpha: {1e3 * per_without:.3f} ms")
-  print(f"  share of the update spent on the entropy update: {100 * share:.1f}%")
+  print(f"  train step of {n} members, with alpha   : {1e3 * per_with:.3f} ms")
+  print(f"  train step of {n} members, without alpha: {1e3 * per_without:.3f} ms")
+  print(f"  entropy update of {n} members alone      : {1e3 * per['alpha_only']:.4f} ms"
+        f" ({100 * share_alone:.2f}% of a train step)")
+  print(f"  share of the train step spent on the entropy update: {100 * share:.1f}% (wall),"
+        f" {100 * share_cpu:.1f}% (process CPU time:"
+        f" {results['update_cpu_ms_with_alpha']:.3f} vs {results['update_cpu_ms_without_alpha']:.3f} ms)")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

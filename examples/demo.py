@@ -6,7 +6,9 @@ everything jitted and on device, with a progress bar showing environment
 steps per second and the current mean return. At the end it prints one
 row per member (final return, alpha, entropy, target) and writes PNG plots of
 return, alpha and policy entropy against environment steps, one line per
-member, into `--out`.
+member, into `--out`. Then (unless `--ablation-steps 0`) it runs the short
+discrete-SAC ablation of `ablation_velora_target.py` on CartPole-v1 (Velora's
+negative target, the paper's 0.98 log(A) and ours) and writes its plot.
 
 Run `python examples/demo.py --help` (or `make demo`).
 """
@@ -105,21 +107,47 @@ def run(out: str, seed: int, members: int, steps: int, chunk: int, progress: boo
   return summary
 
 
+def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
+  """The discrete target ablation (examples/ablation_velora_target.py), shortened."""
+  from examples import ablation_velora_target as ablation
+
+  print(f"Ablation: discrete SAC on CartPole-v1 with three target entropies, {steps} steps each.")
+  history, names, sac = ablation.run_ablation(seed=seed, steps=steps, progress=progress)
+  labels = {arm.name: arm.label for arm in ablation.arms(sac)}
+  summary = ablation.summarize(history, names)
+  common.print_table(
+      ["target", "updates alpha fell", "rose", "final alpha", "return(last10)"],
+      [[labels[k], v["alpha_falls"], v["alpha_rises"], float(np.mean(v["final_alpha"])),
+        float(np.mean(v["final_return"]))] for k, v in summary.items()],
+  )
+  path = ablation.plot_ablation(history, names, labels, os.path.join(out, "ablation_velora_target.png"))
+  print(f"Wrote {path}")
+  return path
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(
       description="entropy_jax demo: train a vmapped population of SAC agents on"
       " Pendulum-v1, each tuning its own temperature; print a per-member table and"
-      " write return/alpha/entropy plots."
+      " write return/alpha/entropy plots; then a short CartPole ablation of the"
+      " discrete target entropy (Velora's, the paper's, ours) and its plot."
   )
   parser.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
   parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
   parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=20_000,
-                      help="environment steps per member (default 20000)")
+  parser.add_argument("--steps", type=int, default=10_000,
+                      help="environment steps per member (default 10000)")
   parser.add_argument("--chunk", type=int, default=500,
                       help="steps per jitted scan / progress tick (default 500)")
+  parser.add_argument("--ablation-steps", type=int, default=6_000,
+                      help="environment steps per member of the CartPole target ablation"
+                      " (default 6000; 0 skips it)")
   args = parser.parse_args(argv)
-  run(args.out, args.seed, args.members, args.steps, args.chunk)
+  with common.Timer() as t:
+    run(args.out, args.seed, args.members, args.steps, args.chunk)
+    if args.ablation_steps:
+      run_ablation(args.out, args.seed, args.ablation_steps)
+  print(f"Demo done in {t.seconds:.0f} s.")
 
 
 if __name__ == "__main__":
