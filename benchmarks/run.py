@@ -116,7 +116,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p = _Parser(
       prog="benchmarks/run.py",
       description=__doc__.split("\n\n")[0] + " Results go to --out (default benchmarks/results/).",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
   )
   p.add_argument("--quick", action="store_true",
                  help="short run: N up to 16384, 3 repeats, shorter samples, fewer fresh processes")
@@ -127,13 +126,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                  help="comma-separated population sizes instead of the default list (capped by --max-n)")
   p.add_argument("--repeats", type=_positive_int, default=None,
                  help="timed samples per method; the median is reported (default 9, or 3 with --quick)")
-  p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output directory")
+  p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output directory (default benchmarks/results)")
   p.add_argument("--sections", type=_section_list, default=list(SECTIONS),
-                 help="comma-separated subset of " + ",".join(SECTIONS))
-  p.add_argument("--batch", type=_positive_int, default=256, help="log_probs per update (per member)")
+                 help="comma-separated subset of " + ",".join(SECTIONS) + " (default all)")
+  p.add_argument("--batch", type=_positive_int, default=256, help="log_probs per update, per member (default 256)")
   p.add_argument("--action-dim", type=_positive_int, default=6,
-                 help="continuous action dimension (target -action_dim)")
-  p.add_argument("--num-actions", type=_positive_int, default=6, help="discrete actions A")
+                 help="continuous action dimension, target -action_dim (default 6)")
+  p.add_argument("--num-actions", type=_positive_int, default=6, help="discrete actions A (default 6)")
   p.add_argument("--loop-max-n", type=_positive_int, default=None,
                  help="largest population looped over module by module; larger N are extrapolated"
                  " linearly from it (default 1024, or 256 with --quick)")
@@ -142,7 +141,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p.add_argument("--fresh-repeats", type=_positive_int, default=None,
                  help="fresh processes measuring compile and import times (default 5, or 2 with --quick)")
   p.add_argument("--compile-targets", type=_target_list, default=list(COMPILE_TARGETS),
-                 help="first calls to time: comma-separated subset of " + ",".join(COMPILE_TARGETS))
+                 help="first calls to time: comma-separated subset of " + ",".join(COMPILE_TARGETS) + " (default all)")
   p.add_argument("--warm-cache-repeats", type=int, default=None,
                  help="fresh processes timing first calls from a warm persistent compilation cache"
                  " (0: skip; default 3, or 1 with --quick)")
