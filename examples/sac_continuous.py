@@ -413,7 +413,7 @@ def train_population(
   return population, history
 
 
-def report(history: dict, bar: Optional[float] = None) -> list[list[Any]]:
+def report(history: dict) -> list[list[Any]]:
   """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
   rows = []
   for i in range(history["return"].shape[1]):
