@@ -79,7 +79,7 @@ def test_alpha_moves_as_the_entropy_gap_says(run):
   # alpha climbs at every update from the second chunk on, without a bound.
   (p,) = _member(history, "paper")
   assert np.all(rose[1:, p]), history["alpha_rises"][:, p]
-  assert history["alpha"][-1, p] > 8 * CFG.initial_alpha, history["alpha"][:, p]
+  assert history["alpha"][-1, p] > 5 * CFG.initial_alpha, history["alpha"][:, p]
   # Ours (0.15 log 2) lets the policy commit: entropy ends well below log 2,
   # and alpha stays within a factor 3 of where it started.
   ours = _member(history, "ours")
