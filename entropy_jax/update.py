@@ -27,6 +27,12 @@ from entropy_jax.targets import masked_discrete_target
 
 Metrics = dict[str, jax.Array]
 
+# The range of log_alpha in which alpha = exp(log_alpha) is a normal float32
+# (FLT_MIN = exp(-87.34), FLT_MAX = exp(88.72)), rounded inwards. A step that
+# leaves it is skipped. It is NaN-safe: comparisons with NaN are False.
+LOG_ALPHA_SAFE_MIN = -87.0
+LOG_ALPHA_SAFE_MAX = 88.0
+
 
 def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
   """One optax update of `log_alpha` from `grad = d loss / d log_alpha`.
@@ -34,9 +40,9 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
   Then: clip `log_alpha` to `[log_alpha_min, log_alpha_max]`, advance `step`,
   and, if the state has a target schedule, set `target = schedule(step)`.
   If `grad`, the resulting target, or a leaf of the optimizer state that was
-  finite is not finite after the step, or if the new alpha = exp(log_alpha)
-  is not finite and positive (overflow to inf, underflow to 0), the update is
-  skipped:
+  finite is not finite after the step, or if the new log_alpha leaves
+  `[LOG_ALPHA_SAFE_MIN, LOG_ALPHA_SAFE_MAX] = [-87, 88]` (where alpha would
+  overflow to inf or underflow towards 0 in float32), the update is skipped:
   the returned state equals `state` bit for bit except `skipped + 1`.
 
   Args:
@@ -63,12 +69,17 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
     target = jnp.asarray(state.target_schedule(step), state.target.dtype)
   updated = state.replace(log_alpha=log_alpha, opt_state=opt_state, target=target, step=step)
 
-  # alpha = exp(log_alpha) must stay finite and positive, not just log_alpha:
-  # a step past log_alpha ~ 88.7 makes alpha inf (NaN in the actor loss), one
-  # below ~ -103.3 makes alpha 0, where the alpha-form gradient
-  # (alpha * statistic) is 0 for ever.
-  alpha = jnp.exp(log_alpha)
-  ok = jnp.isfinite(grad) & jnp.isfinite(alpha) & (alpha > 0) & jnp.isfinite(target)
+  # alpha = exp(log_alpha) must stay a normal float32, not just log_alpha
+  # finite: past log(FLT_MAX) ~ 88.7 alpha is inf (NaN in the actor loss);
+  # below log(FLT_MIN) ~ -87.3 it is subnormal or flushed to 0, where the
+  # alpha-form gradient (alpha * statistic) is 0 for ever. The check is made in
+  # log space (no exp per member): log_alpha must lie in [-87, 88].
+  ok = (
+      jnp.isfinite(grad)
+      & (log_alpha >= LOG_ALPHA_SAFE_MIN)
+      & (log_alpha <= LOG_ALPHA_SAFE_MAX)
+      & jnp.isfinite(target)
+  )
   # A finite but huge gradient can overflow the optimizer's statistics (Adam's
   # `nu = grad**2` is inf in float32 for |grad| > 1.8e19), which would freeze
   # alpha for good. Skip such a step too. Leaves that were already non-finite
