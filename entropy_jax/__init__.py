@@ -1,7 +1,11 @@
 """entropy_jax: automatic entropy (temperature) tuning for Soft Actor-Critic in JAX."""
 
+from entropy_jax import debug
 from entropy_jax import schedules
 from entropy_jax import sharding
+from entropy_jax.checkpoint import CheckpointError
+from entropy_jax.checkpoint import restore_checkpoint
+from entropy_jax.checkpoint import save_checkpoint
 from entropy_jax.compat import EntropyModule
 from entropy_jax.compat import EntropyModuleDiscrete
 from entropy_jax.compat import EntropyParameters
@@ -33,6 +37,7 @@ from entropy_jax.update import discrete_update
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "EntropyModule",
     "EntropyModuleDiscrete",
     "EntropyParameters",
@@ -54,6 +59,7 @@ __all__ = [
     "continuous_loss",
     "continuous_target",
     "continuous_update",
+    "debug",
     "discrete_entropy",
     "discrete_loss",
     "discrete_target",
@@ -61,5 +67,7 @@ __all__ = [
     "init_entropy_state",
     "init_population",
     "masked_discrete_target",
+    "restore_checkpoint",
+    "save_checkpoint",
     "velora_discrete_target",
 ]
