@@ -62,7 +62,7 @@ def main(argv=None):
                       help="train steps per timed scan (default 200)")
   parser.add_argument("--updates", type=int, default=200,
                       help="steps per timed scan in the entropy-share test (default 200)")
-  parser.add_argument("--repeats", type=int, default=7, help="timed repeats (default 7)")
+  parser.add_argument("--repeats", type=int, default=21, help="timed repeats (default 21)")
   parser.add_argument("--json", default=None, help="also write the results to this file")
   args = parser.parse_args(argv)
 
