@@ -63,7 +63,12 @@ def scalar(name: str, x: Any, where: str) -> jax.Array:
 
 
 def batch_vector(name: str, x: Any, batch: int, where: str) -> jax.Array:
-  """Returns `x` as an array of shape [batch], or a scalar, or raises."""
+  """Returns `x` as an array of shape [batch], or a scalar, or raises.
+
+  A plain Python int (such as a target of `-action_dim`) is taken as a float.
+  """
+  if isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)):
+    x = float(x)
   x = floating(name, x, where)
   if x.ndim == 0:
     return x

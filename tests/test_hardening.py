@@ -196,7 +196,8 @@ ARRAY_CASES = {
                            r"`log_alpha` must be a scalar \(shape \(\)\); got shape \(2,\)"),
     "cont log_alpha int": (lambda: continuous_loss(jnp.zeros((), jnp.int32), jnp.zeros(4), -1.0),
                            TypeError, r"`log_alpha` must be a floating-point array; got dtype int32"),
-    "cont target int": (lambda: continuous_loss(LA, jnp.zeros(4), -1), TypeError,
+    # A plain Python int target (-action_dim) is accepted as a float; an int array is not.
+    "cont target int": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.array(-1, jnp.int32)), TypeError,
                         r"`target` must be a floating-point array; got dtype int32"),
     "cont target [3] vs B=4": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.zeros(3)), ValueError,
                                r"`target` must be a scalar or have shape \(4,\).*got shape \(3,\)"),

@@ -209,3 +209,13 @@ class ShapeCheckTest(parameterized.TestCase):
   def test_unknown_form(self):
     with pytest.raises(ValueError, match="form.*'exp'"):
       continuous_loss(0.0, jnp.zeros(4), -1.0, form="exp")
+
+
+def test_python_int_target_is_accepted():
+  # A Velora-style integer target (-action_dim) means the same as the float.
+  lp = jnp.array([-1.0, -2.0])
+  assert continuous_loss(0.5, lp, -3) == continuous_loss(0.5, lp, -3.0)
+  p = jnp.full((2, 2), 0.5)
+  assert discrete_loss(0.5, p, jnp.log(p), 1) == discrete_loss(0.5, p, jnp.log(p), 1.0)
+  with pytest.raises(TypeError, match="floating-point.*int32"):
+    continuous_loss(0.5, lp, jnp.array(-3, jnp.int32))  # an integer *array* is still an error
