@@ -340,3 +340,75 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   text = "\n".join(lines)
   print(text)
   return text
+
+
+# ----------------------------------------------------------------------------
+# The population training loop, shared by the continuous and discrete agents.
+
+
+def train_population(
+    sac: Any,
+    key: jax.Array,
+    targets: Sequence[float],
+    alpha_lrs: Sequence[float],
+    total_steps: int,
+    *,
+    chunk: int,
+    progress: bool = True,
+    desc: str = "SAC",
+    chunk_hook: Optional[Callable] = None,
+) -> tuple[Any, dict]:
+  """Trains a vmapped population of `sac` agents, `total_steps` env steps each.
+
+  Args:
+    sac: the agent's functions (`sac_continuous.SAC` or `sac_discrete.DiscreteSAC`):
+      `init_population`, `warmup`, `train_chunk`, `summary`, and `cfg` with
+      `learning_starts` (and `num_envs`, 1 if absent).
+    key: PRNG key; each member gets its own.
+    targets, alpha_lrs: `[N]` per-member target entropies and alpha rates.
+    total_steps: environment steps per member, warm-up included.
+    chunk: env steps per member per jitted scan (one progress-bar tick).
+    progress: show a tqdm bar (steps per second, current mean return).
+    desc: the bar's label.
+    chunk_hook: optional `(population, chunk_index) -> population`, applied
+      after each chunk's scan inside the same jit (PBT uses it).
+
+  Returns:
+    `(population, history)`: history maps names to `[chunks + 1, N]` arrays
+    (row 0 is after the random warm-up, with NaN entropy and critic loss).
+  """
+  n = len(targets)
+  num_envs = getattr(sac.cfg, "num_envs", 1)
+  n_train = total_steps - sac.cfg.learning_starts
+  if n_train < 0 or n_train % chunk or chunk % num_envs:
+    raise ValueError(
+        f"train_population: total_steps - learning_starts = {total_steps} -"
+        f" {sac.cfg.learning_starts} must be a non-negative multiple of chunk={chunk},"
+        f" itself a multiple of num_envs={num_envs}."
+    )
+  population = jax.jit(jax.vmap(sac.warmup))(sac.init_population(key, targets, alpha_lrs))
+  first = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
+  first["entropy"] = np.full(n, np.nan, np.float32)
+  first["critic_loss"] = np.full(n, np.nan, np.float32)
+
+  def chunk_fn(carry):
+    pop, i = carry
+    pop, summary = jax.vmap(lambda a: sac.train_chunk(a, chunk))(pop)
+    if chunk_hook is not None:
+      pop = chunk_hook(pop, i)
+    return (pop, i + 1), summary
+
+  (population, _), summaries = run_chunks(
+      jax.jit(chunk_fn), (population, jnp.zeros((), jnp.int32)), n_train // chunk,
+      chunk * n, desc=desc, progress=progress,
+  )
+  return population, stack_summaries([first] + summaries)
+
+
+def report(history: dict) -> list[list[Any]]:
+  """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
+  return [
+      [i, float(history["return"][-1, i]), float(history["alpha"][-1, i]),
+       float(history["entropy"][-1, i]), float(history["target"][-1, i])]
+      for i in range(history["return"].shape[1])
+  ]

@@ -14,6 +14,7 @@ Run `python examples/sac_continuous.py --help`.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any, NamedTuple, Optional, Sequence
@@ -355,73 +356,9 @@ def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
   return targets, lrs
 
 
-def train_population(
-    sac: SAC,
-    key: jax.Array,
-    targets: Sequence[float],
-    alpha_lrs: Sequence[float],
-    total_steps: int,
-    *,
-    chunk: int = 500,
-    progress: bool = True,
-    desc: str = "SAC Pendulum",
-    chunk_hook=None,
-) -> tuple[Agent, dict]:
-  """Trains a vmapped population for `total_steps` environment steps each.
-
-  Args:
-    sac: the agent's functions.
-    key: PRNG key; each member gets its own.
-    targets, alpha_lrs: `[N]` per-member target entropies and alpha rates.
-    total_steps: environment steps per member, warm-up included.
-    chunk: steps per jitted scan (one progress-bar tick).
-    progress: show a tqdm bar.
-    desc: the bar's label.
-    chunk_hook: optional `(population, chunk_index) -> population`, applied
-      after each chunk's scan inside the same jit (PBT uses it).
-
-  Returns:
-    `(population, history)`: history maps names to `[chunks + 1, N]` arrays
-    (the first row is after warm-up), `steps` included.
-  """
-  n = len(targets)
-  population = sac.init_population(key, targets, alpha_lrs)
-  n_train = total_steps - sac.cfg.learning_starts
-  if n_train < 0 or n_train % chunk:
-    raise ValueError(
-        f"total_steps - learning_starts must be a non-negative multiple of chunk={chunk};"
-        f" got {total_steps} - {sac.cfg.learning_starts} = {n_train}."
-    )
-
-  population = jax.jit(jax.vmap(sac.warmup))(population)
-  first = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
-  first["entropy"] = np.full(n, np.nan, np.float32)
-  first["critic_loss"] = np.full(n, np.nan, np.float32)
-
-  def chunk_fn(carry):
-    pop, i = carry
-    pop, summary = jax.vmap(lambda a: sac.train_chunk(a, chunk))(pop)
-    if chunk_hook is not None:
-      pop = chunk_hook(pop, i)
-    return (pop, i + 1), summary
-
-  (population, _), summaries = common.run_chunks(
-      jax.jit(chunk_fn), (population, jnp.zeros((), jnp.int32)), n_train // chunk,
-      chunk * n, desc=desc, progress=progress,
-  )
-  history = common.stack_summaries([first] + summaries)
-  return population, history
-
-
-def report(history: dict) -> list[list[Any]]:
-  """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
-  rows = []
-  for i in range(history["return"].shape[1]):
-    rows.append([
-        i, float(history["return"][-1, i]), float(history["alpha"][-1, i]),
-        float(history["entropy"][-1, i]), float(history["target"][-1, i]),
-    ])
-  return rows
+# The shared loop (examples/common.py), with this agent's defaults.
+train_population = functools.partial(common.train_population, chunk=500, desc="SAC Pendulum")
+report = common.report
 
 
 def main(argv=None):

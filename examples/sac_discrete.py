@@ -17,6 +17,7 @@ Run `python examples/sac_discrete.py --help`.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any, NamedTuple, Optional, Sequence
@@ -385,58 +386,11 @@ def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray
   return targets, lrs
 
 
-def train_population(
-    sac: DiscreteSAC,
-    key: jax.Array,
-    targets: Sequence[float],
-    alpha_lrs: Sequence[float],
-    total_steps: int,
-    *,
-    chunk: int = 1_000,
-    progress: bool = True,
-    desc: str = "discrete SAC CartPole",
-) -> tuple[Agent, dict]:
-  """Trains a vmapped population for `total_steps` environment steps each.
-
-  Args:
-    sac: the agent's functions.
-    key: PRNG key; each member gets its own.
-    targets, alpha_lrs: `[N]` per-member target entropies and alpha rates.
-    total_steps: environment steps per member, warm-up included.
-    chunk: env steps per member per jitted scan (one progress-bar tick).
-    progress: show a tqdm bar (steps per second, current mean return).
-    desc: the bar's label.
-
-  Returns:
-    `(population, history)`: history maps names to `[chunks + 1, N]` arrays
-    (row 0 is after the random warm-up): `return` (mean of the last 10
-    episodes), `episodes`, `alpha`, `target`, `steps`, `alpha_lr`, `entropy`
-    and `critic_loss` (chunk means), `alpha_rises` / `alpha_falls`.
-  """
-  n_train = total_steps - sac.cfg.learning_starts
-  if n_train <= 0 or n_train % chunk or chunk % sac.cfg.num_envs:
-    raise ValueError(
-        f"train_population: total_steps - learning_starts = {total_steps} -"
-        f" {sac.cfg.learning_starts} must be a positive multiple of chunk={chunk},"
-        f" itself a multiple of num_envs={sac.cfg.num_envs}."
-    )
-  population = jax.jit(jax.vmap(sac.warmup))(sac.init_population(key, targets, alpha_lrs))
-  row0 = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
-  row0.update(entropy=np.full(len(targets), np.nan), critic_loss=np.full(len(targets), np.nan))
-  chunk_fn = jax.jit(jax.vmap(lambda agent: sac.train_chunk(agent, chunk)))
-  population, rows = common.run_chunks(
-      chunk_fn, population, n_train // chunk, chunk * len(targets), desc=desc, progress=progress
-  )
-  return population, common.stack_summaries([row0] + rows)
-
-
-def report(history: dict) -> list[list[Any]]:
-  """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
-  return [
-      [i, float(history["return"][-1, i]), float(history["alpha"][-1, i]),
-       float(history["entropy"][-1, i]), float(history["target"][-1, i])]
-      for i in range(history["return"].shape[1])
-  ]
+# The shared loop (examples/common.py), with this agent's defaults.
+train_population = functools.partial(
+    common.train_population, chunk=1_000, desc="discrete SAC CartPole"
+)
+report = common.report
 
 
 def main(argv=None):
