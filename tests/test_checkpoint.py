@@ -32,23 +32,11 @@ from entropy_jax import checkpoint
 from entropy_jax.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
 from entropy_jax.state import init_entropy_state, init_population
 from entropy_jax.update import continuous_update
+from _trees import assert_bit_identical
 
 ADAM = optax.adam(1e-2)
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def raw(x):
-  x = np.asarray(x)
-  return x.dtype.name, x.shape, x.tobytes()
-
-
-def assert_bit_identical(a, b):
-  la, ta = jax.tree.flatten(a)
-  lb, tb = jax.tree.flatten(b)
-  assert ta == tb
-  for i, (x, y) in enumerate(zip(la, lb)):
-    assert raw(x) == raw(y), f"leaf {i}: {x!r} != {y!r}"
 
 
 def linear_target(start, slope, step):

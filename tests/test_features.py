@@ -18,6 +18,7 @@ from entropy_jax.losses import continuous_loss, discrete_entropy, discrete_loss
 from entropy_jax.state import fixed_alpha_state, init_entropy_state, init_population
 from entropy_jax.targets import masked_discrete_target
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
+from _trees import assert_trees_equal
 
 SGD = optax.sgd(0.1)  # One instance: states built apart share their static fields.
 LR_SGD = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
@@ -25,24 +26,6 @@ LR_SGD = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
 
 def member(tree, i):
   return jax.tree.map(lambda x: x[i], tree)
-
-
-def assert_trees_equal(a, b):
-  """Same structure; integer leaves equal, float leaves within 2 ulp.
-
-  XLA's CPU backend evaluates exp/log/cos with a vectorised kernel under
-  vmap and a scalar one otherwise; they can round differently in the last
-  place (seen: exp(-0.38841382) = 0.67813164 vs 0.6781317), so the float
-  comparison is exact up to that, not up to a tolerance.
-  """
-  chex.assert_trees_all_equal_structs(a, b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.dtype == y.dtype and x.shape == y.shape, (x.dtype, y.dtype, x.shape, y.shape)
-    if np.issubdtype(x.dtype, np.floating):
-      np.testing.assert_array_max_ulp(x, y, maxulp=2)
-    else:
-      np.testing.assert_array_equal(x, y)
 
 
 def assert_vmap_equals_loop(fn, population, *args):

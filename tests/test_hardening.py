@@ -24,24 +24,11 @@ from entropy_jax.losses import continuous_loss, discrete_loss
 from entropy_jax.state import init_entropy_state, init_population
 from entropy_jax.targets import continuous_target, discrete_target
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
+from _trees import assert_bit_identical
 
 ADAM = optax.adam(1e-2)
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
 NAN, INF = float("nan"), float("inf")
-
-
-def raw_bytes(x):
-  x = np.asarray(x)
-  return x.dtype, x.shape, x.tobytes()
-
-
-def assert_bit_identical(a, b):
-  """Same tree structure and static fields; every leaf equal byte for byte."""
-  la, ta = jax.tree.flatten(a)
-  lb, tb = jax.tree.flatten(b)
-  assert ta == tb
-  for i, (x, y) in enumerate(zip(la, lb)):
-    assert raw_bytes(x) == raw_bytes(y), f"leaf {i}: {x!r} != {y!r}"
 
 
 def assert_skipped(old, new):

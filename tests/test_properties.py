@@ -25,6 +25,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from entropy_jax.state import init_entropy_state
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
+from _trees import assert_bit_identical
 
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
 
@@ -85,19 +86,6 @@ def discrete_inputs(seed, batch, actions, dtype, scale):
   logits = jnp.asarray(scale * rng.standard_normal((batch, actions)), jnp.float32)
   return (jax.nn.softmax(logits).astype(DTYPES[dtype]),
           jax.nn.log_softmax(logits).astype(DTYPES[dtype]))
-
-
-def raw(x):
-  x = np.asarray(x)
-  return x.dtype.name, x.shape, x.tobytes()
-
-
-def assert_bit_identical(a, b):
-  la, ta = jax.tree.flatten(a)
-  lb, tb = jax.tree.flatten(b)
-  assert ta == tb
-  for x, y in zip(la, lb):
-    assert raw(x) == raw(y), (x, y)
 
 
 def assert_sane(state):

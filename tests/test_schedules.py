@@ -18,6 +18,7 @@ from entropy_jax import schedules
 from entropy_jax.state import init_entropy_state
 from entropy_jax.targets import discrete_target
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
+from _trees import assert_trees_equal
 
 STEPS = jnp.arange(0, 60, dtype=jnp.int32)
 SGD = optax.sgd(0.05)  # One instance: states built apart share their static fields.
@@ -26,24 +27,6 @@ KINDS = pytest.mark.parametrize("kind", ["linear", "cosine", "exponential"])
 
 def stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def assert_trees_equal(a, b):
-  """Same structure; integer leaves equal, float leaves within 2 ulp.
-
-  XLA's CPU backend evaluates exp/log/cos with a vectorised kernel under
-  vmap and a scalar one otherwise; they can round differently in the last
-  place (seen: exp(-0.38841382) = 0.67813164 vs 0.6781317), so the float
-  comparison is exact up to that, not up to a tolerance.
-  """
-  chex.assert_trees_all_equal_structs(a, b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.dtype == y.dtype and x.shape == y.shape, (x.dtype, y.dtype, x.shape, y.shape)
-    if np.issubdtype(x.dtype, np.floating):
-      np.testing.assert_array_max_ulp(x, y, maxulp=2)
-    else:
-      np.testing.assert_array_equal(x, y)
 
 
 class TestAnnealClosedForm:
