@@ -3,7 +3,8 @@
 Each method is a zero-argument callable doing one unit of work (one update, one
 loop over a population) and returning what to wait for. A sample times `inner`
 back-to-back calls and waits once at the end with `jax.block_until_ready`
-(PyTorch code is synchronous on the CPU, so waiting costs it nothing); `inner`
+(PyTorch code is synchronous on the CPU, so waiting costs it nothing; PyTorch
+on a GPU returns `torch.cuda.synchronize`, which `_block` calls); `inner`
 is calibrated per method so that a sample lasts at least `min_time` seconds,
 which keeps microsecond-scale calls above the timer's resolution. Within each
 repeat every method takes one sample, in an order rotated from repeat to
@@ -36,7 +37,11 @@ class Timing:
 
 
 def _block(out: Any) -> None:
-  if out is not None:
+  """Waits for `out`: jax values, or a callable that synchronizes (such as
+  `torch.cuda.synchronize` for PyTorch work queued on a GPU)."""
+  if callable(out):
+    out()
+  elif out is not None:
     jax.block_until_ready(out)
 
 

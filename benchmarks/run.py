@@ -48,6 +48,9 @@ VMAP_GRAD = "vmap(apply_gradients(grad(continuous_loss)))"
 VMAP_FUSED = "vmap(continuous_update)"
 LOOP_COMPAT = "loop over compat modules"
 LOOP_VELORA = "loop over Velora modules"
+VELORA_CPU = "Velora 0.2.0 (PyTorch CPU)"
+VELORA_CUDA = "Velora 0.2.0 (PyTorch CUDA)"
+DONATED = "jax.jit(fused update, donate_argnums=0)"
 LEAVES = "jax.jit(fused update), state as a list of leaves"
 TRIVIAL = "a trivial jitted call (x + 1)"
 SHORT = {VMAP_GRAD: "vmap-grad", VMAP_FUSED: "vmap-fused", LOOP_COMPAT: "compat-loop", LOOP_VELORA: "velora-loop"}
@@ -329,7 +332,18 @@ def bench_single(args, velora, compat) -> dict[str, Any]:
       def velora_step(m=v_mod, tin=tin):
         m.gradient_step(m.compute_loss(*tin))
 
-      fns["Velora 0.2.0 (PyTorch CPU)"] = velora_step
+      fns[VELORA_CPU] = velora_step
+      torch = velora[2]
+      if torch.cuda.is_available():  # What a Velora user on a GPU machine would run.
+        cuda = torch.device("cuda")
+        g_mod = velora[0 if kind == "continuous" else 1](dim, device=cuda)
+        gin = tuple(t.to(cuda) for t in tin)
+
+        def velora_cuda_step(m=g_mod, gin=gin, sync=torch.cuda.synchronize):
+          m.gradient_step(m.compute_loss(*gin))
+          return sync
+
+        fns[VELORA_CUDA] = velora_cuda_step
 
     if compat is not None:
       c_mod = compat[0 if kind == "continuous" else 1](dim)
@@ -348,6 +362,17 @@ def bench_single(args, velora, compat) -> dict[str, Any]:
       return box[0]
 
     fns["jax.jit(fused update)"] = jit_step
+
+    # The same with the state donated, as a training step is usually jitted
+    # (flax's TrainState idiom): its buffers are reused for the new state.
+    donated = jax.jit(update, donate_argnums=0)
+    dbox = [ej.init_entropy_state(target)]
+
+    def donated_step(dbox=dbox, jin=jin, f=donated):
+      dbox[0], _ = f(dbox[0], *jin)
+      return dbox[0]
+
+    fns[DONATED] = donated_step
 
     # Where the jitted update's time goes: the same update with the state
     # crossing the jit boundary as a flat list of leaves, and the cost of
@@ -390,12 +415,14 @@ def bench_single(args, velora, compat) -> dict[str, Any]:
     for name, t in timings.items():
       per_update = t.median / (args.scan_k if name.startswith("lax.scan") else 1)
       rows[name] = {"seconds_per_update": per_update, "timing": t.as_dict()}
-    vname = "Velora 0.2.0 (PyTorch CPU)"
     for name, row in rows.items():
-      if vname in rows:
-        row["speedup_vs_velora"] = rows[vname]["seconds_per_update"] / row["seconds_per_update"]
+      if VELORA_CPU in rows:
+        row["speedup_vs_velora"] = rows[VELORA_CPU]["seconds_per_update"] / row["seconds_per_update"]
+      if VELORA_CUDA in rows:
+        row["speedup_vs_velora_cuda"] = rows[VELORA_CUDA]["seconds_per_update"] / row["seconds_per_update"]
       print(f"  {kind:10s} {name:48s} {row['seconds_per_update'] * 1e6:10.2f} us"
-            + (f"   {row['speedup_vs_velora']:8.1f}x vs Velora" if "speedup_vs_velora" in row else ""))
+            + (f"   {row['speedup_vs_velora']:8.1f}x vs Velora" if "speedup_vs_velora" in row else "")
+            + (f"   {row['speedup_vs_velora_cuda']:8.1f}x vs Velora on CUDA" if "speedup_vs_velora_cuda" in row else ""))
     out[kind] = rows
   return out
 
@@ -494,7 +521,8 @@ def bench_population(args, velora, compat) -> dict[str, Any]:
                    "timing": pm["timing"]}
       row[loop]["x_slower_than_vmap"] = t / row[VMAP_FUSED]["seconds"]
     results["sizes"][str(n)] = row
-    print(f"  N={n:>8d}  floor {_fmt_time(floor_t):>9s} ({nbytes / floor_t / 1e9:6.2f} GB/s)" + "".join(
+    print(f"  N={n:>8d}  floor {_fmt_time(floor_t):>9s} ({nbytes / floor_t / 1e9:6.2f} GB/s);"
+          f" vmap-grad {_fmt_time(row[VMAP_GRAD]['seconds'] / n)} per member" + "".join(
         f" | {SHORT[name]} {r['x_floor']:.2f}x{'' if r['measured'] else '*'}" for name, r in row.items() if name != FLOOR))
     del x, host, pop, fns, timings
   return results
@@ -568,7 +596,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
   single = results.get("single", {})
   for kind in ("continuous", "discrete"):
     rows = single.get(kind, {})
-    for name, need in (("compat class", 8.0), ("jax.jit(fused update)", 10.0)):
+    for name, need in (("compat class", 8.0), ("jax.jit(fused update)", 10.0), (DONATED, 10.0)):
       s = rows.get(name, {}).get("speedup_vs_velora")
       add(f"{name}, {kind}: >= {need:g}x faster per update than Velora", s,
           None if s is None else s >= need, "not measured" if s is None else f"{s:.1f}x")
@@ -603,6 +631,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fmt_time(seconds: float) -> str:
+  if seconds < 1e-6:
+    return f"{seconds * 1e9:.2f} ns"
   if seconds < 1e-3:
     return f"{seconds * 1e6:.1f} us"
   if seconds < 1:
@@ -634,22 +664,32 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"## One update, batch {a['batch']} (continuous action_dim {a['action_dim']}, discrete A {a['num_actions']})", "",
               "| method | continuous | x faster than Velora | discrete | x faster than Velora |",
               "|---|---:|---:|---:|---:|"]
+    has_cuda = VELORA_CUDA in single["continuous"]
+    if has_cuda:
+      lines[-2:] = ["| method | continuous | x faster than Velora (CPU) | x faster than Velora (CUDA) | discrete"
+                    " | x faster than Velora (CPU) | x faster than Velora (CUDA) |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def sp(r, key):
+      return f"{r[key]:.1f}x" if key in r else "-"
+
+    keys = ("speedup_vs_velora", "speedup_vs_velora_cuda") if has_cuda else ("speedup_vs_velora",)
     for name in single["continuous"]:
-      c, d = single["continuous"][name], single["discrete"].get(name, {})
-      sp = lambda r: f"{r['speedup_vs_velora']:.1f}x" if "speedup_vs_velora" in r else "-"
-      lines.append(f"| {name} | {_fmt_time(c['seconds_per_update'])} | {sp(c)} |"
-                   f" {_fmt_time(d['seconds_per_update']) if d else '-'} | {sp(d) if d else '-'} |")
+      cells = []
+      for r in (single["continuous"][name], single["discrete"].get(name, {})):
+        cells += [_fmt_time(r["seconds_per_update"]) if r else "-"] + [sp(r, k) for k in keys]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
   pop = results.get("population")
   if pop and pop["sizes"]:
     lines += ["", f"## Population scaling: one update of N members x {results['args']['batch']} log_probs", "",
               "Time for the whole population; GB/s counts the float32 log_probs read once; * marks a loop"
               " extrapolated linearly from the per-member cost measured at the largest looped N"
               f" ({results['args']['loop_max_n']}).", "",
-              "| N | method | time | GB/s | x floor |", "|---:|---|---:|---:|---:|"]
+              "| N | method | time | per member | GB/s | x floor |", "|---:|---|---:|---:|---:|---:|"]
     for n, row in pop["sizes"].items():
       for name, r in row.items():
         star = "" if r["measured"] else "*"
-        lines.append(f"| {int(n):,} | {name} | {_fmt_time(r['seconds'])}{star} | {r['gb_per_s']:.3g} | {r['x_floor']:.2f} |")
+        lines.append(f"| {int(n):,} | {name} | {_fmt_time(r['seconds'])}{star} | {_fmt_time(r['seconds'] / int(n))}"
+                     f" | {r['gb_per_s']:.3g} | {r['x_floor']:.2f} |")
   if pop and pop["skipped"]:
     lines += [""] + [f"- skipped: {msg}" for msg in pop["skipped"].values()]
   comp, imp = results.get("compile"), results.get("import")
@@ -697,7 +737,8 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
   ax.set_xlabel(f"population size N (members x {results['args']['batch']} log_probs)")
   ax.set_ylabel("seconds per update of the whole population")
   m = results["machine"]
-  ax.set_title(f"entropy_jax population update, {m['backend']}: {m['cpu']}", fontsize=9)
+  where = m["cpu"] if m["backend"] == "cpu" else m["devices"][0]
+  ax.set_title(f"entropy_jax population update, {m['backend']}: {where}", fontsize=9)
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=7)
   fig.tight_layout()

@@ -46,6 +46,7 @@ import numpy as np
 import optax
 
 from entropy_jax import _checks
+from entropy_jax import _packing
 from entropy_jax import optimizers
 from entropy_jax.losses import continuous_loss, discrete_loss
 from entropy_jax.state import EntropyState, init_entropy_state
@@ -117,25 +118,36 @@ class EntropyParameters:
 def _compiled_update(loss_fn):
   """One jitted call: the loss, its gradient and the stepped state.
 
-  The state goes in and out as its list of leaves (`treedef` is static): a
-  plain list crosses the jit boundary faster than the `EntropyState`
-  dataclass, and this call is the whole cost of a compat update.
+  The state goes in and out packed into one flat buffer per dtype (`layout`
+  is static, see `entropy_jax._packing`): each array crossing the jit
+  boundary costs about as much as the arithmetic of the whole update, and
+  this call is the whole cost of a compat update.
 
   Returns:
-    A function `(treedef, leaves, *inputs) -> (loss, grad, new_leaves,
-    new_alpha, ok)`, `ok` False when `apply_gradients` skipped the step
-    (non-finite gradient or log_alpha).
+    A function `(layout, packed, *inputs) -> (loss, new_packed, new_alpha,
+    ok)`, `ok` False when `apply_gradients` skipped the step (non-finite
+    gradient or log_alpha).
   """
 
   @functools.partial(jax.jit, static_argnums=0)
-  def update(treedef, leaves, *inputs):
-    state = jax.tree.unflatten(treedef, leaves)
+  def update(layout, packed, *inputs):
+    state = _packing.unpack(layout, packed)
     loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha, state.target, *inputs)
     new_state = apply_gradients(state, grad)
     ok = new_state.skipped == state.skipped
-    return loss, grad, jax.tree.leaves(new_state), new_state.alpha, ok
+    return loss, _packing.pack(layout, new_state), new_state.alpha, ok
 
+  @functools.partial(jax.jit, static_argnums=0)
+  def gradient(layout, packed, *inputs):
+    state = _packing.unpack(layout, packed)
+    return jax.grad(loss_fn)(state.log_alpha, state.target, *inputs)
+
+  update.gradient = gradient  # For the error message of a skipped step only.
   return update
+
+
+_pack = jax.jit(_packing.pack, static_argnums=0)
+_unpack = jax.jit(_packing.unpack, static_argnums=0)
 
 
 _continuous_update = _compiled_update(
@@ -239,19 +251,20 @@ class _EntropyModuleBase:
     self._default_target = target_entropy is None
     target = self._default_target_value() if target_entropy is None else target_entropy
     state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self._tx)
-    self._treedef = jax.tree.structure(state)
-    # Where each field's leaf sits in the list of leaves (an EntropyState of ints).
-    self._index = jax.tree.unflatten(self._treedef, list(range(self._treedef.num_leaves)))
-    self._pending: Optional[tuple[jax.Array, list[jax.Array], jax.Array]] = None
+    self._layout = _packing.layout_of(state)
+    self._pending: Optional[tuple[jax.Array, tuple[jax.Array, ...], jax.Array]] = None
     self._spent: list[tuple[weakref.ref, str]] = []
     self._put_state(jax.device_put(state, self._jax_device))
 
   def _put_state(self, state: EntropyState) -> None:
-    # The state is kept as its leaves (what the compiled update takes); the
-    # EntropyState is rebuilt on demand and cached.
-    self._leaves = jax.tree.leaves(state)
+    # The state is kept packed (what the compiled update takes); the
+    # EntropyState is unpacked on demand and cached.
+    self._commit(_pack(self._layout, state), state, None)
+
+  def _commit(self, packed: tuple[jax.Array, ...], state: Optional[EntropyState], alpha: Optional[jax.Array]) -> None:
+    self._packed = packed
     self._state = state
-    self._alpha = None
+    self._alpha = alpha
 
   def _default_target_value(self) -> float:
     raise NotImplementedError
@@ -284,7 +297,7 @@ class _EntropyModuleBase:
   def state(self) -> EntropyState:
     """The `EntropyState`; pass it to jitted code, assign the result back."""
     if self._state is None:
-      self._state = jax.tree.unflatten(self._treedef, self._leaves)
+      self._state = _unpack(self._layout, self._packed)
     return self._state
 
   @state.setter
@@ -294,25 +307,30 @@ class _EntropyModuleBase:
           f"{type(self).__name__}.state: expected an EntropyState; got"
           f" {type(new_state).__name__}."
       )
-    if jax.tree.structure(new_state) != self._treedef:
+    if jax.tree.structure(new_state) != self._layout.treedef:
       raise ValueError(
           f"{type(self).__name__}.state: the new state's structure (optimizer,"
           " schedule, loss form) differs from this module's; expected"
-          f" {self._treedef}, got {jax.tree.structure(new_state)}."
+          f" {self._layout.treedef}, got {jax.tree.structure(new_state)}."
+      )
+    layout = _packing.layout_of(new_state)
+    if layout != self._layout:
+      raise ValueError(
+          f"{type(self).__name__}.state: the new state's leaf shapes and dtypes"
+          f" {list(zip(layout.shapes, layout.dtypes))} differ from this module's"
+          f" {list(zip(self._layout.shapes, self._layout.dtypes))}."
       )
     self._put_state(new_state)
     self._retire_pending("superseded: the module's state was replaced after it was computed")
 
-  # The three below read the leaves directly: no EntropyState is rebuilt.
-
   @property
   def target(self) -> jax.Array:
     """The target entropy, a float32 scalar."""
-    return self._leaves[self._index.target]
+    return self.state.target
 
   @property
   def log_alpha(self) -> jax.Array:
-    return self._leaves[self._index.log_alpha]
+    return self.state.log_alpha
 
   @property
   def alpha(self) -> jax.Array:
@@ -324,12 +342,13 @@ class _EntropyModuleBase:
   # --- Loss and step. ---
 
   def _run(self, update, *inputs, names: tuple[str, ...]) -> jax.Array:
-    """Runs a compiled update on the state; keeps (loss, new leaves) pending."""
-    loss, grad, new_leaves, new_alpha, ok = update(self._treedef, self._leaves, *inputs)
+    """Runs a compiled update on the state; keeps (loss, new state) pending."""
+    loss, new_packed, new_alpha, ok = update(self._layout, self._packed, *inputs)
     if not np.asarray(ok):  # The one wait for the device in an update.
+      grad = update.gradient(self._layout, self._packed, *inputs)
       raise NonFiniteLossError(self._non_finite_message(grad, dict(zip(names, inputs))))
     self._retire_pending("superseded by a later compute_loss call")
-    self._pending = (loss, new_leaves, new_alpha)
+    self._pending = (loss, new_packed, new_alpha)
     return loss
 
   def _non_finite_message(self, grad, inputs: dict[str, Any]) -> str:
@@ -378,8 +397,8 @@ class _EntropyModuleBase:
     """
     name = type(self).__name__
     if self._pending is not None and loss is self._pending[0]:
-      _, self._leaves, self._alpha = self._pending
-      self._state = None
+      _, packed, alpha = self._pending
+      self._commit(packed, None, alpha)
       self._retire_pending("already applied by gradient_step")
       return
     for ref, reason in reversed(self._spent):
@@ -596,7 +615,7 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
       NonFiniteLossError: NaN or Inf in the inputs (outside `p = 0,
         log p = -inf`); the state is unchanged.
     """
-    shape = jnp.shape(probs)
+    shape = np.shape(probs)
     if not shape or shape[-1] != self._action_dim:
       raise ValueError(
           f"{type(self).__name__}.compute_loss: `probs` must have shape"

@@ -90,10 +90,10 @@ def init_entropy_state(
   """
   where = "init_entropy_state"
   _checks.positive_finite("initial_alpha", initial_alpha, where)
-  if jnp.ndim(initial_alpha) != 0:
+  if np.ndim(initial_alpha) != 0:
     raise ValueError(
         f"{where}: `initial_alpha` must be a scalar; got shape"
-        f" {jnp.shape(initial_alpha)}. Use init_population for [N] values."
+        f" {np.shape(initial_alpha)}. Use init_population for [N] values."
     )
   if not isinstance(optimizer, optax.GradientTransformation):
     raise TypeError(
@@ -164,8 +164,9 @@ def init_population(
   """
   where = "init_population"
   arrays = {"target": target, "initial_alpha": initial_alpha, **hyperparams}
-  sizes = {k: jnp.shape(v)[0] for k, v in arrays.items() if jnp.ndim(v) == 1}
-  bad = {k: jnp.shape(v) for k, v in arrays.items() if jnp.ndim(v) > 1}
+  # np.shape/np.ndim take lists, numpy and jax arrays and tracers alike.
+  sizes = {k: np.shape(v)[0] for k, v in arrays.items() if np.ndim(v) == 1}
+  bad = {k: np.shape(v) for k, v in arrays.items() if np.ndim(v) > 1}
   if bad:
     raise ValueError(f"{where}: arguments must be scalars or [N] arrays; got shapes {bad}.")
   n = size if size is not None else (next(iter(sizes.values())) if sizes else None)

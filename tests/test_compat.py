@@ -316,6 +316,11 @@ def test_state_can_round_trip_through_jitted_code():
     b.state = {}
   with pytest.raises(ValueError, match="structure"):
     b.state = EntropyModule(2, optim="SGD").state
+  # Same structure, another leaf shape or dtype: the packed buffer would not fit.
+  with pytest.raises(ValueError, match=r"leaf shapes and dtypes .*\(\(\), 'int32'\)"):
+    b.state = b.state.replace(log_alpha=jnp.int32(0))
+  with pytest.raises(ValueError, match=r"leaf shapes and dtypes .*\(\(3,\), 'float32'\)"):
+    b.state = b.state.replace(target=jnp.zeros(3))
   # Replacing the state supersedes a pending loss.
   loss = b.compute_loss(lp)
   b.state = a.state
