@@ -350,7 +350,7 @@ def bench_single(args, velora, compat) -> dict[str, Any]:
 
       def compat_step(m=c_mod, jin=jin):
         m.gradient_step(m.compute_loss(*jin))
-        return m.state
+        return m.alpha  # What a SAC step reads after the update.
 
       fns["compat class"] = compat_step
 
@@ -497,7 +497,7 @@ def bench_population(args, velora, compat) -> dict[str, Any]:
         def loop_fn(mods=mods, rows=rows):
           for mod, row in zip(mods, rows):
             mod.gradient_step(mod.compute_loss(row))
-          return [mod.state for mod in mods]
+          return [mod.alpha for mod in mods]
 
       fns[loop] = loop_fn
     timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
