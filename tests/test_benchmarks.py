@@ -144,7 +144,7 @@ def test_tiny_run_writes_results_extrapolates_loops_and_skips_a_population_over_
 
   for kind in ("continuous", "discrete"):
     rows = results["single"][kind]
-    assert set(rows) == {"Velora 0.2.0 (PyTorch CPU)", "compat class", "jax.jit(fused update)",
+    assert set(rows) == {"Velora 0.2.0 (PyTorch CPU)", "compat class", "jax.jit(fused update)", run.DONATED,
                          "lax.scan over 3 updates", run.LEAVES, run.TRIVIAL}
     assert rows["Velora 0.2.0 (PyTorch CPU)"]["speedup_vs_velora"] == 1.0
     scan = rows["lax.scan over 3 updates"]
@@ -168,6 +168,9 @@ def test_tiny_run_writes_results_extrapolates_loops_and_skips_a_population_over_
   md = (tmp_path / "results.md").read_text()
   assert "## Population scaling" in md and "## Goals" in md and "skipped: N=512" in md
   assert "| 4 | loop over Velora modules |" in md
+  # The per-member column is the whole population's time over N.
+  floor4 = sizes["4"][run.FLOOR]["seconds"]
+  assert f"| 4 | {run.FLOOR} | {run._fmt_time(floor4)} | {run._fmt_time(floor4 / 4)} |" in md
   assert (tmp_path / "population.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -242,3 +245,12 @@ def test_hlo_report_sees_an_n_by_b_temporary_when_there_is_one():
   assert len(report["nb_temporaries"]) == 2 and len(report["nb_readers"]) == 2, report
   # Each of the two elementwise kernels reads the 8x4 float32 input and writes 8x4.
   assert report["read_bytes"] == 2 * 8 * 4 * 4 and report["written_bytes"] == 2 * 8 * 4 * 4, report
+
+
+def test_timing_waits_on_a_synchronizing_callable():
+  # PyTorch work queued on a GPU is waited for by calling what the method returns.
+  calls = []
+  t = _timing.interleaved({"sync": lambda: (lambda: calls.append(1))}, repeats=2, min_time=1e-4, warmup=1)
+  assert t["sync"].repeats == 2
+  # One wait per warm-up call, per calibration sample and per timed sample: never none.
+  assert len(calls) >= 1 + 1 + 2
