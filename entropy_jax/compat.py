@@ -17,7 +17,7 @@ another module, a derived value such as `loss * 2`, a loss already stepped on
 or superseded by a later `compute_loss`) raises `LossMismatchError`: never a
 silent no-op, never a wrong step.
 
-Deliberate differences from Velora 0.2.0 (see docs/velora.md):
+Deliberate differences from Velora 0.2.0 (see the README, "Coming from Velora"):
   * `EntropyModuleDiscrete`'s default target is `+0.98 * log(A)`
     (Christodoulou 2019); Velora's `0.98 * log(1 / A)` is negative. Pass
     `target_entropy=velora_discrete_target(A)` to reproduce Velora.

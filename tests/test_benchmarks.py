@@ -254,3 +254,16 @@ def test_timing_waits_on_a_synchronizing_callable():
   assert t["sync"].repeats == 2
   # One wait per warm-up call, per calibration sample and per timed sample: never none.
   assert len(calls) >= 1 + 1 + 2
+
+
+def test_optimizer_cost_script_reports_ratios_to_the_floor(capsys):
+  import optimizer_cost
+
+  ratios = optimizer_cost.main(["--n", "8", "--batch", "4", "--repeats", "1", "--min-time", "0.001"])
+  assert ratios["floor: jnp.sum"] == 1.0
+  assert set(ratios) == {"floor: jnp.sum", "optax.adam(3e-4) (the default)",
+                         "compat Adam (-expm1 bias correction)", "optax.sgd(3e-4)"}
+  assert all(r > 0 for r in ratios.values())
+  assert "N = 8 x 4 log_probs" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    optimizer_cost.main(["--n", "0"])
