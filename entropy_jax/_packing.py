@@ -43,6 +43,16 @@ class Layout:
     )
 
 
+def locate(layout: Layout, leaf: int) -> tuple[int, int]:
+  """`(buffer, start)`: where leaf number `leaf` (in `jax.tree.leaves`
+  order) begins in the packed buffers."""
+  dtype = layout.dtypes[leaf]
+  start = sum(
+      math.prod(s) for s, d in zip(layout.shapes[:leaf], layout.dtypes[:leaf]) if d == dtype
+  )
+  return layout.groups.index(dtype), start
+
+
 def layout_of(tree: Any) -> Layout:
   """The `Layout` of `tree`'s structure, leaf shapes and dtypes."""
   leaves, treedef = jax.tree.flatten(tree)

@@ -124,9 +124,10 @@ def _compiled_update(loss_fn):
   this call is the whole cost of a compat update.
 
   Returns:
-    A function `(layout, packed, *inputs) -> (loss, new_packed, new_alpha,
-    ok)`, `ok` False when `apply_gradients` skipped the step (non-finite
-    gradient or log_alpha).
+    A function `(layout, packed, *inputs) -> (loss, new_packed, new_alpha)`.
+    Whether `apply_gradients` skipped the step (non-finite gradient or
+    log_alpha) is read from the new state's `skipped` counter, inside
+    `new_packed`: no extra output.
   """
 
   @functools.partial(jax.jit, static_argnums=0)
@@ -134,8 +135,7 @@ def _compiled_update(loss_fn):
     state = _packing.unpack(layout, packed)
     loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha, state.target, *inputs)
     new_state = apply_gradients(state, grad)
-    ok = new_state.skipped == state.skipped
-    return loss, _packing.pack(layout, new_state), new_state.alpha, ok
+    return loss, _packing.pack(layout, new_state), new_state.alpha
 
   @functools.partial(jax.jit, static_argnums=0)
   def gradient(layout, packed, *inputs):
@@ -252,6 +252,9 @@ class _EntropyModuleBase:
     target = self._default_target_value() if target_entropy is None else target_entropy
     state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self._tx)
     self._layout = _packing.layout_of(state)
+    # Where the `skipped` counter sits in the packed buffers.
+    index = jax.tree.unflatten(self._layout.treedef, list(range(self._layout.treedef.num_leaves)))
+    self._skipped_at = _packing.locate(self._layout, index.skipped)
     self._pending: Optional[tuple[jax.Array, tuple[jax.Array, ...], jax.Array]] = None
     self._spent: list[tuple[weakref.ref, str]] = []
     self._put_state(jax.device_put(state, self._jax_device))
@@ -260,6 +263,7 @@ class _EntropyModuleBase:
     # The state is kept packed (what the compiled update takes); the
     # EntropyState is unpacked on demand and cached.
     self._commit(_pack(self._layout, state), state, None)
+    self._skipped = int(state.skipped)  # On the host: compared after each update.
 
   def _commit(self, packed: tuple[jax.Array, ...], state: Optional[EntropyState], alpha: Optional[jax.Array]) -> None:
     self._packed = packed
@@ -343,8 +347,9 @@ class _EntropyModuleBase:
 
   def _run(self, update, *inputs, names: tuple[str, ...]) -> jax.Array:
     """Runs a compiled update on the state; keeps (loss, new state) pending."""
-    loss, new_packed, new_alpha, ok = update(self._layout, self._packed, *inputs)
-    if not np.asarray(ok):  # The one wait for the device in an update.
+    loss, new_packed, new_alpha = update(self._layout, self._packed, *inputs)
+    buffer, at = self._skipped_at
+    if int(np.asarray(new_packed[buffer])[at]) != self._skipped:  # The one wait for the device.
       grad = update.gradient(self._layout, self._packed, *inputs)
       raise NonFiniteLossError(self._non_finite_message(grad, dict(zip(names, inputs))))
     self._retire_pending("superseded by a later compute_loss call")

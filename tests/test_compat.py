@@ -489,3 +489,19 @@ def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
   m.load_state_dict(good)
   with pytest.raises(LossMismatchError, match="load_state_dict replaced the state"):
     m.gradient_step(pending)
+
+
+def test_skip_detection_follows_a_state_with_earlier_skips():
+  # The module compares the stepped state's `skipped` counter with the one it holds:
+  # a state that arrives with earlier skips must not read as a fresh skip.
+  m = EntropyModule(2, lr=1e-2)
+  m.state = m.state.replace(skipped=jnp.int32(5))
+  lp = jnp.linspace(-3.0, 0.0, 8)
+  step(m, lp)
+  assert int(m.state.skipped) == 5 and int(m.state.step) == 1
+  before = m.state
+  with pytest.raises(NonFiniteLossError):
+    m.compute_loss(lp.at[0].set(jnp.nan))
+  assert_state_equal(m.state, before)
+  step(m, lp)
+  assert int(m.state.skipped) == 5 and int(m.state.step) == 2

@@ -78,3 +78,14 @@ def test_float64_under_x64():
     layout = _packing.layout_of(tree)
     assert layout.buffer_sizes == (2, 1)
     assert_bit_identical(_packing.unpack(layout, _packing.pack(layout, tree)), tree)
+
+
+def test_locate_finds_each_leaf_in_its_buffer():
+  tree = (jnp.float32(1.0), jnp.int32(-1), jnp.array([2.0, 3.0], jnp.float32), jnp.int32(7), jnp.float32(4.0))
+  layout = _packing.layout_of(tree)
+  buffers = _packing.pack(layout, tree)
+  for i, leaf in enumerate(tree):
+    buffer, start = _packing.locate(layout, i)
+    flat = np.ravel(leaf)
+    np.testing.assert_array_equal(np.asarray(buffers[buffer])[start:start + flat.size], flat)
+  assert [_packing.locate(layout, i) for i in range(5)] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 3)]
