@@ -37,7 +37,7 @@ import json
 import numbers
 import weakref
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.serialization
 import jax
@@ -218,6 +218,8 @@ class _EntropyModuleBase:
   """What the two modules share: construction, stepping, config, checkpoints."""
 
   _KIND = "_EntropyModuleBase"
+  # The default target entropy from action_dim; each module kind sets its own.
+  _DEFAULT_TARGET: Callable[[int], float]
   _MAX_SPENT = 8  # How many stepped-on / superseded losses are remembered.
 
   def __init__(
@@ -249,7 +251,7 @@ class _EntropyModuleBase:
     self._jax_device = resolve_device(device, where)
     self._optim_name, self._tx = optimizers.make(optim, lr, where)
     self._default_target = target_entropy is None
-    target = self._default_target_value() if target_entropy is None else target_entropy
+    target = self._DEFAULT_TARGET(self._action_dim) if target_entropy is None else target_entropy
     state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self._tx)
     self._layout = _packing.layout_of(state)
     # Where the `skipped` counter sits in the packed buffers.
@@ -269,9 +271,6 @@ class _EntropyModuleBase:
     self._packed = packed
     self._state = state
     self._alpha = alpha
-
-  def _default_target_value(self) -> float:
-    raise NotImplementedError
 
   # --- Attributes, as Velora names them. ---
 
@@ -560,8 +559,7 @@ class EntropyModule(_EntropyModuleBase):
 
   _KIND = "EntropyModule"
 
-  def _default_target_value(self) -> float:
-    return continuous_target(self._action_dim)
+  _DEFAULT_TARGET = staticmethod(continuous_target)
 
   def compute_loss(self, log_probs: jax.Array) -> jax.Array:
     """The temperature loss for a batch; one compiled call, also the gradient.
@@ -598,8 +596,7 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
 
   _KIND = "EntropyModuleDiscrete"
 
-  def _default_target_value(self) -> float:
-    return discrete_target(self._action_dim)
+  _DEFAULT_TARGET = staticmethod(discrete_target)
 
   def compute_loss(
       self, probs: jax.Array, log_probs: jax.Array, mask: Optional[jax.Array] = None
