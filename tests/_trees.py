@@ -13,11 +13,13 @@ def raw_bytes(x):
 
 def assert_bit_identical(a, b):
   """Same tree structure and static fields; every leaf equal byte for byte."""
-  la, ta = jax.tree.flatten(a)
-  lb, tb = jax.tree.flatten(b)
+  la, ta = jax.tree_util.tree_flatten_with_path(a)
+  lb, tb = jax.tree_util.tree_flatten_with_path(b)
   assert ta == tb
-  for i, (x, y) in enumerate(zip(la, lb)):
-    assert raw_bytes(x) == raw_bytes(y), f"leaf {i}: {x!r} != {y!r}"
+  for (path, x), (_, y) in zip(la, lb):
+    assert raw_bytes(x) == raw_bytes(y), (
+        f"{jax.tree_util.keystr(path)}: {np.asarray(x)!r} != {np.asarray(y)!r}"
+    )
 
 
 def assert_trees_equal(a, b):

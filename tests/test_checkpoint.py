@@ -133,8 +133,10 @@ def test_restored_run_continues_bit_identically(tmp_path):
 
 def test_restore_follows_the_sharding_of_like(tmp_path):
   devices = jax.devices()
-  if len(devices) < 8:
-    pytest.skip("needs 8 devices (tests/conftest.py sets 8 virtual CPU devices)")
+  assert len(devices) >= 8, (
+      f"needs 8 devices; jax sees {len(devices)}. tests/conftest.py and `make test` set"
+      " XLA_FLAGS=--xla_force_host_platform_device_count=8 before jax starts."
+  )
   mesh8 = Mesh(np.array(devices[:8]), ("pop",))
   mesh4 = Mesh(np.array(devices[4:8]), ("pop",))
   pop = fresh_population(8)
