@@ -294,6 +294,18 @@ def load_compat():
 # 1. One update.
 
 
+def _threaded(fn: Callable, state: Any, *args: Any) -> Callable[[], Any]:
+  """A zero-argument step that calls `state, _ = fn(state, *args)` and returns
+  the new state, threading it from call to call as a training loop does."""
+  box = [state]
+
+  def step():
+    box[0], _ = fn(box[0], *args)
+    return box[0]
+
+  return step
+
+
 def bench_single(args, velora, compat) -> dict[str, Any]:
   import jax
   import jax.numpy as jnp
@@ -354,43 +366,22 @@ def bench_single(args, velora, compat) -> dict[str, Any]:
 
       fns["compat class"] = compat_step
 
-    jitted = jax.jit(update)
-    box = [ej.init_entropy_state(target)]
-
-    def jit_step(box=box, jin=jin, f=jitted):
-      box[0], _ = f(box[0], *jin)
-      return box[0]
-
-    fns["jax.jit(fused update)"] = jit_step
-
+    fns["jax.jit(fused update)"] = _threaded(jax.jit(update), ej.init_entropy_state(target), *jin)
     # The same with the state donated, as a training step is usually jitted
     # (flax's TrainState idiom): its buffers are reused for the new state.
-    donated = jax.jit(update, donate_argnums=0)
-    dbox = [ej.init_entropy_state(target)]
-
-    def donated_step(dbox=dbox, jin=jin, f=donated):
-      dbox[0], _ = f(dbox[0], *jin)
-      return dbox[0]
-
-    fns[DONATED] = donated_step
+    fns[DONATED] = _threaded(jax.jit(update, donate_argnums=0), ej.init_entropy_state(target), *jin)
 
     # Where the jitted update's time goes: the same update with the state
     # crossing the jit boundary as a flat list of leaves, and the cost of
     # calling a trivial jitted function (the dispatch floor).
-    treedef = jax.tree.structure(box[0])
+    state = ej.init_entropy_state(target)
+    treedef = jax.tree.structure(state)
 
     def on_leaves(leaves, *xs, update=update, treedef=treedef):
       new_state, metrics = update(jax.tree.unflatten(treedef, leaves), *xs)
       return jax.tree.leaves(new_state), metrics
 
-    leaves_fn = jax.jit(on_leaves)
-    lbox = [jax.tree.leaves(ej.init_entropy_state(target))]
-
-    def leaves_step(lbox=lbox, jin=jin, f=leaves_fn):
-      lbox[0], _ = f(lbox[0], *jin)
-      return lbox[0]
-
-    fns[LEAVES] = leaves_step
+    fns[LEAVES] = _threaded(jax.jit(on_leaves), jax.tree.leaves(state), *jin)
     trivial = jax.jit(lambda v: v + 1.0)
     fns[TRIVIAL] = lambda trivial=trivial, v=jin[0]: trivial(v)
 
@@ -400,14 +391,8 @@ def bench_single(args, velora, compat) -> dict[str, Any]:
         return s, metrics["alpha"]
       return jax.lax.scan(body, state, xs)
 
-    scanned = jax.jit(scan_fn)
-    sbox = [ej.init_entropy_state(target)]
     jxs = tuple(jnp.asarray(a) for a in scan_xs)
-
-    def scan_step(sbox=sbox, jxs=jxs, f=scanned):
-      sbox[0], _ = f(sbox[0], jxs)
-      return sbox[0]
-
+    scan_step = _threaded(jax.jit(scan_fn), ej.init_entropy_state(target), jxs)
     fns[f"lax.scan over {args.scan_k} updates"] = scan_step
 
     timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
@@ -661,18 +646,19 @@ def markdown(results: dict[str, Any]) -> str:
   single = results.get("single")
   if single:
     a = results["args"]
-    lines += ["", f"## One update, batch {a['batch']} (continuous action_dim {a['action_dim']}, discrete A {a['num_actions']})", "",
-              "| method | continuous | x faster than Velora | discrete | x faster than Velora |",
-              "|---|---:|---:|---:|---:|"]
-    has_cuda = VELORA_CUDA in single["continuous"]
-    if has_cuda:
-      lines[-2:] = ["| method | continuous | x faster than Velora (CPU) | x faster than Velora (CUDA) | discrete"
-                    " | x faster than Velora (CPU) | x faster than Velora (CUDA) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", f"## One update, batch {a['batch']} (continuous action_dim {a['action_dim']}, discrete A {a['num_actions']})", ""]
+    # One ratio column per Velora row measured: the CPU one, and CUDA when torch saw a GPU.
+    ratios = {"speedup_vs_velora": ""}
+    if VELORA_CUDA in single["continuous"]:
+      ratios = {"speedup_vs_velora": " (CPU)", "speedup_vs_velora_cuda": " (CUDA)"}
+    head = ["method"] + [c for kind in ("continuous", "discrete")
+                         for c in [kind] + [f"x faster than Velora{v}" for v in ratios.values()]]
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
 
     def sp(r, key):
       return f"{r[key]:.1f}x" if key in r else "-"
 
-    keys = ("speedup_vs_velora", "speedup_vs_velora_cuda") if has_cuda else ("speedup_vs_velora",)
+    keys = tuple(ratios)
     for name in single["continuous"]:
       cells = []
       for r in (single["continuous"][name], single["discrete"].get(name, {})):
