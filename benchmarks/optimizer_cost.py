@@ -11,6 +11,11 @@ same `[N, 256]` array as the memory-bound floor:
     bias correction computed as `-expm1(t * log b)` instead of a `pow`);
   * `optax.sgd(3e-4)`, which keeps no per-member statistics.
 
+Two rows bound what any optimizer could reach: the gradient alone (the
+row reduction over `[N, 256]`, no optimizer step at all), and optax's Adam
+bias correction alone (`1 - b1**count` and `1 - b2**count` over the `[N]`
+per-member step counts: two float `pow`s per member).
+
   python benchmarks/optimizer_cost.py [--n 16384] [--repeats 15]
 """
 
@@ -48,6 +53,14 @@ def main(argv=None) -> dict[str, float]:
   ))
   floor = jax.jit(jnp.sum)
   fns = {"floor: jnp.sum": lambda: floor(x)}
+  grad_only = jax.jit(jax.vmap(jax.grad(ej.continuous_loss)))
+  log_alpha = jnp.zeros((args.n,), jnp.float32)
+  target = jnp.full((args.n,), -6.0, jnp.float32)
+  fns["the gradient alone (no step)"] = lambda: grad_only(log_alpha, x, target)
+  # What optax.adam computes from the per-member counts (b1 = 0.9, b2 = 0.999).
+  bias_correction = jax.jit(lambda count: (1 - 0.9**count, 1 - 0.999**count))
+  counts = jnp.arange(1, args.n + 1, dtype=jnp.int32)
+  fns["Adam's bias correction alone ([N] pows)"] = lambda: bias_correction(counts)
   for name, tx in (
       ("optax.adam(3e-4) (the default)", optax.adam(3e-4)),
       ("compat Adam (-expm1 bias correction)", optimizers.make("Adam", 3e-4, "optimizer_cost")[1]),

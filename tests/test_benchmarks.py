@@ -261,7 +261,9 @@ def test_optimizer_cost_script_reports_ratios_to_the_floor(capsys):
 
   ratios = optimizer_cost.main(["--n", "8", "--batch", "4", "--repeats", "1", "--min-time", "0.001"])
   assert ratios["floor: jnp.sum"] == 1.0
-  assert set(ratios) == {"floor: jnp.sum", "optax.adam(3e-4) (the default)",
+  assert set(ratios) == {"floor: jnp.sum", "the gradient alone (no step)",
+                         "Adam's bias correction alone ([N] pows)",
+                         "optax.adam(3e-4) (the default)",
                          "compat Adam (-expm1 bias correction)", "optax.sgd(3e-4)"}
   assert all(r > 0 for r in ratios.values())
   assert "N = 8 x 4 log_probs" in capsys.readouterr().out
