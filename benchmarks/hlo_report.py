@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 import entropy_jax as ej
+from _forms import GRAD_THEN_APPLY, grad_then_apply
 
 
 def entry(hlo: str) -> list[str]:
@@ -129,8 +130,7 @@ def main(argv=None) -> int:
   pop = ej.init_population(-6.0, size=n)
   x = jnp.zeros((n, b), jnp.float32)
   forms = {
-      "vmap(apply_gradients(grad(continuous_loss)))": jax.vmap(
-          lambda s, lp: ej.apply_gradients(s, jax.grad(ej.continuous_loss)(s.log_alpha, lp, s.target))),
+      GRAD_THEN_APPLY: jax.vmap(grad_then_apply),
       "vmap(continuous_update)": jax.vmap(ej.continuous_update),
   }
   nbytes = n * b * 4

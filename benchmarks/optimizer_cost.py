@@ -45,12 +45,11 @@ def main(argv=None) -> dict[str, float]:
 
   import entropy_jax as ej
   from entropy_jax import optimizers
+  from _forms import grad_then_apply
   from _timing import interleaved
 
   x = jax.device_put(np.random.default_rng(0).standard_normal((args.n, args.batch), dtype=np.float32) - 6)
-  update = jax.jit(jax.vmap(
-      lambda s, lp: ej.apply_gradients(s, jax.grad(ej.continuous_loss)(s.log_alpha, lp, s.target))
-  ))
+  update = jax.jit(jax.vmap(grad_then_apply))
   floor = jax.jit(jnp.sum)
   fns = {"floor: jnp.sum": lambda: floor(x)}
   grad_only = jax.jit(jax.vmap(jax.grad(ej.continuous_loss)))

@@ -37,6 +37,8 @@ import tempfile
 import time
 from typing import Any, Callable, Optional
 
+from _forms import GRAD_THEN_APPLY, grad_then_apply
+
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
 # Population sizes: the list, then 2**20 for runs given a larger --max-n.
@@ -44,7 +46,7 @@ SIZES = (1, 16, 256, 1024, 16384, 131072, 1048576)
 SECTIONS = ("single", "population", "fresh")
 COMPILE_TARGETS = ("continuous", "discrete", "population")
 FLOOR = "floor: jnp.sum"
-VMAP_GRAD = "vmap(apply_gradients(grad(continuous_loss)))"
+VMAP_GRAD = GRAD_THEN_APPLY
 VMAP_FUSED = "vmap(continuous_update)"
 LOOP_COMPAT = "loop over compat modules"
 LOOP_VELORA = "loop over Velora modules"
@@ -426,9 +428,7 @@ def bench_population(args, velora, compat) -> dict[str, Any]:
 
   target = ej.continuous_target(args.action_dim)
   floor_fn = jax.jit(jnp.sum)
-  vmap_grad = jax.jit(jax.vmap(
-      lambda s, lp: ej.apply_gradients(s, jax.grad(ej.continuous_loss)(s.log_alpha, lp, s.target))
-  ))
+  vmap_grad = jax.jit(jax.vmap(grad_then_apply))
   vmap_fused = jax.jit(jax.vmap(ej.continuous_update))
   free = free_device_bytes()
   budget = int(args.memory_budget_gb * 1e9) if args.memory_budget_gb else (free // 2 if free else None)
