@@ -703,7 +703,6 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
   import matplotlib.pyplot as plt
 
   sizes = results["population"]["sizes"]
-  ns = [int(n) for n in sizes]
   methods = list(dict.fromkeys(name for row in sizes.values() for name in row))
   fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
   for name in methods:

@@ -43,7 +43,6 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from entropy_jax import _checks
 from entropy_jax import _packing

@@ -20,7 +20,6 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from examples import common

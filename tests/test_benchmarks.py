@@ -9,9 +9,7 @@ writes its JSON / markdown / PNG, and grades goals correctly.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import pytest

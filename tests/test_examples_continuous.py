@@ -60,6 +60,8 @@ def test_alpha_follows_the_entropy_gap(trained):
   _, history, _ = trained
   alpha, entropy, target = history["alpha"], history["entropy"], history["target"]
   assert alpha[0, 0] == pytest.approx(1.0) and alpha[0, 1] == pytest.approx(1.0)
+  # Each member trained against its own target throughout.
+  np.testing.assert_array_equal(target, np.broadcast_to(np.float32([LOW_TARGET, HIGH_TARGET]), target.shape))
   # Low target: entropy starts above it, so alpha falls, and the policy's
   # entropy comes down to within 0.3 nats of the target.
   assert np.all(np.diff(alpha[:, 0]) < 0), alpha[:, 0]

@@ -7,7 +7,6 @@ hand or with NumPy from the formula in the docstring each feature cites.
 
 import math
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np

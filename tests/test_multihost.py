@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 import _multihost_worker as worker
-from entropy_jax import sharding
 from entropy_jax.update import continuous_update
 
 WORKER = pathlib.Path(worker.__file__).resolve()

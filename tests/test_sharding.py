@@ -173,8 +173,6 @@ def _single_device(fn, state, args, kwargs, blocks=DEVICES, steps=STEPS):
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
 
 
-
-
 # ----------------------------------------------------------------------------
 # Placement.
 
