@@ -1,18 +1,39 @@
-"""Trace-time argument checks shared by the losses and updates.
+"""Argument checks shared by the constructors, losses and updates.
 
-Every check here reads only static information (shapes, dtypes, Python
-numbers), so it runs once while a function is traced and costs nothing in the
-compiled program. Messages name the expected and the received value.
+Two kinds of check live here:
+
+* Trace-time checks of arrays (shape, rank, dtype). They read only static
+  information, so they run once while a function is traced and cost nothing
+  in the compiled program.
+* Value checks of the numbers a user gives a constructor (an initial alpha,
+  a target, a learning rate). The state holds float32, so each number is
+  checked *after* conversion to float32: a value that is finite in float64
+  but overflows, underflows to zero or turns subnormal in float32 is
+  rejected before any array is built. Traced values (inside `jit` or `vmap`)
+  cannot be inspected and pass through.
+
+Every message names the function, the argument, what was expected and what
+came, and the error is a `ValueError` or `TypeError`, what a Python caller
+catches. (`chex.assert_*` raise `AssertionError` with generic text; the
+library uses chex for its array types, and the tests use its assertions.)
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+F32 = np.finfo(np.float32)
+F32_TINY = float(F32.tiny)  # The smallest normal float32, 1.1754944e-38.
+F32_MAX = float(F32.max)  # 3.4028235e+38.
+
+
+# ----------------------------------------------------------------------------
+# Trace-time checks of arrays.
 
 
 def as_array(name: str, x: Any, where: str) -> jax.Array:
@@ -24,21 +45,6 @@ def as_array(name: str, x: Any, where: str) -> jax.Array:
         f"{where}: `{name}` must be a number or numeric array; got {x!r}"
         f" of type {type(x).__name__}."
     ) from e
-
-
-def _concrete(name: str, value: Any, where: str) -> np.ndarray:
-  """A concrete `value` as a NumPy array, inspected with NumPy so that the
-  checks also run while `init_*` is traced (`jax.jit`, `jax.eval_shape`)."""
-  try:
-    arr = np.asarray(value)
-  except (TypeError, ValueError) as e:
-    raise TypeError(f"{where}: `{name}` must be a number; got {value!r}.") from e
-  if arr.dtype == object:
-    raise TypeError(
-        f"{where}: `{name}` must be a number or numeric array; got {value!r}"
-        f" of type {type(value).__name__}."
-    )
-  return arr
 
 
 def floating(name: str, x: Any, where: str) -> jax.Array:
@@ -81,6 +87,7 @@ def batch_vector(name: str, x: Any, batch: int, where: str) -> jax.Array:
 
 
 def nonempty_batch(name: str, shape: tuple[int, ...], where: str) -> None:
+  """Raises `ValueError` if the leading (batch) axis of `shape` is empty."""
   if shape[0] == 0:
     raise ValueError(
         f"{where}: `{name}` has an empty batch (shape {shape}); the entropy of"
@@ -88,33 +95,136 @@ def nonempty_batch(name: str, shape: tuple[int, ...], where: str) -> None:
     )
 
 
-def positive_finite(name: str, value: Any, where: str) -> None:
-  """Raises `ValueError` unless a concrete `value` is a finite number > 0.
+def accumulation_dtype(*xs: jax.Array) -> Any:
+  """The dtype to reduce in: the inputs' float type, but never below float32.
 
-  Traced values (inside jit or vmap) cannot be inspected and pass through.
+  bfloat16 and float16 inputs are accumulated in float32; float32 stays
+  float32; float64 (under `jax_enable_x64`) stays float64.
+  """
+  return jnp.promote_types(jnp.result_type(*xs), jnp.float32)
+
+
+# ----------------------------------------------------------------------------
+# Value checks of concrete numbers.
+
+
+def concrete(name: str, value: Any, where: str) -> Optional[np.ndarray]:
+  """`value` as a real-valued NumPy array, or None if it is traced.
+
+  NumPy is used so that the checks also run while a constructor is traced
+  (`jax.jit`, `jax.eval_shape`) on concrete arguments.
+
+  Raises:
+    TypeError: `value` is not a real number or array of real numbers.
   """
   if isinstance(value, jax.core.Tracer):
-    return
-  arr = _concrete(name, value, where)
-  if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
+    return None
+  try:
+    arr = np.asarray(value)
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"{where}: `{name}` must be a number; got {value!r}.") from e
+  if arr.dtype == object:
+    raise TypeError(
+        f"{where}: `{name}` must be a number or numeric array; got {value!r}"
+        f" of type {type(value).__name__}."
+    )
+  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
       arr.dtype, np.complexfloating
   ):
     raise TypeError(f"{where}: `{name}` must be a real number; got {value!r}.")
-  if not bool(np.all(np.isfinite(arr))) or not bool(np.all(arr > 0)):
+  return arr
+
+
+def first_bad(arr: np.ndarray, bad: np.ndarray) -> str:
+  """The first offending value of `arr`, with its index if `arr` is not a scalar."""
+  if arr.ndim == 0:
+    return repr(arr.item())
+  index = tuple(int(i) for i in np.argwhere(bad)[0])
+  return f"{arr[index].item()!r} at index {index[0] if len(index) == 1 else index}"
+
+
+def float32_value(name: str, value: Any, where: str, *, label: Optional[str] = None) -> jax.Array:
+  """`value` as float32, rejecting what float32 cannot hold.
+
+  Zero is fine; any other value must be a normal float32 after conversion:
+  not overflowing to infinity, not underflowing to zero or to a subnormal
+  (which XLA may flush to zero).
+
+  Args:
+    name: the argument's name, quoted in messages.
+    value: the number or array.
+    where: the caller's name.
+    label: replaces "`name`" in messages (for a value that is not an argument).
+
+  Raises:
+    ValueError: a NaN, an infinity, or a value outside the normal float32
+      range; the message names the first such element.
+  """
+  arr = concrete(name, value, where)
+  if arr is not None:
+    with np.errstate(over="ignore", under="ignore"):
+      f32 = arr.astype(np.float32)
+    ok = np.isfinite(f32) & ((f32 == 0) | (np.abs(f32) >= F32_TINY)) & ((arr == 0) | (f32 != 0))
+    if not np.all(ok):
+      raise ValueError(
+          f"{where}: {label or f'`{name}`'} must be finite and representable in float32 (zero, or a"
+          f" magnitude in [{F32_TINY:.7g}, {F32_MAX:.7g}]); got {first_bad(arr, ~ok)}."
+      )
+  return jnp.asarray(value, jnp.float32)
+
+
+def in_range(
+    name: str,
+    value: Any,
+    where: str,
+    *,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+  """Raises `ValueError` unless every element of a concrete `value` lies in the interval."""
+  arr = concrete(name, value, where)
+  if arr is None:
+    return
+  above = arr > low if low_open else arr >= low
+  below = arr < high if high_open else arr <= high
+  ok = above & below
+  if not np.all(ok):
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     raise ValueError(
-        f"{where}: `{name}` must be positive and finite; got {value!r}."
+        f"{where}: `{name}` must lie in {interval}; got {first_bad(arr, ~ok)}."
     )
 
 
-def finite(name: str, value: Any, where: str) -> None:
-  """Raises `ValueError` unless a concrete `value` is finite."""
-  if isinstance(value, jax.core.Tracer):
-    return
-  arr = _concrete(name, value, where)
-  if not np.issubdtype(arr.dtype, np.number):
-    raise TypeError(f"{where}: `{name}` must be a real number; got {value!r}.")
-  if not bool(np.all(np.isfinite(arr))):
-    raise ValueError(f"{where}: `{name}` must be finite; got {value!r}.")
+def non_negative(name: str, value: Any, where: str) -> jax.Array:
+  """`value` as float32, >= 0 (`inf` allowed: a threshold that always holds)."""
+  arr = concrete(name, value, where)
+  if arr is not None and not np.all(arr >= 0):
+    raise ValueError(f"{where}: `{name}` must be >= 0; got {first_bad(arr, ~(arr >= 0))}.")
+  return jnp.asarray(value, jnp.float32)
+
+
+def decay_factor(value: Any, where: str, name: str = "decay") -> jax.Array:
+  """`value` as float32 in (0, 1]."""
+  out = float32_value(name, value, where)
+  in_range(name, value, where, low=0.0, high=1.0, low_open=True)
+  return out
+
+
+def int_steps(name: str, value: Any, where: str, *, minimum: int) -> jax.Array:
+  """`value` as int32, an integer (or integer array) >= `minimum`."""
+  if not isinstance(value, jax.core.Tracer):
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+      raise TypeError(
+          f"{where}: `{name}` must be an int or int array; got {value!r} of dtype {arr.dtype}."
+      )
+    if not np.all(arr >= minimum):
+      raise ValueError(f"{where}: `{name}` must be >= {minimum}; got {value!r}.")
+    if not np.all(arr <= np.iinfo(np.int32).max):
+      raise ValueError(f"{where}: `{name}` must fit in int32; got {value!r}.")
+  return jnp.asarray(value, jnp.int32)
 
 
 def positive_int(name: str, value: Any, where: str) -> int:
@@ -128,12 +238,3 @@ def positive_int(name: str, value: Any, where: str) -> int:
     raise ValueError(f"{where}: `{name}` must be a positive int; got {value!r}.")
   return int(value)
 
-
-def accumulation_dtype(*xs: jax.Array) -> jnp.dtype:
-  """The dtype to reduce in: the inputs' float type, but never below float32.
-
-  bfloat16 and float16 inputs are accumulated in float32; float32 stays
-  float32; float64 (under `jax_enable_x64`) stays float64.
-  """
-  dtype = jnp.result_type(*xs)
-  return jnp.promote_types(dtype, jnp.float32)

@@ -96,3 +96,20 @@ def unpack(layout: Layout, buffers: tuple[jax.Array, ...]) -> Any:
     leaves.append(buffers[i][starts[dtype]:starts[dtype] + n].reshape(shape))
     starts[dtype] += n
   return jax.tree.unflatten(layout.treedef, leaves)
+
+
+def check_layout(layout: Layout, tree: Any, where: str) -> None:
+  """Raises `ValueError` unless `tree` has `layout`'s structure, shapes and dtypes."""
+  if jax.tree.structure(tree) != layout.treedef:
+    raise ValueError(
+        f"{where}: the new state's structure (optimizer, schedule, loss form)"
+        f" differs from this one's; expected {layout.treedef}, got"
+        f" {jax.tree.structure(tree)}."
+    )
+  got = layout_of(tree)
+  if got != layout:
+    raise ValueError(
+        f"{where}: the new state's leaf shapes and dtypes"
+        f" {list(zip(got.shapes, got.dtypes))} differ from this one's"
+        f" {list(zip(layout.shapes, layout.dtypes))}."
+    )

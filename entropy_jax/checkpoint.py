@@ -1,28 +1,33 @@
-"""Saving and restoring an `EntropyState` (or a stacked population) to a file.
+"""Saving and restoring an `EntropyState` (or a stacked population).
 
 A checkpoint keeps every array leaf of the state: `log_alpha`, the whole
 optimizer state (moments, counts, injected hyperparameters), `target`, `step`,
 `skipped`, the bounds and the target schedule's bound parameters. It also
-records a format version, a structure signature (each leaf's tree path,
-shape and dtype) and a SHA-256 digest of the whole file. What cannot be written as
-arrays, the static fields (the optax transformation `tx`, `loss_form`, the
-schedule's function), comes back from the `like` state given to
-`restore_checkpoint`; `loss_form` is recorded and must match.
+records a format version and a structure signature (each leaf's tree path,
+shape and dtype). What cannot be written as arrays, the static fields (the
+optax transformation `tx`, `loss_form`, the schedule's function), comes back
+from the `like` state given on restore; `loss_form` is recorded and must
+match.
 
-Format: `flax.serialization` msgpack (already a dependency through flax), not
-orbax-checkpoint. The state is a few scalars per member, so one small file
-written in one call is all that is needed; orbax would add a dependency,
-directory-per-step layouts and asynchronous machinery for sharded multi-host
-arrays that this state does not have. Multi-process (not fully addressable)
-arrays are out of scope: save from a process that can see every member.
-Writes are atomic: a temporary file in
+One set of rules serves both formats that hold a state: the checkpoint file
+(`save_checkpoint` / `restore_checkpoint`) and the Velora-compatible classes'
+`state_dict()`, which carries the same payload (`encode_state` /
+`decode_state`). Decoding checks the version, the structure, every leaf's
+shape and dtype, and then the values as the constructors do
+(`entropy_jax.state.check_state_values`), before it returns a state: a
+truncated, corrupted, foreign, mismatched or unusable payload raises
+`CheckpointError` and never yields a half-loaded state.
+
+The file: `flax.serialization` msgpack (a dependency already, through flax)
+behind a magic string and a SHA-256 digest of the payload. orbax-checkpoint is
+made for large sharded multi-host arrays, with a directory per step and
+asynchronous writes; this state is a few scalars per member, written in one
+call. Multi-process (not fully addressable) arrays are out of scope: save from
+a process that can see every member. Writes are atomic: a temporary file in
 the same directory is written, flushed and fsync'ed, then `os.replace`d over
-the target, so a process killed mid-save leaves the previous checkpoint
-intact (at worst a stray `.<name>.*.tmp` file beside it).
-
-Restoring checks everything (digest, version, structure, dtypes, shapes)
-before building a single array, so a truncated, corrupted, foreign or
-mismatched file raises `CheckpointError` and never yields a half-loaded state.
+the target, so a process killed mid-save leaves the previous checkpoint intact
+(at worst a stray `.<name>.*.tmp` file beside it). The file gets the
+permissions any file the process creates gets (mode 0o666 less the umask).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from typing import Any, Union
 
 import jax
@@ -38,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from entropy_jax.state import EntropyState
+from entropy_jax.state import EntropyState, check_state_values
 
 FORMAT_NAME = "entropy_jax.checkpoint"
 FORMAT_VERSION = 1
@@ -49,7 +54,7 @@ Signature = list[tuple[str, tuple[int, ...], str]]
 
 
 class CheckpointError(ValueError):
-  """A checkpoint file that cannot be restored into the given state."""
+  """A checkpoint (a file or a `state_dict`) that cannot be restored into the given state."""
 
 
 def signature(state: Any) -> Signature:
@@ -64,6 +69,79 @@ def signature(state: Any) -> Signature:
   ]
 
 
+def encode_state(state: EntropyState) -> dict[str, Any]:
+  """The payload of a checkpoint: plain Python and NumPy values.
+
+  `{"version", "loss_form", "signature", "leaves"}`, `leaves` holding every
+  array leaf of `state` as a NumPy array, in `jax.tree.leaves` order.
+  Sharded arrays are gathered to the host.
+  """
+  if not isinstance(state, EntropyState):
+    raise TypeError(f"encode_state: expected an EntropyState; got {type(state).__name__}.")
+  return {
+      "version": FORMAT_VERSION,
+      "loss_form": state.loss_form,
+      "signature": [[p, list(s), d] for p, s, d in signature(state)],
+      "leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(state)],
+  }
+
+
+def decode_state(payload: Any, like: EntropyState, source: str = "decode_state") -> EntropyState:
+  """The state an `encode_state` payload holds, checked, in the structure of `like`.
+
+  Args:
+    payload: what `encode_state` returned (possibly after a round trip
+      through msgpack or pickle).
+    like: a state of the same structure (same optimizer, population size,
+      schedule and `loss_form`), concrete or abstract (`jax.eval_shape`). Its
+      static fields are used as they are. Where a leaf of `like` has a
+      sharding (a `jax.Array`, or a `jax.ShapeDtypeStruct` with one), the
+      restored leaf is placed with that sharding.
+    source: what the payload came from, to start error messages with.
+
+  Returns:
+    The state; every array leaf equals the saved one bit for bit.
+
+  Raises:
+    CheckpointError: another format version, missing fields, a structure or
+      leaf that does not match `like`, or values that no constructor would
+      accept (see `entropy_jax.state.check_state_values`).
+  """
+  if not isinstance(like, EntropyState):
+    raise TypeError(f"{source}: `like` must be an EntropyState; got {type(like).__name__}.")
+  if not isinstance(payload, dict) or "version" not in payload:
+    raise CheckpointError(f"{source}: no format version in the payload.")
+  if payload["version"] != FORMAT_VERSION:
+    raise CheckpointError(
+        f"{source}: format version {payload['version']!r}; this library reads"
+        f" version {FORMAT_VERSION}."
+    )
+  keys = ("loss_form", "signature", "leaves")
+  if any(k not in payload for k in keys):
+    raise CheckpointError(f"{source}: missing fields; expected {keys}.")
+  expected = signature(like)
+  try:
+    saved = [(str(p), tuple(int(d) for d in s), str(d)) for p, s, d in payload["signature"]]
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"{source}: unreadable structure signature: {e}") from None
+  if saved != expected:
+    raise CheckpointError(f"{source}: structure mismatch; {_diff(saved, expected)}")
+  if payload["loss_form"] != like.loss_form:
+    raise CheckpointError(
+        f"{source}: saved with loss_form={payload['loss_form']!r}, but `like` has"
+        f" loss_form={like.loss_form!r}."
+    )
+  values = _decode_leaves(payload["leaves"], saved, source)
+  like_leaves, treedef = jax.tree_util.tree_flatten(like)
+  try:
+    check_state_values(jax.tree_util.tree_unflatten(treedef, values), source)
+  except ValueError as e:
+    raise CheckpointError(str(e)) from None
+  return jax.tree_util.tree_unflatten(
+      treedef, [_place(value, leaf) for value, leaf in zip(values, like_leaves)]
+  )
+
+
 def save_checkpoint(path: PathLike, state: EntropyState) -> str:
   """Writes `state` to `path` atomically (temp file, fsync, `os.replace`).
 
@@ -76,9 +154,12 @@ def save_checkpoint(path: PathLike, state: EntropyState) -> str:
     The path written, as a string.
   """
   path = os.fspath(path)
-  data = _encode(state)
+  if not isinstance(state, EntropyState):
+    raise TypeError(f"save_checkpoint: expected an EntropyState; got {type(state).__name__}.")
+  body = serialization.msgpack_serialize(encode_state(state))
+  data = MAGIC + hashlib.sha256(body).digest() + body
   directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+  fd, tmp = _create_temporary(directory, os.path.basename(path))
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
@@ -98,69 +179,36 @@ def restore_checkpoint(path: PathLike, like: EntropyState) -> EntropyState:
 
   Args:
     path: the checkpoint file.
-    like: a state of the same structure (same optimizer, population size,
-      schedule and `loss_form`), concrete or abstract (`jax.eval_shape`). Its
-      static fields are used as they are. Where a leaf of `like` has a
-      sharding (a `jax.Array`, or a `jax.ShapeDtypeStruct` with one), the
-      restored leaf is placed with that sharding, so a population saved from
-      8 devices can be restored onto 4.
+    like: as for `decode_state`: a state of the same structure, concrete or
+      abstract; restored leaves follow its shardings, so a population saved
+      from 8 devices can be restored onto 4.
 
   Returns:
     The restored state; every array leaf equals the saved one bit for bit.
 
   Raises:
     CheckpointError: the file is truncated, corrupted, not a checkpoint, of
-      another format version, or its structure does not match `like`.
+      another format version, its structure does not match `like`, or its
+      values are not usable.
   """
   path = os.fspath(path)
   if not isinstance(like, EntropyState):
     raise TypeError(f"restore_checkpoint: `like` must be an EntropyState; got {type(like).__name__}.")
   with open(path, "rb") as f:
     data = f.read()
-  header = _decode_header(data, path)
-  expected = signature(like)
-  saved = [(p, tuple(s), d) for p, s, d in header["signature"]]
-  if saved != expected:
-    raise CheckpointError(f"{path}: structure mismatch; {_diff(saved, expected)}")
-  if header["loss_form"] != like.loss_form:
-    raise CheckpointError(
-        f"{path}: saved with loss_form={header['loss_form']!r}, but `like` has"
-        f" loss_form={like.loss_form!r}."
-    )
-  values = _decode_leaves(header["leaves"], saved, path)
-  like_leaves, treedef = jax.tree_util.tree_flatten(like)
-  return jax.tree_util.tree_unflatten(
-      treedef, [_place(value, leaf) for value, leaf in zip(values, like_leaves)]
-  )
+  return decode_state(_read_payload(data, path), like, path)
 
 
 # ----------------------------------------------------------------------------
-# Encoding. File layout: MAGIC (16 bytes) | SHA-256 of the payload (32 bytes) |
-# payload, a flax.serialization msgpack map {version, loss_form, signature,
-# leaves}. The digest covers the whole payload, so any truncation or flipped
-# byte is reported as such before anything is parsed.
+# The file: MAGIC (16 bytes) | SHA-256 of the payload (32 bytes) | payload, a
+# flax.serialization msgpack map. The digest covers the whole payload, so any
+# truncation or flipped byte is reported as such before anything is parsed.
 
 MAGIC = b"ENTROPY_JAX_CKPT"
 _DIGEST = 32
 
 
-def _encode(state: EntropyState) -> bytes:
-  if not isinstance(state, EntropyState):
-    raise TypeError(f"save_checkpoint: expected an EntropyState; got {type(state).__name__}.")
-  return _pack({
-      "version": FORMAT_VERSION,
-      "loss_form": state.loss_form,
-      "signature": [[p, list(s), d] for p, s, d in signature(state)],
-      "leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(state)],
-  })
-
-
-def _pack(payload: dict) -> bytes:
-  body = serialization.msgpack_serialize(payload)
-  return MAGIC + hashlib.sha256(body).digest() + body
-
-
-def _unpack(data: bytes, path: str) -> dict:
+def _read_payload(data: bytes, path: str) -> Any:
   """The payload of a checkpoint file, after checking its magic and digest."""
   if not data.startswith(MAGIC):
     if MAGIC.startswith(data):
@@ -178,32 +226,36 @@ def _unpack(data: bytes, path: str) -> dict:
     raise CheckpointError(f"{path}: unreadable contents: {type(e).__name__}: {e}") from e
 
 
-def _decode_header(data: bytes, path: str) -> dict:
-  header = _unpack(data, path)
-  if not isinstance(header, dict) or "version" not in header:
-    raise CheckpointError(f"{path}: no format version in the file.")
-  if header["version"] != FORMAT_VERSION:
-    raise CheckpointError(
-        f"{path}: format version {header['version']!r}; this library reads"
-        f" version {FORMAT_VERSION}."
-    )
-  keys = ("loss_form", "signature", "leaves")
-  if any(k not in header for k in keys):
-    raise CheckpointError(f"{path}: missing fields; expected {keys}.")
-  return header
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+  """A new file `.<name>.<random>.tmp` in `directory`, opened for writing.
+
+  Created with mode 0o666, which the kernel reduces by the process umask, as
+  for any file the process creates (`tempfile.mkstemp` would force 0o600).
+  """
+  while True:
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+      return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+    except FileExistsError:
+      continue
 
 
-def _decode_leaves(values: Any, saved: Signature, path: str) -> list[np.ndarray]:
+def _decode_leaves(values: Any, saved: Signature, source: str) -> list[np.ndarray]:
   if not isinstance(values, list) or len(values) != len(saved):
-    raise CheckpointError(f"{path}: expected {len(saved)} arrays.")
-  values = [np.asarray(v) for v in values]
+    raise CheckpointError(f"{source}: expected {len(saved)} arrays.")
+  out = []
   for value, (p, shape, dtype) in zip(values, saved):
+    try:
+      value = np.asarray(value)
+    except Exception as e:  # noqa: BLE001 - any unconvertible garbage.
+      raise CheckpointError(f"{source}: leaf {p} is not an array: {e}") from None
     if value.shape != shape or value.dtype.name != dtype:
       raise CheckpointError(
-          f"{path}: leaf {p} should be {dtype}{list(shape)}, got"
+          f"{source}: leaf {p} should be {dtype}{list(shape)}, got"
           f" {value.dtype.name}{list(value.shape)}."
       )
-  return values
+    out.append(value)
+  return out
 
 
 def _place(value: np.ndarray, like_leaf: Any) -> jax.Array:
@@ -225,13 +277,13 @@ def _diff(saved: Signature, expected: Signature) -> str:
   missing = [p for p in expected_map if p not in saved_map]
   extra = [p for p in saved_map if p not in expected_map]
   if missing:
-    parts.append(f"leaves expected by `like` but not in the file: {missing}")
+    parts.append(f"leaves expected by `like` but not saved: {missing}")
   if extra:
-    parts.append(f"leaves in the file but not in `like`: {extra}")
+    parts.append(f"leaves saved but not in `like`: {extra}")
   for p, (s, d) in expected_map.items():
     if p in saved_map and saved_map[p] != (s, d):
       ss, sd = saved_map[p]
-      parts.append(f"leaf {p}: file has {sd}{list(ss)}, `like` has {d}{list(s)}")
+      parts.append(f"leaf {p}: saved {sd}{list(ss)}, `like` has {d}{list(s)}")
   if not parts:
     parts.append("the leaves are in a different order")
   return "; ".join(parts[:6]) + ("; ..." if len(parts) > 6 else "") + "."

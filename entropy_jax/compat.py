@@ -8,209 +8,56 @@ maths: each method calls the functional core (`continuous_loss` /
 `self.state`, an `EntropyState`, and stores the result.
 
 JAX has no `loss.backward()`. `compute_loss` is one compiled call that
-returns the loss and also computes its gradient with respect to `log_alpha`
-and the state that `apply_gradients` makes of it; the module keeps that
-pending (loss, new state) pair, and `gradient_step(loss)` commits the new
-state, after checking that `loss` is exactly the object `compute_loss`
-returned (it needs no compiled call of its own). Anything else (a loss from
-another module, a derived value such as `loss * 2`, a loss already stepped on
-or superseded by a later `compute_loss`) raises `LossMismatchError`: never a
-silent no-op, never a wrong step.
+returns the loss and also computes the state `apply_gradients` makes of its
+gradient; `gradient_step(loss)` commits that state if `loss` is the very
+object `compute_loss` returned, and raises `LossMismatchError` otherwise
+(see `entropy_jax._pending`).
 
-Deliberate differences from Velora 0.2.0 (see the README, "Coming from Velora"):
+Inputs are NumPy arrays, JAX arrays or torch tensors (detached and handed
+over through DLPack; torch is never imported by this library).
+
+Deliberate differences from Velora 0.2.0 (see the docs, "Coming from Velora"):
   * `EntropyModuleDiscrete`'s default target is `+0.98 * log(A)`
     (Christodoulou 2019); Velora's `0.98 * log(1 / A)` is negative. Pass
     `target_entropy=velora_discrete_target(A)` to reproduce Velora.
   * `state_dict()` holds everything (log_alpha, optimizer state, target,
-    counters) with a format version; Velora's holds only the optimizer
-    state, so its log_alpha returns to `initial_alpha` after a reload.
-  * Non-finite input (or a step that would overflow log_alpha):
-    `compute_loss` raises `NonFiniteLossError` and the state stays
-    bit-identical (Velora would write NaN into log_alpha).
+    counters) in the checkpoint module's format; Velora's holds only the
+    optimizer state, so its log_alpha returns to `initial_alpha` after a
+    reload.
+  * Non-finite input: `compute_loss` raises `NonFiniteLossError` and the
+    state stays bit-identical (Velora would write NaN into log_alpha).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
-import numbers
-import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from entropy_jax import _checks
-from entropy_jax import _packing
-from entropy_jax import optimizers
-from entropy_jax.losses import continuous_loss, discrete_loss
-from entropy_jax.state import EntropyState, init_entropy_state
-from entropy_jax.targets import (
-    DISCRETE_TARGET_RATIO,
-    continuous_target,
-    discrete_target,
-    masked_discrete_target,
-)
-from entropy_jax.update import apply_gradients
+from entropy_jax import _checks, _compat_calls, _interop, _packing, optimizers
+from entropy_jax._config import EntropyParameters
+from entropy_jax._pending import LossMismatchError, PendingLoss
+from entropy_jax.checkpoint import decode_state, encode_state
+from entropy_jax.state import EntropyState, init_entropy_state, log_alpha_from
+from entropy_jax.targets import continuous_target, discrete_target
+
+__all__ = [
+    "EntropyModule",
+    "EntropyModuleDiscrete",
+    "EntropyParameters",
+    "LossMismatchError",
+    "NonFiniteLossError",
+]
 
 STATE_DICT_FORMAT = "entropy_jax.compat"
-STATE_DICT_VERSION = 1
-
-
-class LossMismatchError(ValueError):
-  """`gradient_step` got a loss that is not this module's pending loss."""
+STATE_DICT_VERSION = 2
 
 
 class NonFiniteLossError(ValueError):
   """`compute_loss` inputs gave a NaN or infinite gradient; nothing changed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EntropyParameters:
-  """The module's settings, as Velora's `EntropyParameters` config model.
-
-  Immutable (a frozen dataclass; `dataclasses.replace` makes a changed
-  copy). `model_dump()` and `model_dump_json()` give what Velora's pydantic
-  model gives, without depending on pydantic.
-
-  Attributes:
-    lr: the learning rate of `log_alpha`'s optimizer.
-    initial_alpha: the starting temperature.
-    target: the target entropy.
-  """
-
-  lr: float
-  initial_alpha: float
-  target: float
-
-  def model_dump(self) -> dict[str, float]:
-    """A plain dict `{"lr": ..., "initial_alpha": ..., "target": ...}`."""
-    return dataclasses.asdict(self)
-
-  def model_dump_json(self) -> str:
-    """Compact JSON, formatted as pydantic's `model_dump_json()`."""
-    return json.dumps(self.model_dump(), separators=(",", ":"))
-
-  @classmethod
-  def model_validate_json(cls, data: str) -> "EntropyParameters":
-    """The inverse of `model_dump_json`."""
-    fields = json.loads(data)
-    names = {f.name for f in dataclasses.fields(cls)}
-    if not isinstance(fields, dict) or set(fields) != names:
-      raise ValueError(
-          f"EntropyParameters: expected a JSON object with keys {sorted(names)};"
-          f" got {data!r}."
-      )
-    return cls(**{k: float(v) for k, v in fields.items()})
-
-
-# ----------------------------------------------------------------------------
-# The compiled calls, shared by all modules (one trace per input shape, state
-# structure and optimizer; modules with the same settings share one optimizer
-# object, see `optimizers.make`).
-
-
-def _compiled_update(loss_fn):
-  """One jitted call: the loss, its gradient and the stepped state.
-
-  The state goes in and out packed into one flat buffer per dtype (`layout`
-  is static, see `entropy_jax._packing`): each array crossing the jit
-  boundary costs about as much as the arithmetic of the whole update, and
-  this call is the whole cost of a compat update.
-
-  Returns:
-    A function `(layout, packed, *inputs) -> (loss, new_packed, new_alpha)`.
-    Whether `apply_gradients` skipped the step (non-finite gradient or
-    log_alpha) is read from the new state's `skipped` counter, inside
-    `new_packed`: no extra output.
-  """
-
-  @functools.partial(jax.jit, static_argnums=0)
-  def update(layout, packed, *inputs):
-    state = _packing.unpack(layout, packed)
-    loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha, state.target, *inputs)
-    new_state = apply_gradients(state, grad)
-    return loss, _packing.pack(layout, new_state), new_state.alpha
-
-  @functools.partial(jax.jit, static_argnums=0)
-  def gradient(layout, packed, *inputs):
-    state = _packing.unpack(layout, packed)
-    return jax.grad(loss_fn)(state.log_alpha, state.target, *inputs)
-
-  update.gradient = gradient  # For the error message of a skipped step only.
-  return update
-
-
-_pack = jax.jit(_packing.pack, static_argnums=0)
-_unpack = jax.jit(_packing.unpack, static_argnums=0)
-
-
-_continuous_update = _compiled_update(
-    lambda log_alpha, target, log_probs: continuous_loss(log_alpha, log_probs, target)
-)
-_discrete_update = _compiled_update(
-    lambda log_alpha, target, probs, log_probs, mask: discrete_loss(
-        log_alpha, probs, log_probs, target, mask=mask
-    )
-)
-# The default discrete target under a mask: 0.98 * log(valid actions), per state.
-_discrete_update_masked_target = _compiled_update(
-    lambda log_alpha, _, probs, log_probs, mask: discrete_loss(
-        log_alpha, probs, log_probs,
-        masked_discrete_target(mask, DISCRETE_TARGET_RATIO), mask=mask,
-    )
-)
-
-
-# ----------------------------------------------------------------------------
-
-
-def resolve_device(device: Any, where: str = "resolve_device") -> Optional[jax.Device]:
-  """Maps `None`, a `jax.Device`, `"cpu"`, `"cuda:0"`, `"gpu:1"` to a device.
-
-  A `torch.device` is accepted too (read through its `type` and `index`).
-
-  Raises:
-    ValueError: the device does not exist on this machine (the message lists
-      the available ones) or the string is not understood.
-  """
-  if device is None or isinstance(device, jax.Device):
-    return device
-  if isinstance(device, str):
-    spec = device
-  elif hasattr(device, "type") and hasattr(device, "index"):  # torch.device
-    spec = device.type if device.index is None else f"{device.type}:{device.index}"
-  else:
-    raise TypeError(
-        f"{where}: `device` must be None, a jax.Device or a string such as"
-        f" 'cpu' or 'cuda:0'; got {device!r} of type {type(device).__name__}."
-    )
-  platform, _, index = spec.strip().lower().partition(":")
-  backend = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "rocm": "gpu", "tpu": "tpu"}.get(platform)
-  if backend is None or (index and not index.isdigit()):
-    raise ValueError(
-        f"{where}: cannot parse device {device!r}; expected 'cpu', 'cuda',"
-        " 'gpu' or 'tpu', optionally followed by ':<index>'."
-    )
-  available = [str(d) for d in jax.devices()]
-  try:
-    devices = jax.devices(backend)
-  except RuntimeError:
-    raise ValueError(
-        f"{where}: device {device!r} is not available: this JAX has no"
-        f" {backend} backend. Available devices: {available}."
-    ) from None
-  i = int(index) if index else 0
-  if i >= len(devices):
-    raise ValueError(
-        f"{where}: device {device!r} is not available: there are"
-        f" {len(devices)} {backend} devices ({[str(d) for d in devices]})."
-    )
-  return devices[i]
 
 
 class _EntropyModuleBase:
@@ -219,7 +66,6 @@ class _EntropyModuleBase:
   _KIND = "_EntropyModuleBase"
   # The default target entropy from action_dim; each module kind sets its own.
   _DEFAULT_TARGET: Callable[[int], float]
-  _MAX_SPENT = 8  # How many stepped-on / superseded losses are remembered.
 
   def __init__(
       self,
@@ -233,21 +79,15 @@ class _EntropyModuleBase:
   ):
     where = type(self).__name__
     self._action_dim = _checks.positive_int("action_dim", action_dim, where)
-    _checks.positive_finite("initial_alpha", initial_alpha, where)
-    _checks.positive_finite("lr", lr, where)
+    log_alpha_from("initial_alpha", initial_alpha, where)
+    _checks.float32_value("lr", lr, where)
+    _checks.in_range("lr", lr, where, low=0.0, high=np.inf, low_open=True)
     if target_entropy is not None:
-      if isinstance(target_entropy, bool) or not isinstance(
-          target_entropy, (numbers.Real, np.ndarray, jax.Array)
-      ):
-        raise TypeError(
-            f"{where}: `target_entropy` must be None or a number; got"
-            f" {target_entropy!r} of type {type(target_entropy).__name__}."
-        )
-      _checks.finite("target_entropy", target_entropy, where)
+      _checks.float32_value("target_entropy", target_entropy, where)
     self._initial_alpha = initial_alpha
     self._lr = lr
     self._device = device
-    self._jax_device = resolve_device(device, where)
+    self._jax_device = _interop.resolve_device(device, where)
     self._optim_name, self._tx = optimizers.make(optim, lr, where)
     self._default_target = target_entropy is None
     target = self._DEFAULT_TARGET(self._action_dim) if target_entropy is None else target_entropy
@@ -256,14 +96,14 @@ class _EntropyModuleBase:
     # Where the `skipped` counter sits in the packed buffers.
     index = jax.tree.unflatten(self._layout.treedef, list(range(self._layout.treedef.num_leaves)))
     self._skipped_at = _packing.locate(self._layout, index.skipped)
-    self._pending: Optional[tuple[jax.Array, tuple[jax.Array, ...], jax.Array]] = None
-    self._spent: list[tuple[weakref.ref, str]] = []
+    # The loss compute_loss returned last, and the (packed state, alpha) its step commits.
+    self._pending: PendingLoss[tuple[tuple[jax.Array, ...], jax.Array]] = PendingLoss()
     self._put_state(jax.device_put(state, self._jax_device))
 
   def _put_state(self, state: EntropyState) -> None:
     # The state is kept packed (what the compiled update takes); the
     # EntropyState is unpacked on demand and cached.
-    self._commit(_pack(self._layout, state), state, None)
+    self._commit(_compat_calls.pack(self._layout, state), state, None)
     self._skipped = int(state.skipped)  # On the host: compared after each update.
 
   def _commit(self, packed: tuple[jax.Array, ...], state: Optional[EntropyState], alpha: Optional[jax.Array]) -> None:
@@ -299,7 +139,7 @@ class _EntropyModuleBase:
   def state(self) -> EntropyState:
     """The `EntropyState`; pass it to jitted code, assign the result back."""
     if self._state is None:
-      self._state = _unpack(self._layout, self._packed)
+      self._state = _compat_calls.unpack(self._layout, self._packed)
     return self._state
 
   @state.setter
@@ -309,21 +149,9 @@ class _EntropyModuleBase:
           f"{type(self).__name__}.state: expected an EntropyState; got"
           f" {type(new_state).__name__}."
       )
-    if jax.tree.structure(new_state) != self._layout.treedef:
-      raise ValueError(
-          f"{type(self).__name__}.state: the new state's structure (optimizer,"
-          " schedule, loss form) differs from this module's; expected"
-          f" {self._layout.treedef}, got {jax.tree.structure(new_state)}."
-      )
-    layout = _packing.layout_of(new_state)
-    if layout != self._layout:
-      raise ValueError(
-          f"{type(self).__name__}.state: the new state's leaf shapes and dtypes"
-          f" {list(zip(layout.shapes, layout.dtypes))} differ from this module's"
-          f" {list(zip(self._layout.shapes, self._layout.dtypes))}."
-      )
+    _packing.check_layout(self._layout, new_state, f"{type(self).__name__}.state")
     self._put_state(new_state)
-    self._retire_pending("superseded: the module's state was replaced after it was computed")
+    self._pending.retire("superseded: the module's state was replaced after it was computed")
 
   @property
   def target(self) -> jax.Array:
@@ -343,45 +171,23 @@ class _EntropyModuleBase:
 
   # --- Loss and step. ---
 
-  def _run(self, update, *inputs, names: tuple[str, ...]) -> jax.Array:
+  def _run(self, compiled: _compat_calls.Compiled, *inputs, names: tuple[str, ...]) -> jax.Array:
     """Runs a compiled update on the state; keeps (loss, new state) pending."""
-    loss, new_packed, new_alpha = update(self._layout, self._packed, *inputs)
+    where = f"{type(self).__name__}.compute_loss"
+    inputs = tuple(
+        x if x is None else _interop.as_input_array(x, name, where)
+        for x, name in zip(inputs, names)
+    )
+    loss, new_packed, new_alpha = compiled.update(self._layout, self._packed, *inputs)
     buffer, at = self._skipped_at
     if int(np.asarray(new_packed[buffer])[at]) != self._skipped:  # The one wait for the device.
-      grad = update.gradient(self._layout, self._packed, *inputs)
-      raise NonFiniteLossError(self._non_finite_message(grad, dict(zip(names, inputs))))
-    self._retire_pending("superseded by a later compute_loss call")
-    self._pending = (loss, new_packed, new_alpha)
+      grad = compiled.gradient(self._layout, self._packed, *inputs)
+      state = self.state
+      raise NonFiniteLossError(_compat_calls.non_finite_message(
+          where, grad, dict(zip(names, inputs)), self._lr, int(state.step), float(state.alpha)
+      ))
+    self._pending.offer(loss, (new_packed, new_alpha))
     return loss
-
-  def _non_finite_message(self, grad, inputs: dict[str, Any]) -> str:
-    if np.isfinite(np.asarray(grad)):  # A finite gradient whose step overflows.
-      return (
-          f"{type(self).__name__}.compute_loss: the gradient {float(grad)} with"
-          f" lr {self._lr} would make log_alpha non-finite (or alpha ="
-          " exp(log_alpha) overflow or underflow). No loss is returned and the"
-          " module's state is unchanged."
-      )
-    counts = []
-    for name, x in inputs.items():
-      x = np.asarray(x)
-      bad = ~np.isfinite(x)
-      if name == "log_probs" and "probs" in inputs:  # p = 0 with log p = -inf is fine.
-        bad &= ~((np.asarray(inputs["probs"]) == 0) & (x == -np.inf))
-      counts.append(f"`{name}` has {int(bad.sum())} NaN/Inf of {x.size} values")
-    return (
-        f"{type(self).__name__}.compute_loss: the gradient with respect to"
-        f" log_alpha is {float(grad)} (expected a finite number); "
-        + "; ".join(counts)
-        + ". No loss is returned and the module's state is unchanged"
-        f" (step {int(self.state.step)}, alpha {float(self.state.alpha):.6g})."
-    )
-
-  def _retire_pending(self, reason: str) -> None:
-    if self._pending is not None:
-      self._spent.append((weakref.ref(self._pending[0]), reason))
-      self._spent = self._spent[-self._MAX_SPENT:]
-      self._pending = None
 
   def gradient_step(self, loss: jax.Array) -> None:
     """Applies the gradient of `loss`, the value `compute_loss` just returned.
@@ -398,33 +204,8 @@ class _EntropyModuleBase:
         `loss * 2`, whose gradient this module cannot know), or produced
         elsewhere. The state is unchanged.
     """
-    name = type(self).__name__
-    if self._pending is not None and loss is self._pending[0]:
-      _, packed, alpha = self._pending
-      self._commit(packed, None, alpha)
-      self._retire_pending("already applied by gradient_step")
-      return
-    for ref, reason in reversed(self._spent):
-      if ref() is loss:
-        raise LossMismatchError(
-            f"{name}.gradient_step: this loss was {reason}. Call compute_loss"
-            " again and pass the loss it returns. The state is unchanged."
-        )
-    if not isinstance(loss, jax.Array):
-      raise LossMismatchError(
-          f"{name}.gradient_step: expected the jax.Array returned by this"
-          f" module's compute_loss; got {type(loss).__name__}. The state is unchanged."
-      )
-    pending = "no compute_loss call is pending" if self._pending is None else (
-        "the pending loss is another object"
-    )
-    raise LossMismatchError(
-        f"{name}.gradient_step: this loss was not returned by this module's"
-        f" compute_loss ({pending}). JAX has no loss.backward(): a value derived"
-        " from the loss (e.g. `loss * 2`) or one from another module cannot be"
-        " differentiated here. Pass the loss compute_loss returned, unchanged."
-        " The state is unchanged."
-    )
+    packed, alpha = self._pending.take(loss, type(self).__name__)
+    self._commit(packed, None, alpha)
 
   # --- Config and checkpoints. ---
 
@@ -437,14 +218,14 @@ class _EntropyModuleBase:
     )
 
   def state_dict(self) -> dict[str, Any]:
-    """Everything needed to continue bit-identically, as NumPy arrays.
+    """Everything needed to continue bit-identically: plain Python and NumPy values.
 
     Keys: `format`, `version`, `kind` (the class name), `action_dim`,
-    `optim`, `lr`, `initial_alpha`, and `state`, the
-    `flax.serialization.to_state_dict` of the `EntropyState` (log_alpha,
-    optimizer state, target, step, skipped, bounds).
+    `optim`, `lr`, `initial_alpha`, and `state`, the checkpoint payload of
+    the `EntropyState` (`entropy_jax.checkpoint.encode_state`: log_alpha,
+    optimizer state, target, step, skipped, bounds, with a structure
+    signature). It pickles, and `torch.save` takes it.
     """
-    arrays = jax.tree.map(np.array, flax.serialization.to_state_dict(self.state))
     return {
         "format": STATE_DICT_FORMAT,
         "version": STATE_DICT_VERSION,
@@ -453,7 +234,7 @@ class _EntropyModuleBase:
         "optim": self._optim_name,
         "lr": self._lr,
         "initial_alpha": self._initial_alpha,
-        "state": arrays,
+        "state": encode_state(self.state),
     }
 
   def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -462,9 +243,9 @@ class _EntropyModuleBase:
     Raises:
       TypeError, ValueError: not a mapping; not an entropy_jax state dict (a
         Velora one included); another format version; the other module kind;
-        another action_dim, optimizer or lr; a state whose structure, shapes
-        or dtypes differ from this module's, or whose log_alpha or target is
-        not finite.
+        another action_dim, optimizer or lr. `CheckpointError` (a
+        `ValueError`): a state that `restore_checkpoint` would refuse, by the
+        same rules (structure, shapes, dtypes, values).
     """
     where = f"{type(self).__name__}.load_state_dict"
     if not isinstance(state_dict, Mapping):
@@ -493,39 +274,9 @@ class _EntropyModuleBase:
             f"{where}: the state dict has {key}={state_dict.get(key)!r}; this"
             f" module has {key}={mine!r}. Build the module with the same settings."
         )
-    restored = self._restore_state(state_dict.get("state"), where)
+    restored = decode_state(state_dict.get("state"), self.state, where)
     self._put_state(jax.device_put(restored, self._jax_device))
-    self._retire_pending("superseded: load_state_dict replaced the state after it was computed")
-
-  def _restore_state(self, arrays: Any, where: str) -> EntropyState:
-    expected = flax.serialization.to_state_dict(self.state)
-    if jax.tree.structure(arrays) != jax.tree.structure(expected):
-      raise ValueError(
-          f"{where}: the saved state's structure does not match this module's:"
-          f" expected {jax.tree.structure(expected)}, got {jax.tree.structure(arrays)}."
-      )
-    leaves = []
-    for path, want, got in zip(
-        (jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(expected)),
-        jax.tree.leaves(expected),
-        jax.tree.leaves(arrays),
-    ):
-      try:
-        got = np.asarray(got)
-      except Exception as e:  # noqa: BLE001 - any unconvertible garbage.
-        raise ValueError(f"{where}: state{path} is not an array: {e}") from None
-      if got.shape != want.shape or got.dtype != want.dtype:
-        raise ValueError(
-            f"{where}: state{path} must have shape {want.shape} and dtype"
-            f" {want.dtype}; got shape {got.shape} and dtype {got.dtype}."
-        )
-      leaves.append(got)
-    arrays = jax.tree.unflatten(jax.tree.structure(expected), leaves)
-    for key in ("log_alpha", "target"):
-      if not np.isfinite(arrays[key]):
-        raise ValueError(f"{where}: the saved {key} is {arrays[key]}; expected a finite number.")
-    restored = flax.serialization.from_state_dict(self.state, arrays)
-    return jax.tree.map(jnp.asarray, restored)
+    self._pending.retire("superseded: load_state_dict replaced the state after it was computed")
 
   def __repr__(self) -> str:
     return (
@@ -573,7 +324,7 @@ class EntropyModule(_EntropyModuleBase):
     Raises:
       NonFiniteLossError: NaN or Inf in `log_probs`; the state is unchanged.
     """
-    return self._run(_continuous_update, log_probs, names=("log_probs",))
+    return self._run(_compat_calls.continuous_update, log_probs, names=("log_probs",))
 
 
 class EntropyModuleDiscrete(_EntropyModuleBase):
@@ -622,7 +373,7 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
           f"{type(self).__name__}.compute_loss: `probs` must have shape"
           f" [B, {self._action_dim}] (action_dim={self._action_dim}); got shape {shape}."
       )
-    update = _discrete_update
+    update = _compat_calls.discrete_update
     if mask is not None and self._default_target:
-      update = _discrete_update_masked_target
-    return self._run(update, probs, log_probs, mask, names=("probs", "log_probs"))
+      update = _compat_calls.discrete_update_masked_target
+    return self._run(update, probs, log_probs, mask, names=("probs", "log_probs", "mask"))

@@ -66,7 +66,8 @@ def check_probs(
   lp_in = probs if log_probs is None else log_probs
   probs, lp, mask = _discrete_inputs(probs, lp_in, mask, where)
   tol = default_atol(probs.dtype) if atol is None else float(atol)
-  _checks.positive_finite("atol", tol, where)
+  _checks.float32_value("atol", tol, where)
+  _checks.in_range("atol", tol, where, low=0.0, high=float("inf"), low_open=True)
   valid = jnp.ones(probs.shape, bool) if mask is None else mask
   p = probs.astype(jnp.float32)
 

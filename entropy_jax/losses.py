@@ -25,18 +25,42 @@ LossForm = Literal["log", "alpha"]
 LOSS_FORMS = ("log", "alpha")
 
 
-def _temperature(log_alpha: jax.Array, form: str, where: str) -> jax.Array:
-  """The factor the loss is linear in: `log_alpha` or `exp(log_alpha)`.
+def _times_temperature(log_alpha: jax.Array, stat: jax.Array, form: str, where: str) -> jax.Array:
+  """`log_alpha * stat` (log-form) or `exp(log_alpha) * stat` (alpha-form).
 
-  log-form (SB3, SBX, Velora, Dopamine): d loss / d log_alpha = statistic.
-  alpha-form (Brax, CleanRL, Acme, Stoix): d loss / d log_alpha =
-  alpha * statistic, so steps shrink as alpha shrinks.
+  log-form (SB3, SBX, Velora, Dopamine): d loss / d log_alpha = stat.
+  alpha-form (Brax, CleanRL, Acme, Stoix, rejax): d loss / d log_alpha =
+  alpha * stat, so steps shrink as alpha shrinks.
   """
   if form == "log":
-    return log_alpha
+    return log_alpha * stat
   if form == "alpha":
-    return jnp.exp(log_alpha)
+    return _alpha_times(log_alpha, stat)
   raise ValueError(f"{where}: `form` must be one of {LOSS_FORMS}; got {form!r}.")
+
+
+@jax.custom_jvp
+def _alpha_times(log_alpha: jax.Array, stat: jax.Array) -> jax.Array:
+  return jnp.exp(log_alpha) * stat
+
+
+@_alpha_times.defjvp
+def _alpha_times_jvp(primals, tangents):
+  """The gradient `alpha * stat`, saturated rather than infinite.
+
+  Near the top of alpha's range (alpha up to 1.7e38) a finite statistic
+  times alpha can overflow. The derivative then saturates at the largest
+  float of its dtype, keeping its sign, so that `apply_gradients` takes it as
+  the (huge, finite) gradient it is, not as a non-finite input to skip. A
+  non-finite statistic still gives a non-finite derivative.
+  """
+  log_alpha, stat = primals
+  d_log_alpha, d_stat = tangents
+  alpha = jnp.exp(log_alpha)
+  out = alpha * stat
+  big = jnp.finfo(out.dtype).max
+  slope = jnp.where(jnp.isfinite(stat), jnp.clip(out, -big, big), out)
+  return out, slope * d_log_alpha + alpha * d_stat
 
 
 def _weighted_mean(x: jax.Array, weights: Optional[jax.Array], axis, dtype):
@@ -111,8 +135,7 @@ def continuous_loss(
     stat = _weighted_mean(log_probs, w, None, dtype) + target.astype(dtype) * mean_w
   else:
     stat = _weighted_mean(log_probs.astype(dtype) + target.astype(dtype), w, None, dtype)
-  stat = jax.lax.stop_gradient(stat)
-  return -_temperature(log_alpha, form, where) * stat
+  return _times_temperature(log_alpha, -jax.lax.stop_gradient(stat), form, where)
 
 
 def discrete_entropy(
@@ -190,8 +213,7 @@ def discrete_loss(
     stat = _weighted_mean(h, w, None, dtype) - target.astype(dtype) * mean_w
   else:
     stat = _weighted_mean(h - target.astype(dtype), w, None, dtype)
-  stat = jax.lax.stop_gradient(stat)
-  return _temperature(log_alpha, form, where) * stat
+  return _times_temperature(log_alpha, jax.lax.stop_gradient(stat), form, where)
 
 
 # ----------------------------------------------------------------------------

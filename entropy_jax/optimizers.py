@@ -1,30 +1,35 @@
-"""PyTorch optimizer names mapped to optax, with PyTorch's default settings.
+"""The default optimizer of log_alpha, and PyTorch's optimizers in optax.
 
-Velora's modules take a `torch.optim` class and call it as
-`optim([log_alpha], lr=lr)`. The compat classes take either one of the names
-below (or that `torch.optim` class itself, recognised by name without
-importing torch), or any optax factory called as `optim(learning_rate=lr)`.
+`adam` is the optimizer every state gets unless told otherwise, in both APIs:
+`init_entropy_state`, `init_population` and the Velora-compatible classes'
+`optim="Adam"` build the same transformation, so equal settings give equal
+trajectories. It is `optax.adam` with the bias correction computed exactly and
+without a float `pow` (`scale_by_adam`):
 
-Each named entry reproduces the PyTorch update with the PyTorch defaults, so
-that a Velora user gets Velora's trajectory (`tests/test_velora_parity.py`):
+* Exact: optax computes `1 - 0.999**t` in float32 from 0.999 rounded to
+  float32, 1.3e-5 relative off for small `t`, which moves the first few hundred
+  steps by up to 8e-6 relative. PyTorch computes it in float64. Here it is
+  `-expm1(t * log(b))` with `log(b)` in float64, accurate to float32 rounding:
+  a 300-step trajectory stays within 5e-7 of PyTorch's.
+* Pow-free: XLA's CPU backend evaluates a float `pow` one element at a time
+  through libm, while `expm1` is vectorized. In a population every member has
+  its own step count, so this is a per-member cost.
 
-| name      | PyTorch defaults                                   | optax                                                  |
+The Velora-compatible classes take an optimizer name (or the `torch.optim`
+class of that name, recognised by name without importing torch), or any
+optax factory called as `optim(learning_rate=lr)`. Each name reproduces the
+PyTorch update with PyTorch's defaults, so that a Velora user gets Velora's
+trajectory:
+
+| name      | PyTorch defaults                                   | here                                                   |
 |-----------|----------------------------------------------------|--------------------------------------------------------|
-| name      | PyTorch defaults                                   | optax                                                   |
-|-----------|----------------------------------------------------|---------------------------------------------------------|
-| `Adam`    | betas (0.9, 0.999), eps 1e-8                       | `scale_by_torch_adam()`, then `scale_by_learning_rate`  |
-| `AdamW`   | betas (0.9, 0.999), eps 1e-8, weight_decay 0.01    | the same with `add_decayed_weights(0.01)` (as `adamw`)  |
-| `SGD`     | momentum 0, dampening 0                            | `sgd(lr)`                                               |
-| `RMSprop` | alpha 0.99, eps 1e-8 added outside the square root | `rmsprop(lr, decay=0.99, eps_in_sqrt=False)`            |
+| `Adam`    | betas (0.9, 0.999), eps 1e-8                       | `adam(lr)`                                             |
+| `AdamW`   | betas (0.9, 0.999), eps 1e-8, weight_decay 0.01    | `adamw(lr)`: `adam` with `add_decayed_weights(0.01)`   |
+| `SGD`     | momentum 0, dampening 0                            | `optax.sgd(lr)`                                        |
+| `RMSprop` | alpha 0.99, eps 1e-8 added outside the square root | `rmsprop(lr)`: `optax.rmsprop(lr, decay=0.99, eps_in_sqrt=False)` |
 
-(optax's own defaults differ: `adamw` decays by 1e-4, `rmsprop` uses decay
-0.9 with eps inside the root.) `scale_by_torch_adam` is `optax.scale_by_adam`
-with PyTorch's bias correction: optax computes `1 - 0.999**t` in float32 from
-0.999 rounded to float32, 1.3e-5 relative off for small `t`, which moves
-the first few hundred Adam steps by up to 8e-6 relative; PyTorch computes it in
-float64. Computed as `-expm1(t * log(b))` from a float64 `log(b)`, it is
-accurate to float32 rounding, and a 300-step trajectory stays within 5e-7 of
-PyTorch's instead of 8e-6.
+(optax's own defaults differ: `optax.adamw` decays by 1e-4, `optax.rmsprop`
+uses decay 0.9 with eps inside the root.)
 """
 
 from __future__ import annotations
@@ -33,31 +38,36 @@ import math
 import numbers
 from typing import Any, Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+DEFAULT_LEARNING_RATE = 3e-4  # Velora's, SB3's and the SAC paper's.
+
 OptaxFactory = Callable[..., optax.GradientTransformation]
 
 
-class ScaleByTorchAdamState(NamedTuple):
-  """State of `scale_by_torch_adam`, as `optax.ScaleByAdamState`."""
+class ScaleByAdamState(NamedTuple):
+  """State of `scale_by_adam`, as `optax.ScaleByAdamState`."""
 
   count: jax.Array  # [] int32, the number of updates.
   mu: optax.Updates  # first moment, like the params.
   nu: optax.Updates  # second moment, like the params.
 
 
-def scale_by_torch_adam(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+def scale_by_adam(
+    b1: chex.Numeric = 0.9, b2: chex.Numeric = 0.999, eps: chex.Numeric = 1e-8
 ) -> optax.GradientTransformation:
-  """`optax.scale_by_adam` with PyTorch's accurate bias correction.
+  """`optax.scale_by_adam` with an exact, pow-free bias correction (PyTorch's).
 
   Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", Algorithm 1:
   `m_hat / (sqrt(v_hat) + eps)` with `m_hat = m / (1 - b1**t)`,
   `v_hat = v / (1 - b2**t)`. The corrections are computed as
-  `-expm1(t * log(b))` with `log(b)` taken in float64 (see the module doc).
+  `-expm1(t * log(b))` with `log(b)` taken in float64 when `b` is a Python
+  number (see the module doc); under `optax.inject_hyperparams`, which turns
+  every numeric argument into a float32 array, `log(b)` is that array's.
 
   Args:
     b1: decay of the first moment.
@@ -67,10 +77,10 @@ def scale_by_torch_adam(
   Returns:
     An optax `GradientTransformation`.
   """
-  log_b1, log_b2 = math.log(b1), math.log(b2)  # float64, rounded once below
+  log_b1, log_b2 = _log(b1), _log(b2)
 
   def init_fn(params):
-    return ScaleByTorchAdamState(
+    return ScaleByAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=optax.tree.zeros_like(params),
         nu=optax.tree.zeros_like(params),
@@ -87,18 +97,47 @@ def scale_by_torch_adam(
     updates = jax.tree.map(
         lambda m, v: (m / correction1) / (jnp.sqrt(v / correction2) + eps), mu, nu
     )
-    return updates, ScaleByTorchAdamState(count=count, mu=mu, nu=nu)
+    return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def torch_adam(learning_rate) -> optax.GradientTransformation:
-  """`torch.optim.Adam` with its defaults: betas (0.9, 0.999), eps 1e-8."""
-  return optax.chain(scale_by_torch_adam(), optax.scale_by_learning_rate(learning_rate))
+def _log(b: chex.Numeric) -> chex.Numeric:
+  """`log(b)`: in float64 for a Python number (rounded once where used)."""
+  return math.log(b) if isinstance(b, numbers.Real) else jnp.log(b)
 
 
-def torch_adamw(learning_rate) -> optax.GradientTransformation:
-  """`torch.optim.AdamW` with its defaults: as `torch_adam`, weight_decay 0.01.
+def adam(
+    learning_rate: optax.ScalarOrSchedule = DEFAULT_LEARNING_RATE,
+    b1: chex.Numeric = 0.9,
+    b2: chex.Numeric = 0.999,
+    eps: chex.Numeric = 1e-8,
+) -> optax.GradientTransformation:
+  """Adam with an exact bias correction: the default optimizer of `log_alpha`.
+
+  Kingma & Ba 2015 (arXiv:1412.6980) with PyTorch's defaults and arithmetic
+  (`torch.optim.Adam`): `scale_by_adam`, then `optax.scale_by_learning_rate`.
+  It differs from `optax.adam` only in the bias correction, which is exact
+  here and needs no float `pow` (see the module doc).
+  `optax.inject_hyperparams(adam)(learning_rate=...)` gives each population
+  member its own learning rate.
+
+  Args:
+    learning_rate: a float or an optax schedule.
+    b1: decay of the first moment.
+    b2: decay of the second moment.
+    eps: added to the denominator, outside the square root.
+
+  Returns:
+    An optax `GradientTransformation`.
+  """
+  return optax.chain(
+      scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate)
+  )
+
+
+def adamw(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """`torch.optim.AdamW` with its defaults: as `adam`, weight_decay 0.01.
 
   PyTorch's `p <- p * (1 - lr * wd) - lr * adam(p)` is
   `p - lr * (adam(p) + wd * p)`, the order of `optax.adamw`. PyTorch's factor
@@ -112,13 +151,13 @@ def torch_adamw(learning_rate) -> optax.GradientTransformation:
     factor = float(np.float32(1.0 - learning_rate * decay))
     decay = (1.0 - factor) / learning_rate
   return optax.chain(
-      scale_by_torch_adam(),
+      scale_by_adam(),
       optax.add_decayed_weights(decay),
       optax.scale_by_learning_rate(learning_rate),
   )
 
 
-def torch_rmsprop(learning_rate) -> optax.GradientTransformation:
+def rmsprop(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   """`torch.optim.RMSprop` with its defaults: alpha 0.99, eps 1e-8.
 
   PyTorch: `v <- 0.99 v + 0.01 g^2` (v starts at 0),
@@ -130,10 +169,10 @@ def torch_rmsprop(learning_rate) -> optax.GradientTransformation:
 
 
 NAMED_OPTIMIZERS: dict[str, OptaxFactory] = {
-    "Adam": torch_adam,
-    "AdamW": torch_adamw,
+    "Adam": adam,
+    "AdamW": adamw,
     "SGD": optax.sgd,  # Its defaults are PyTorch's: no momentum, no dampening.
-    "RMSprop": torch_rmsprop,
+    "RMSprop": rmsprop,
 }
 
 # An optax factory that is exactly a PyTorch optimizer: shown by the PyTorch

@@ -141,14 +141,33 @@ def shard_population(tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_AXIS) -> 
   return jax.device_put(tree, sharding)
 
 
-def _check_call(state, args, kwargs, mesh, axis_name, where):
-  n = population_size((state, args, kwargs), where)
-  _check_divisible(n, mesh, axis_name, where)
+class PopulationUpdate:
+  """A compiled population update: call it like the per-member function.
+
+  `update(state, *args, **kwargs)` checks that every argument carries the
+  same member axis, divisible by the mesh, then runs the compiled program;
+  `update.lower(...)` (same arguments) gives its `jax.stages.Lowered`.
+  """
+
+  def __init__(self, compiled: Any, mesh: Mesh, axis_name: str, where: str):
+    self._compiled = compiled
+    self._mesh = mesh
+    self._axis_name = axis_name
+    self._where = where
+
+  def __call__(self, state: PyTree, *args: Any, **kwargs: Any) -> Any:
+    n = population_size((state, args, kwargs), self._where)
+    _check_divisible(n, self._mesh, self._axis_name, self._where)
+    return self._compiled(state, args, kwargs)
+
+  def lower(self, state: PyTree, *args: Any, **kwargs: Any) -> Any:
+    """The `jax.stages.Lowered` program for these arguments."""
+    return self._compiled.lower(state, args, kwargs)
 
 
 def sharded_update(
     update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS
-) -> Callable[..., Any]:
+) -> PopulationUpdate:
   """`jax.jit(jax.vmap(update_fn))` with every input and output member-sharded.
 
   Each device runs the update on its block of members; the compiled program
@@ -164,24 +183,18 @@ def sharded_update(
     axis_name: the mesh axis the members are split over.
 
   Returns:
-    A function with `update_fn`'s signature over `[N, ...]` arguments; its
-    `.lower(...)` (same arguments) gives the `jax.stages.Lowered` program.
+    A `PopulationUpdate`: call it with `update_fn`'s arguments over `[N, ...]`
+    arrays; its `.lower(...)` (same arguments) gives the lowered program.
   """
   sharding = member_sharding(mesh, axis_name)
   batched = jax.vmap(lambda state, args, kwargs: update_fn(state, *args, **kwargs))
   compiled = jax.jit(batched, in_shardings=sharding, out_shardings=sharding)
-
-  def update(state, *args, **kwargs):
-    _check_call(state, args, kwargs, mesh, axis_name, "sharded_update")
-    return compiled(state, args, kwargs)
-
-  update.lower = lambda state, *args, **kwargs: compiled.lower(state, args, kwargs)
-  return update
+  return PopulationUpdate(compiled, mesh, axis_name, "sharded_update")
 
 
 def shard_mapped_update(
     update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS
-) -> Callable[..., Any]:
+) -> PopulationUpdate:
   """`update_fn` vmapped over each device's block of members, by `jax.shard_map`.
 
   The per-device program is written out: every device sees `[N / D, ...]`
@@ -192,21 +205,13 @@ def shard_mapped_update(
     update_fn, mesh, axis_name: as for `sharded_update`.
 
   Returns:
-    A jitted function with `update_fn`'s signature over `[N, ...]` arguments,
-    with `.lower(...)` as for `sharded_update`.
+    A `PopulationUpdate`, as for `sharded_update`.
   """
   spec = PartitionSpec(axis_name)
   member_sharding(mesh, axis_name)  # validates the axis name
   batched = jax.vmap(lambda state, args, kwargs: update_fn(state, *args, **kwargs))
   mapped = _shard_map(batched, mesh=mesh, in_specs=spec, out_specs=spec)
-  compiled = jax.jit(mapped)
-
-  def update(state, *args, **kwargs):
-    _check_call(state, args, kwargs, mesh, axis_name, "shard_mapped_update")
-    return compiled(state, args, kwargs)
-
-  update.lower = lambda state, *args, **kwargs: compiled.lower(state, args, kwargs)
-  return update
+  return PopulationUpdate(jax.jit(mapped), mesh, axis_name, "shard_mapped_update")
 
 
 def communication_ops(hlo_text: str) -> list[str]:

@@ -4,6 +4,15 @@ Modelled on `flax.training.train_state.TrainState`: arrays are pytree leaves,
 the optax transformation is a static field, and updates return a new
 instance. A population is a stack of states (`jax.tree.map(jnp.stack, ...)`
 or `init_population`) and every function in the library `vmap`s over it.
+
+Alpha's range. The state holds float32, and `alpha = exp(log_alpha)` must be
+a normal float32: above `log(FLT_MAX) = 88.72` it is infinite, below
+`log(FLT_MIN) = -87.34` it is subnormal or zero, where the alpha-form gradient
+(`alpha * statistic`) vanishes for good. `log_alpha` therefore always lies in
+`[LOG_ALPHA_MIN, LOG_ALPHA_MAX] = [-87, 88]` (rounded inwards): a state
+without bounds of its own gets these as its bounds, every alpha a user gives
+(initial, minimum, maximum) must lie in `[exp(-87), exp(88)]`, and
+`apply_gradients` clamps to this range like to any bound.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional, Union
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,24 +29,36 @@ from flax import struct
 
 from entropy_jax import _checks
 from entropy_jax.losses import LOSS_FORMS
+from entropy_jax.optimizers import adam
 
 Schedule = Callable[[jax.Array], jax.Array]
-DEFAULT_OPTIMIZER = optax.adam(3e-4)
+
+LOG_ALPHA_MIN = -87.0
+LOG_ALPHA_MAX = 88.0
+ALPHA_MIN = math.exp(LOG_ALPHA_MIN)  # 1.65e-38, a normal float32.
+ALPHA_MAX = math.exp(LOG_ALPHA_MAX)  # 1.65e+38.
+
+# One shared instance, so that states built separately with the default have
+# the same static fields (and tree structure): they stack, and jit compiles once.
+DEFAULT_OPTIMIZER = adam()
 
 
 class EntropyState(struct.PyTreeNode):
   """State of the automatic temperature (alpha) tuning of SAC.
 
   Attributes:
-    log_alpha: `[]` float32, the trained log temperature.
+    log_alpha: `[]` float32, the trained log temperature, in
+      `[log_alpha_min, log_alpha_max]`.
     opt_state: the optax optimizer state for `log_alpha`.
     target: `[]` float32, the target entropy used by the next update. When a
       `target_schedule` is set, it is `target_schedule(step)`.
     step: `[]` int32, the number of updates applied (skipped ones excluded).
-    skipped: `[]` int32, the number of updates skipped because the gradient or
-      the new `log_alpha` was not finite.
-    log_alpha_min: `[]` float32, lower bound on `log_alpha` (-inf: none).
-    log_alpha_max: `[]` float32, upper bound on `log_alpha` (+inf: none).
+    skipped: `[]` int32, the number of updates skipped because the gradient,
+      the scheduled target or a statistic of the optimizer was not finite.
+    log_alpha_min: `[]` float32, lower bound on `log_alpha`: `log(min_alpha)`,
+      or `LOG_ALPHA_MIN` (-87) when none is given.
+    log_alpha_max: `[]` float32, upper bound on `log_alpha`: `log(max_alpha)`,
+      or `LOG_ALPHA_MAX` (88) when none is given.
     target_schedule: `None`, or a `jax.tree_util.Partial` mapping the update
       count to the target. Its bound arguments are leaves, so schedule
       parameters can differ per population member.
@@ -63,22 +85,27 @@ class EntropyState(struct.PyTreeNode):
 
 
 def init_entropy_state(
-    target: Union[float, jax.Array, Schedule],
+    target: Union[chex.Numeric, Schedule],
     *,
-    initial_alpha: float = 1.0,
-    optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER,
+    initial_alpha: chex.Numeric = 1.0,
+    optimizer: Optional[optax.GradientTransformation] = None,
     min_alpha: Optional[float] = None,
     max_alpha: Optional[float] = None,
     loss_form: str = "log",
 ) -> EntropyState:
   """Creates an `EntropyState` with `log_alpha = log(initial_alpha)`.
 
+  Every number is checked in float32, the dtype the state holds, before any
+  array is built: a value float32 cannot hold, or an alpha outside
+  `[ALPHA_MIN, ALPHA_MAX]`, raises `ValueError` naming the usable range.
+
   Args:
     target: the target entropy: a number or scalar array (see
       `entropy_jax.targets` for the defaults), or a schedule, a function of
       the update count returning the target (any optax schedule works as-is).
-    initial_alpha: the starting temperature, positive and finite.
-    optimizer: the optax transformation that updates `log_alpha`. Use
+    initial_alpha: the starting temperature, in `[ALPHA_MIN, ALPHA_MAX]`.
+    optimizer: the optax transformation that updates `log_alpha`; default
+      `entropy_jax.adam(3e-4)` (see `entropy_jax.optimizers`). Use
       `optax.inject_hyperparams` to give population members their own
       learning rates, and `optax.set_to_zero()` for a fixed alpha.
     min_alpha: optional lower bound on alpha, enforced after every update.
@@ -89,33 +116,27 @@ def init_entropy_state(
     A fresh `EntropyState` with `step == skipped == 0`.
   """
   where = "init_entropy_state"
-  _checks.positive_finite("initial_alpha", initial_alpha, where)
+  optimizer = _optimizer(optimizer, where)
+  _loss_form(loss_form, where)
   if np.ndim(initial_alpha) != 0:
     raise ValueError(
         f"{where}: `initial_alpha` must be a scalar; got shape"
         f" {np.shape(initial_alpha)}. Use init_population for [N] values."
     )
-  if not isinstance(optimizer, optax.GradientTransformation):
-    raise TypeError(
-        f"{where}: `optimizer` must be an optax GradientTransformation; got"
-        f" {type(optimizer).__name__}."
-    )
-  if loss_form not in LOSS_FORMS:
-    raise ValueError(f"{where}: `loss_form` must be one of {LOSS_FORMS}; got {loss_form!r}.")
+  log_alpha = log_alpha_from("initial_alpha", initial_alpha, where)
   lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
 
   schedule = None
   if callable(target):
     schedule = target if isinstance(target, jax.tree_util.Partial) else jax.tree_util.Partial(target)
-    target_value = schedule(jnp.zeros((), jnp.int32))
+    target_value = _checks.float32_value(
+        "target", schedule(jnp.zeros((), jnp.int32)), f"{where} (the schedule's value at step 0)"
+    )
   else:
-    target_value = target
-  _checks.finite("target", target_value, where)
-  target_value = jnp.asarray(target_value, jnp.float32)
+    target_value = _checks.float32_value("target", target, where)
   if target_value.ndim != 0:
     raise ValueError(f"{where}: `target` must be a scalar; got shape {target_value.shape}.")
 
-  log_alpha = jnp.log(jnp.asarray(initial_alpha, jnp.float32))
   opt_state = optimizer.init(log_alpha)
   _check_learning_rates(opt_state, where)
   return EntropyState(
@@ -136,7 +157,7 @@ def init_population(
     target: Any,
     *,
     initial_alpha: Any = 1.0,
-    optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER,
+    optimizer: Optional[optax.GradientTransformation] = None,
     min_alpha: Optional[float] = None,
     max_alpha: Optional[float] = None,
     loss_form: str = "log",
@@ -146,16 +167,20 @@ def init_population(
   """Creates a stacked population of `EntropyState`s, one per member.
 
   `target`, `initial_alpha` and each hyperparameter may be a number (shared)
-  or an `[N]` array (one per member). Hyperparameters are written into the
+  or an `[N]` array (one per member); every element is checked as
+  `init_entropy_state` checks a scalar. Hyperparameters are written into the
   optimizer state with `optax.tree_utils.tree_set`, so the optimizer must
-  carry them, as `optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)`
+  carry them, as `optax.inject_hyperparams(entropy_jax.adam)(learning_rate=3e-4)`
   does for `learning_rate=lrs`.
 
   Args:
     target: scalar or `[N]` target entropies.
     initial_alpha: scalar or `[N]` starting temperatures.
-    optimizer: the optax transformation shared by all members.
-    min_alpha, max_alpha, loss_form: as for `init_entropy_state`.
+    optimizer: the optax transformation shared by all members; default as
+      for `init_entropy_state`.
+    min_alpha: as for `init_entropy_state`, shared by all members.
+    max_alpha: as for `init_entropy_state`, shared by all members.
+    loss_form: as for `init_entropy_state`.
     size: the population size, required when every argument is a scalar.
     **hyperparams: scalar or `[N]` values of injected hyperparameters.
 
@@ -163,6 +188,8 @@ def init_population(
     An `EntropyState` whose leaves have a leading axis of size `N`.
   """
   where = "init_population"
+  optimizer = _optimizer(optimizer, where)
+  _loss_form(loss_form, where)
   arrays = {"target": target, "initial_alpha": initial_alpha, **hyperparams}
   # np.shape/np.ndim take lists, numpy and jax arrays and tracers alike.
   sizes = {k: np.shape(v)[0] for k, v in arrays.items() if np.ndim(v) == 1}
@@ -174,72 +201,34 @@ def init_population(
     raise ValueError(f"{where}: pass `size` when every argument is a scalar.")
   if any(s != n for s in sizes.values()):
     raise ValueError(f"{where}: all [N] arguments must share N={n}; got sizes {sizes}.")
-  _checks.positive_finite("initial_alpha", initial_alpha, where)
-  _checks.finite("target", target, where)
-  targets = jnp.broadcast_to(jnp.asarray(target, jnp.float32), (n,))
-  alphas = jnp.broadcast_to(jnp.asarray(initial_alpha, jnp.float32), (n,))
+  log_alpha = jnp.broadcast_to(log_alpha_from("initial_alpha", initial_alpha, where), (n,))
+  targets = jnp.broadcast_to(_checks.float32_value("target", target, where), (n,))
   lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
-  one = init_entropy_state(0.0, optimizer=optimizer, loss_form=loss_form)
-  one = one.replace(log_alpha_min=lo, log_alpha_max=hi)
-  population = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), one)
-  log_alpha = jnp.log(alphas)
-  population = population.replace(
-      log_alpha=log_alpha,
-      target=targets,
-      opt_state=jax.vmap(optimizer.init)(log_alpha),
-  )
+  opt_state = jax.vmap(optimizer.init)(log_alpha)
   if hyperparams:
-    values = {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n,)) for k, v in hyperparams.items()}
+    values = {
+        k: jnp.broadcast_to(_checks.float32_value(k, v, where), (n,)) for k, v in hyperparams.items()
+    }
     try:
-      opt_state = optax.tree_utils.tree_set(population.opt_state, **values)
+      opt_state = optax.tree_utils.tree_set(opt_state, **values)
     except (KeyError, ValueError) as e:
       raise ValueError(
           f"{where}: could not set hyperparameters {sorted(values)} in the optimizer"
           " state; wrap the optimizer with optax.inject_hyperparams."
       ) from e
-    _check_learning_rates(opt_state, where)
-    population = population.replace(opt_state=opt_state)
-  return population
-
-
-def _check_learning_rates(opt_state, where):
-  """Rejects a negative or non-finite `learning_rate` injected in `opt_state`.
-
-  Only hyperparameters held in the state (`optax.inject_hyperparams`) can be
-  read; a rate baked into `optax.adam(lr)` is out of reach. Zero is allowed:
-  a warm-up schedule starts there (use `optax.set_to_zero()` for a fixed alpha).
-  """
-  for path, value in optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate"):
-    if isinstance(value, jax.core.Tracer) or not isinstance(value, jax.Array):
-      continue
-    if not bool(jnp.all(jnp.isfinite(value) & (value >= 0))):
-      raise ValueError(
-          f"{where}: the optimizer's `learning_rate` must be finite and >= 0;"
-          f" got {value} at {jax.tree_util.keystr(path)}."
-      )
-
-
-def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
-  lo = -math.inf if min_alpha is None else min_alpha
-  hi = math.inf if max_alpha is None else max_alpha
-  if min_alpha is not None:
-    _checks.positive_finite("min_alpha", min_alpha, where)
-  if max_alpha is not None:
-    _checks.positive_finite("max_alpha", max_alpha, where)
-  if min_alpha is not None and max_alpha is not None and not min_alpha < max_alpha:
-    raise ValueError(f"{where}: need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
-  if not isinstance(initial_alpha, jax.core.Tracer):
-    a = np.asarray(initial_alpha)
-    if (min_alpha is not None and bool(np.any(a < min_alpha))) or (
-        max_alpha is not None and bool(np.any(a > max_alpha))
-    ):
-      raise ValueError(
-          f"{where}: initial_alpha={initial_alpha} lies outside the bounds"
-          f" [{min_alpha}, {max_alpha}]."
-      )
-  log_lo = jnp.asarray(-jnp.inf if min_alpha is None else math.log(lo), jnp.float32)
-  log_hi = jnp.asarray(jnp.inf if max_alpha is None else math.log(hi), jnp.float32)
-  return log_lo, log_hi
+  _check_learning_rates(opt_state, where)
+  zeros = jnp.zeros((n,), jnp.int32)
+  return EntropyState(
+      log_alpha=log_alpha,
+      opt_state=opt_state,
+      target=targets,
+      step=zeros,
+      skipped=zeros,
+      log_alpha_min=jnp.broadcast_to(lo, (n,)),
+      log_alpha_max=jnp.broadcast_to(hi, (n,)),
+      tx=optimizer,
+      loss_form=loss_form,
+  )
 
 
 # One shared instance, so that fixed-alpha states built separately have the
@@ -248,8 +237,8 @@ FIXED_ALPHA_OPTIMIZER = optax.set_to_zero()
 
 
 def fixed_alpha_state(
-    alpha: Union[float, jax.Array],
-    target: Union[float, jax.Array] = 0.0,
+    alpha: chex.Numeric,
+    target: chex.Numeric = 0.0,
     *,
     loss_form: str = "log",
 ) -> EntropyState:
@@ -263,8 +252,8 @@ def fixed_alpha_state(
   and Stable-Baselines3's `SAC(ent_coef=0.2)`.
 
   Args:
-    alpha: the temperature, positive and finite (an `[N]` array under
-      `jax.vmap(fixed_alpha_state)` for a population).
+    alpha: the temperature, in `[ALPHA_MIN, ALPHA_MAX]` (an `[N]` array
+      under `jax.vmap(fixed_alpha_state)` for a population).
     target: the target entropy, used only to report `metrics["loss"]`.
     loss_form: as for `init_entropy_state`, used only for the reported loss.
 
@@ -274,3 +263,121 @@ def fixed_alpha_state(
   return init_entropy_state(
       target, initial_alpha=alpha, optimizer=FIXED_ALPHA_OPTIMIZER, loss_form=loss_form
   )
+
+
+def check_state_values(state: EntropyState, where: str) -> None:
+  """Raises `ValueError` unless a concrete state's values are usable.
+
+  The rules of the constructors, for a state that comes from elsewhere (a
+  checkpoint, a `state_dict`): `log_alpha` finite and within its bounds, the
+  bounds within `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]` with `min < max`, the
+  target representable in float32, non-negative counters, and injected
+  learning rates as `init_entropy_state` requires.
+  """
+  for name in ("log_alpha", "log_alpha_min", "log_alpha_max"):
+    _checks.in_range(
+        f"state.{name}", np.asarray(getattr(state, name)), where,
+        low=LOG_ALPHA_MIN, high=LOG_ALPHA_MAX,
+    )
+  lo, hi, log_alpha = (np.asarray(x) for x in (state.log_alpha_min, state.log_alpha_max, state.log_alpha))
+  if not np.all(lo < hi):
+    raise ValueError(f"{where}: need state.log_alpha_min < state.log_alpha_max; got {lo} and {hi}.")
+  if not np.all((lo <= log_alpha) & (log_alpha <= hi)):
+    raise ValueError(
+        f"{where}: state.log_alpha {log_alpha} lies outside its bounds [{lo}, {hi}]."
+    )
+  _checks.float32_value("state.target", np.asarray(state.target), where)
+  for name in ("step", "skipped"):
+    if not np.all(np.asarray(getattr(state, name)) >= 0):
+      raise ValueError(f"{where}: state.{name} must be >= 0; got {np.asarray(getattr(state, name))}.")
+  _check_learning_rates(state.opt_state, where)
+
+
+# ----------------------------------------------------------------------------
+# Argument handling.
+
+
+def _optimizer(optimizer: Any, where: str) -> optax.GradientTransformation:
+  if optimizer is None:
+    return DEFAULT_OPTIMIZER
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError(
+        f"{where}: `optimizer` must be an optax GradientTransformation; got"
+        f" {type(optimizer).__name__}."
+    )
+  return optimizer
+
+
+def _loss_form(loss_form: Any, where: str) -> None:
+  if loss_form not in LOSS_FORMS:
+    raise ValueError(f"{where}: `loss_form` must be one of {LOSS_FORMS}; got {loss_form!r}.")
+
+
+def log_alpha_from(name: str, alpha: Any, where: str) -> jax.Array:
+  """`log(alpha)` in float32, after checking alpha lies in `[ALPHA_MIN, ALPHA_MAX]`.
+
+  Used by every constructor that takes an alpha (here, and the compat classes).
+
+  The check is on the float32 value, in log space: alpha must be a normal
+  float32 whose log lies in `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`.
+  """
+  arr = _checks.concrete(name, alpha, where)
+  if arr is not None:
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+      f32 = arr.astype(np.float32)
+      log = np.log(f32.astype(np.float64))
+    ok = (f32 > 0) & np.isfinite(log) & (log >= LOG_ALPHA_MIN) & (log <= LOG_ALPHA_MAX)
+    if not np.all(ok):
+      raise ValueError(
+          f"{where}: `{name}` must be positive and lie in the usable range"
+          f" [{ALPHA_MIN:.4g}, {ALPHA_MAX:.4g}] (log alpha in [{LOG_ALPHA_MIN:g},"
+          f" {LOG_ALPHA_MAX:g}], where alpha = exp(log_alpha) is a normal float32);"
+          f" got {_checks.first_bad(arr, ~ok)}."
+      )
+  return jnp.log(jnp.asarray(alpha, jnp.float32))
+
+
+def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
+  """`(log_alpha_min, log_alpha_max)` as float32 scalars, checked.
+
+  A missing bound is the edge of the usable range. The initial alpha (scalar
+  or `[N]`) must lie within the bounds. Comparisons are made with NumPy on
+  concrete values, so that they also run while a constructor is traced.
+  """
+  for name, value in (("min_alpha", min_alpha), ("max_alpha", max_alpha)):
+    if value is not None and np.ndim(value) != 0:
+      raise ValueError(f"{where}: `{name}` must be a scalar; got shape {np.shape(value)}.")
+  lo = jnp.float32(LOG_ALPHA_MIN) if min_alpha is None else log_alpha_from("min_alpha", min_alpha, where)
+  hi = jnp.float32(LOG_ALPHA_MAX) if max_alpha is None else log_alpha_from("max_alpha", max_alpha, where)
+  as_f32 = {k: _checks.concrete(k, v, where) for k, v in (("min_alpha", min_alpha), ("max_alpha", max_alpha)) if v is not None}
+  low, high = as_f32.get("min_alpha"), as_f32.get("max_alpha")
+  if low is not None and high is not None and not np.float32(low) < np.float32(high):
+    raise ValueError(f"{where}: need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
+  alpha = _checks.concrete("initial_alpha", initial_alpha, where)
+  if alpha is not None:
+    a = alpha.astype(np.float32)
+    outside = (low is not None and np.any(a < np.float32(low))) or (
+        high is not None and np.any(a > np.float32(high))
+    )
+    if outside:
+      raise ValueError(
+          f"{where}: initial_alpha={initial_alpha} lies outside the bounds"
+          f" [{min_alpha}, {max_alpha}]."
+      )
+  return lo, hi
+
+
+def _check_learning_rates(opt_state: optax.OptState, where: str) -> None:
+  """Rejects an injected `learning_rate` that is negative or not a usable float32.
+
+  Only hyperparameters held in the state (`optax.inject_hyperparams`) can be
+  read; a rate baked into `optax.adam(lr)` is out of reach. Zero is allowed:
+  a warm-up schedule starts there (use `optax.set_to_zero()` for a fixed alpha).
+  """
+  for path, value in optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate"):
+    if isinstance(value, jax.core.Tracer) or not isinstance(value, (jax.Array, np.ndarray)):
+      continue
+    label = f"the optimizer's `learning_rate` at {jax.tree_util.keystr(path)}"
+    _checks.float32_value("learning_rate", np.asarray(value), where, label=label)
+    if not np.all(np.asarray(value) >= 0):
+      raise ValueError(f"{where}: {label} must be >= 0; got {np.asarray(value)}.")

@@ -13,6 +13,9 @@ parity tests and ablations; it is not a default anywhere.
 
 from __future__ import annotations
 
+import math
+
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -26,7 +29,7 @@ def continuous_target(action_dim: int) -> float:
   return -float(_checks.positive_int("action_dim", action_dim, "continuous_target"))
 
 
-def discrete_target(action_dim: int, ratio: float = DISCRETE_TARGET_RATIO) -> float:
+def discrete_target(action_dim: int, ratio: chex.Numeric = DISCRETE_TARGET_RATIO) -> float:
   """`ratio * log(action_dim)`: a fraction of the uniform policy's entropy.
 
   Christodoulou 2019 ("Soft Actor-Critic for Discrete Action Settings",
@@ -34,8 +37,8 @@ def discrete_target(action_dim: int, ratio: float = DISCRETE_TARGET_RATIO) -> fl
   """
   where = "discrete_target"
   a = _checks.positive_int("action_dim", action_dim, where)
-  _checks.finite("ratio", ratio, where)
-  return float(ratio) * float(jnp.log(float(a)))
+  _checks.float32_value("ratio", ratio, where)
+  return float(ratio) * math.log(a)
 
 
 def velora_discrete_target(action_dim: int) -> float:
@@ -46,7 +49,7 @@ def velora_discrete_target(action_dim: int) -> float:
 
 
 def masked_discrete_target(
-    mask: jax.Array, ratio: float = DISCRETE_TARGET_RATIO
+    mask: chex.Array, ratio: chex.Numeric = DISCRETE_TARGET_RATIO
 ) -> jax.Array:
   """Per-state target `ratio * log(n_valid_b)` from a `[B, A]` action mask.
 

@@ -1,16 +1,25 @@
 """Applying a gradient to an `EntropyState`, and the fused one-call updates.
 
-`apply_gradients` is the only place `log_alpha` changes. It is safe by
-construction: a non-finite gradient (or a step that would make `log_alpha`
-non-finite) is skipped, leaving every field bit-identical except the
-`skipped` counter, as `optax.apply_if_finite` does for whole models; and
-`log_alpha` is clipped to the state's bounds after every step.
+`apply_gradients` is the only place `log_alpha` changes, and it is safe by
+construction:
+
+* Bounds: `log_alpha` is clamped to the state's bounds after every step, and
+  always to `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`, the range where alpha is a
+  normal float32 (see `entropy_jax.state`). Reaching the edge of that range
+  is a bound, not a fault: alpha stays there and moves back as soon as the
+  gradient's sign says so.
+* Non-finite values: a gradient, scheduled target or optimizer statistic that
+  is not finite skips the update, leaving every field bit-identical except
+  the `skipped` counter, as `optax.apply_if_finite` does for whole models.
+  `skipped` counts nothing else, so a non-zero count means the inputs (the
+  policy's log-probabilities) had NaN or infinite values.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -22,31 +31,31 @@ from entropy_jax.losses import (
     discrete_entropy,
     discrete_loss,
 )
-from entropy_jax.state import EntropyState
+from entropy_jax.state import LOG_ALPHA_MAX, LOG_ALPHA_MIN, EntropyState
 from entropy_jax.targets import masked_discrete_target
 
 Metrics = dict[str, jax.Array]
 
-# The range of log_alpha in which alpha = exp(log_alpha) is a normal float32
-# (FLT_MIN = exp(-87.34), FLT_MAX = exp(88.72)), rounded inwards. A step that
-# leaves it is skipped. It is NaN-safe: comparisons with NaN are False.
-LOG_ALPHA_SAFE_MIN = -87.0
-LOG_ALPHA_SAFE_MAX = 88.0
+# Finite gradients are limited to this magnitude before the optimizer sees
+# them: optimizers such as Adam keep the square of the gradient, which must
+# stay finite in float32 (FLT_MAX is about 2**128), and for such
+# scale-invariant optimizers a larger gradient carries nothing but its sign.
+GRAD_LIMIT = 2.0**60
 
 
-def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
+def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
   """One optax update of `log_alpha` from `grad = d loss / d log_alpha`.
 
-  Then: clip `log_alpha` to `[log_alpha_min, log_alpha_max]`, advance `step`,
-  and, if the state has a target schedule, set `target = schedule(step)`.
-  If `grad`, the resulting target, or a leaf of the optimizer state that was
-  finite is not finite after the step, or if the new log_alpha leaves
-  `[LOG_ALPHA_SAFE_MIN, LOG_ALPHA_SAFE_MAX] = [-87, 88]` (where alpha would
-  overflow to inf or underflow towards 0 in float32), the update is skipped:
-  the returned state equals `state` bit for bit except `skipped + 1`.
+  In order: a finite `grad` is limited to `[-GRAD_LIMIT, GRAD_LIMIT]`; the
+  optimizer steps; `log_alpha` is clamped to `[log_alpha_min, log_alpha_max]`
+  and to `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`; `step` advances; with a target
+  schedule, `target = schedule(step)`. If `grad`, the new target, or a leaf
+  of the optimizer state that was finite is not finite after the step, the
+  update is skipped: the returned state equals `state` bit for bit except
+  `skipped + 1`.
 
   Args:
-    state: the current state.
+    state: the current state (one member; `jax.vmap` it for a population).
     grad: scalar gradient of a temperature loss with respect to `log_alpha`.
 
   Returns:
@@ -60,30 +69,23 @@ def apply_gradients(state: EntropyState, grad: jax.Array) -> EntropyState:
         " use jax.vmap(apply_gradients)(population, grads)."
     )
   grad = _checks.scalar("grad", grad, where).astype(state.log_alpha.dtype)
-  updates, opt_state = state.tx.update(grad, state.opt_state, state.log_alpha)
+  limited = jnp.clip(grad, -GRAD_LIMIT, GRAD_LIMIT)
+  updates, opt_state = state.tx.update(limited, state.opt_state, state.log_alpha)
   log_alpha = optax.apply_updates(state.log_alpha, updates)
-  log_alpha = jnp.clip(log_alpha, state.log_alpha_min, state.log_alpha_max)
+  lo = jnp.maximum(state.log_alpha_min, LOG_ALPHA_MIN)
+  hi = jnp.minimum(state.log_alpha_max, LOG_ALPHA_MAX)
+  log_alpha = jnp.clip(log_alpha, lo, hi)
   step = state.step + 1
   target = state.target
   if state.target_schedule is not None:
     target = jnp.asarray(state.target_schedule(step), state.target.dtype)
   updated = state.replace(log_alpha=log_alpha, opt_state=opt_state, target=target, step=step)
 
-  # alpha = exp(log_alpha) must stay a normal float32, not just log_alpha
-  # finite: past log(FLT_MAX) ~ 88.7 alpha is inf (NaN in the actor loss);
-  # below log(FLT_MIN) ~ -87.3 it is subnormal or flushed to 0, where the
-  # alpha-form gradient (alpha * statistic) is 0 for ever. The check is made in
-  # log space (no exp per member): log_alpha must lie in [-87, 88].
-  ok = (
-      jnp.isfinite(grad)
-      & (log_alpha >= LOG_ALPHA_SAFE_MIN)
-      & (log_alpha <= LOG_ALPHA_SAFE_MAX)
-      & jnp.isfinite(target)
-  )
-  # A finite but huge gradient can overflow the optimizer's statistics (Adam's
-  # `nu = grad**2` is inf in float32 for |grad| > 1.8e19), which would freeze
-  # alpha for good. Skip such a step too. Leaves that were already non-finite
-  # (e.g. a `best_value = inf` initial value) are allowed to stay so.
+  # `log_alpha` is NaN only if the optimizer produced one.
+  ok = jnp.isfinite(grad) & jnp.isfinite(log_alpha) & jnp.isfinite(target)
+  # A leaf of the optimizer state that turns non-finite (a statistic that
+  # overflows) would freeze alpha for good: skip such a step. Leaves that were
+  # already non-finite (e.g. a `best_value = inf` initial value) may stay so.
   for after, before in zip(jax.tree.leaves(opt_state), jax.tree.leaves(state.opt_state)):
     if jnp.issubdtype(jnp.result_type(after), jnp.inexact):
       ok &= jnp.all(jnp.isfinite(after) | ~jnp.isfinite(before))
