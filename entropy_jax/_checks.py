@@ -38,13 +38,13 @@ F32_MAX = float(F32.max)  # 3.4028235e+38.
 
 def as_array(name: str, x: Any, where: str) -> jax.Array:
   """`jnp.asarray(x)`, raising a `TypeError` that names `x` if it is no array."""
+  message = f"{where}: `{name}` must be a number or numeric array; got {x!r} of type {type(x).__name__}."
+  if isinstance(x, (str, bytes)):  # jnp.asarray would read a string as a dtype name.
+    raise TypeError(message)
   try:
     return jnp.asarray(x)
   except (TypeError, ValueError) as e:
-    raise TypeError(
-        f"{where}: `{name}` must be a number or numeric array; got {x!r}"
-        f" of type {type(x).__name__}."
-    ) from e
+    raise TypeError(message) from e
 
 
 def floating(name: str, x: Any, where: str) -> jax.Array:

@@ -50,7 +50,7 @@ def _alpha_times_jvp(primals, tangents):
 
   Near the top of alpha's range (alpha up to 1.7e38) a finite statistic
   times alpha can overflow. The derivative then saturates at the largest
-  float of its dtype, keeping its sign, so that `apply_gradients` takes it as
+  float of log_alpha's dtype, keeping its sign, so that `apply_gradients` takes it as
   the (huge, finite) gradient it is, not as a non-finite input to skip. A
   non-finite statistic still gives a non-finite derivative.
   """
@@ -58,9 +58,11 @@ def _alpha_times_jvp(primals, tangents):
   d_log_alpha, d_stat = tangents
   alpha = jnp.exp(log_alpha)
   out = alpha * stat
-  big = jnp.finfo(out.dtype).max
-  slope = jnp.where(jnp.isfinite(stat), jnp.clip(out, -big, big), out)
-  return out, slope * d_log_alpha + alpha * d_stat
+  # Saturated in log_alpha's dtype, the dtype of its gradient: a float64
+  # statistic (under jax_enable_x64) can give a product float32 cannot hold.
+  big = jnp.finfo(log_alpha.dtype).max
+  slope = jnp.where(jnp.isfinite(stat), jnp.clip(out, -big, big), out).astype(log_alpha.dtype)
+  return out, (slope * d_log_alpha).astype(out.dtype) + alpha * d_stat
 
 
 def _weighted_mean(x: jax.Array, weights: Optional[jax.Array], axis, dtype):

@@ -260,6 +260,9 @@ def fixed_alpha_state(
   Returns:
     An `EntropyState` with `log_alpha = log(alpha)` that no update changes.
   """
+  log_alpha_from("alpha", alpha, "fixed_alpha_state")
+  if not callable(target):
+    _checks.float32_value("target", target, "fixed_alpha_state")
   return init_entropy_state(
       target, initial_alpha=alpha, optimizer=FIXED_ALPHA_OPTIMIZER, loss_form=loss_form
   )

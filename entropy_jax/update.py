@@ -68,8 +68,10 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
         f" log_alpha of shape {jnp.shape(state.log_alpha)}. For a population,"
         " use jax.vmap(apply_gradients)(population, grads)."
     )
-  grad = _checks.scalar("grad", grad, where).astype(state.log_alpha.dtype)
-  limited = jnp.clip(grad, -GRAD_LIMIT, GRAD_LIMIT)
+  grad = _checks.scalar("grad", grad, where)
+  # Limited before the cast: a float64 gradient (under jax_enable_x64) beyond
+  # float32's range is finite, and must not turn infinite in log_alpha's dtype.
+  limited = jnp.clip(grad, -GRAD_LIMIT, GRAD_LIMIT).astype(state.log_alpha.dtype)
   updates, opt_state = state.tx.update(limited, state.opt_state, state.log_alpha)
   log_alpha = optax.apply_updates(state.log_alpha, updates)
   lo = jnp.maximum(state.log_alpha_min, LOG_ALPHA_MIN)

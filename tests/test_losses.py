@@ -1,5 +1,7 @@
 """Tests of entropy_jax.losses: closed forms, a NumPy reference of Velora's formulas,
-gradients, dtypes and trace-time shape checks."""
+gradients, loss forms, masks, weights, dtypes and trace-time argument checks."""
+
+import math
 
 import chex
 import jax
@@ -23,9 +25,26 @@ def np_velora_discrete(log_alpha, probs, log_probs, target):
   return log_alpha * (-np.sum(p * lp, axis=1).mean() - target)
 
 
+def np_entropy(probs, log_probs, mask=None):
+  """Per-state entropy `-sum_a p log p` in NumPy, with 0 log 0 = 0 and invalid actions left out."""
+  probs, log_probs = np.asarray(probs, np.float64), np.asarray(log_probs, np.float64)
+  terms = np.where(probs > 0, probs * np.where(probs > 0, log_probs, 0.0), 0.0)
+  if mask is not None:
+    terms = np.where(mask, terms, 0.0)
+  return -terms.sum(-1)
+
+
 def random_policy(key, batch, actions, dtype=jnp.float32):
   logits = 2.0 * jax.random.normal(key, (batch, actions))
   return jax.nn.softmax(logits).astype(dtype), jax.nn.log_softmax(logits).astype(dtype)
+
+
+RNG = np.random.default_rng(0)
+LOG_PROBS = jnp.asarray(RNG.normal(-1.0, 1.0, size=8), jnp.float32)  # [B]
+WEIGHTS = jnp.asarray(RNG.uniform(0.2, 2.0, size=8), jnp.float32)
+MASK = jnp.asarray(RNG.random((4, 5)) < 0.7).at[:, 0].set(True)  # [B, A], >= 1 valid action
+_LOGITS = jnp.where(MASK, jnp.asarray(RNG.normal(size=(4, 5)), jnp.float32), -jnp.inf)
+PROBS, LOG_PROBS_D = jax.nn.softmax(_LOGITS), jax.nn.log_softmax(_LOGITS)  # 0 / -inf where invalid
 
 
 class ContinuousLossTest(chex.TestCase):
@@ -132,6 +151,71 @@ class DiscreteLossTest(chex.TestCase):
     np.testing.assert_allclose(discrete_entropy(probs, log_probs, mask=mask), np.log(2), rtol=1e-6)
 
 
+class LossFormTest(parameterized.TestCase):
+  """log-form: d loss / d log_alpha = H - target; alpha-form: alpha * (H - target)."""
+
+  @parameterized.parameters("log", "alpha")
+  def test_gradients_closed_form(self, form):
+    scale = math.exp(0.4) if form == "alpha" else 1.0
+    h = -float(np.mean(np.asarray(LOG_PROBS, np.float64)))
+    g = jax.grad(continuous_loss)(jnp.float32(0.4), LOG_PROBS, -2.0, form=form)
+    np.testing.assert_allclose(g, scale * (h + 2.0), rtol=1e-5)
+    h_d = float(np.mean(np_entropy(PROBS, LOG_PROBS_D)))
+    g_d = jax.grad(discrete_loss)(jnp.float32(0.4), PROBS, LOG_PROBS_D, 0.5, form=form)
+    np.testing.assert_allclose(g_d, scale * (h_d - 0.5), rtol=1e-5)
+
+  def test_alpha_form_gradient_saturates_instead_of_overflowing(self):
+    # At the top of alpha's range (log_alpha 88, alpha 1.65e38) a statistic of
+    # 5 makes alpha * 5 overflow float32. The gradient saturates at the float32
+    # maximum with its sign, so apply_gradients sees a finite gradient.
+    lp = jnp.full((4,), -1.0)  # H = 1
+    g_up = jax.grad(continuous_loss)(jnp.float32(88.0), lp, 6.0, form="alpha")  # H - target = -5
+    g_down = jax.grad(continuous_loss)(jnp.float32(88.0), lp, -4.0, form="alpha")  # +5
+    assert float(g_up) == -float(np.finfo(np.float32).max)
+    assert float(g_down) == float(np.finfo(np.float32).max)
+    # Below the overflow it is the exact alpha * (H - target); NaN input stays NaN.
+    np.testing.assert_allclose(
+        jax.grad(continuous_loss)(jnp.float32(80.0), lp, 6.0, form="alpha"), -5.0 * np.exp(80.0), rtol=1e-5)
+    assert np.isnan(jax.grad(continuous_loss)(jnp.float32(88.0), lp.at[0].set(jnp.nan), 6.0, form="alpha"))
+    assert np.isinf(jax.grad(continuous_loss)(jnp.float32(0.0), lp.at[0].set(-jnp.inf), 6.0, form="alpha"))
+
+
+class MaskTest(chex.TestCase):
+
+  def test_masked_entropy_and_loss_numpy(self):
+    # Garbage in the invalid slots must not leak into the result.
+    p_bad = jnp.where(MASK, PROBS, 0.3)
+    lp_bad = jnp.where(MASK, LOG_PROBS_D, jnp.nan)
+    h = np_entropy(PROBS, LOG_PROBS_D, np.asarray(MASK))
+    np.testing.assert_allclose(discrete_entropy(p_bad, lp_bad, mask=MASK), h.mean(), rtol=1e-6)
+    loss = discrete_loss(jnp.float32(0.7), p_bad, lp_bad, 0.4, mask=MASK)
+    np.testing.assert_allclose(loss, 0.7 * (h.mean() - 0.4), rtol=1e-5)
+
+  def test_mask_excludes_invalid_actions(self):
+    # Valid actions [0, 1] uniform; the invalid action 2 has garbage that must not count.
+    probs = jnp.array([[0.5, 0.5, 0.3]])
+    log_probs = jnp.array([[np.log(0.5), np.log(0.5), 7.0]])
+    mask = jnp.array([[True, True, False]])
+    np.testing.assert_allclose(discrete_entropy(probs, log_probs, mask=mask), np.log(2), rtol=1e-6)
+
+
+class WeightsTest(chex.TestCase):
+
+  def test_closed_forms(self):
+    expected = -0.3 * np.mean(np.asarray(WEIGHTS) * (np.asarray(LOG_PROBS) - 2.0))
+    np.testing.assert_allclose(continuous_loss(jnp.float32(0.3), LOG_PROBS, -2.0, weights=WEIGHTS), expected,
+                               rtol=1e-5)
+    g = jax.grad(continuous_loss)(jnp.float32(0.3), LOG_PROBS, -2.0, weights=WEIGHTS)
+    np.testing.assert_allclose(g, expected / 0.3, rtol=1e-5)
+    wd = WEIGHTS[:4]
+    h = np_entropy(PROBS, LOG_PROBS_D)
+    np.testing.assert_allclose(discrete_loss(jnp.float32(0.3), PROBS, LOG_PROBS_D, 0.5, weights=wd),
+                               0.3 * np.mean(np.asarray(wd) * (h - 0.5)), rtol=1e-5)
+    # Unit weights: the unweighted value, -0.3 * (mean(lp) - 2).
+    np.testing.assert_allclose(continuous_loss(jnp.float32(0.3), LOG_PROBS, -2.0, weights=jnp.ones(8)),
+                               -0.3 * (np.mean(np.asarray(LOG_PROBS, np.float64)) - 2.0), rtol=1e-5)
+
+
 class DtypeTest(parameterized.TestCase):
 
   def test_float32_stays_float32(self):
@@ -161,54 +245,79 @@ class DtypeTest(parameterized.TestCase):
       assert loss.dtype == jnp.float64
 
 
-class ShapeCheckTest(parameterized.TestCase):
+# Argument checks: a clear error naming the argument, the expected and the
+# received shape or dtype. All are trace-time checks (they also fire under jit).
 
-  @parameterized.named_parameters(
-      ("matrix", (4, 2), r"\[B\] or \[B, 1\]; got shape \(4, 2\)"),
-      ("rank3", (4, 1, 1), r"got shape \(4, 1, 1\)"),
-      ("scalar", (), r"got shape \(\)"),
-      ("empty", (0,), r"empty batch \(shape \(0,\)\)"),
-  )
-  def test_continuous_log_probs_shape(self, shape, msg):
-    with pytest.raises(ValueError, match=msg):
-      jax.jit(continuous_loss)(0.0, jnp.zeros(shape), -1.0)
+LA = jnp.zeros(())
+P, LP = random_policy(jax.random.key(0), 4, 3)
 
-  def test_continuous_integer_dtype(self):
-    with pytest.raises(TypeError, match="floating-point.*int32"):
-      continuous_loss(0.0, jnp.zeros(4, jnp.int32), -1.0)
+ARRAY_CASES = {
+    "cont log_probs rank 3": (lambda: continuous_loss(LA, jnp.zeros((2, 3, 1)), -1.0), ValueError,
+                              r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(2, 3, 1\)"),
+    "cont log_probs [B, 2]": (lambda: continuous_loss(LA, jnp.zeros((4, 2)), -1.0), ValueError,
+                              r"`log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)"),
+    "cont log_probs scalar": (lambda: continuous_loss(LA, jnp.zeros(()), -1.0), ValueError,
+                              r"got shape \(\)"),
+    "cont empty batch": (lambda: continuous_loss(LA, jnp.zeros((0,)), -1.0), ValueError,
+                         r"`log_probs` has an empty batch \(shape \(0,\)\)"),
+    "cont log_probs int32": (lambda: continuous_loss(LA, jnp.zeros(4, jnp.int32), -1.0), TypeError,
+                             r"`log_probs` must be a floating-point array; got dtype int32"),
+    "cont log_probs bool": (lambda: continuous_loss(LA, jnp.zeros(4, bool), -1.0), TypeError,
+                            r"`log_probs` must be a floating-point array; got dtype bool"),
+    "cont log_alpha [2]": (lambda: continuous_loss(jnp.zeros(2), jnp.zeros(4), -1.0), ValueError,
+                           r"`log_alpha` must be a scalar \(shape \(\)\); got shape \(2,\)"),
+    "cont log_alpha int": (lambda: continuous_loss(jnp.zeros((), jnp.int32), jnp.zeros(4), -1.0),
+                           TypeError, r"`log_alpha` must be a floating-point array; got dtype int32"),
+    # A plain Python int target (-action_dim) is accepted as a float; an int array is not.
+    "cont target int array": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.array(-1, jnp.int32)), TypeError,
+                              r"`target` must be a floating-point array; got dtype int32"),
+    "cont target [3] vs B=4": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.zeros(3)), ValueError,
+                               r"`target` must be a scalar or have shape \(4,\).*got shape \(3,\)"),
+    "cont weights [3] vs B=4": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(3)),
+                                ValueError, r"`weights` must have shape \(4,\).*got shape \(3,\)"),
+    "cont weights [4, 1]": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones((4, 1))),
+                            ValueError, r"`weights` must have shape \(4,\).*got shape \(4, 1\)"),
+    "cont weights int": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(4, int)),
+                         TypeError, r"`weights` must be a floating-point array; got dtype int32"),
+    "cont form='exp'": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, form="exp"), ValueError,
+                        r"`form` must be one of \('log', 'alpha'\); got 'exp'"),
+    "disc probs [A]": (lambda: discrete_loss(LA, P[0], LP[0], 1.0), ValueError,
+                       r"discrete_loss: `probs` must have shape \[B, A\]; got shape \(3,\)"),
+    "disc probs rank 3": (lambda: discrete_loss(LA, P[None], LP[None], 1.0), ValueError,
+                          r"`probs` must have shape \[B, A\]; got shape \(1, 4, 3\)"),
+    "disc A mismatch": (lambda: discrete_loss(LA, P, LP[:, :2], 1.0), ValueError,
+                        r"`probs` and `log_probs` must have the same shape \[B, A\]; got \(4, 3\) and \(4, 2\)"),
+    "disc B mismatch": (lambda: discrete_loss(LA, P, LP[:2], 1.0), ValueError,
+                        r"got \(4, 3\) and \(2, 3\)"),
+    "disc empty batch": (lambda: discrete_loss(LA, P[:0], LP[:0], 1.0), ValueError,
+                         r"`probs` has an empty batch \(shape \(0, 3\)\)"),
+    "disc no actions": (lambda: discrete_loss(LA, P[:, :0], LP[:, :0], 1.0), ValueError,
+                        r"`probs` has no actions \(shape \(4, 0\)\); expected A >= 1"),
+    "disc probs int32": (lambda: discrete_loss(LA, P.astype(jnp.int32), LP, 1.0), TypeError,
+                         r"`probs` must be a floating-point array; got dtype int32"),
+    "disc log_probs int8": (lambda: discrete_loss(LA, P, LP.astype(jnp.int8), 1.0), TypeError,
+                            r"`log_probs` must be a floating-point array; got dtype int8"),
+    "disc mask int": (lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 3), jnp.int32)),
+                      TypeError, r"`mask` must be bool; got dtype int32"),
+    "disc mask shape": (lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 2), bool)),
+                        ValueError, r"`mask` must have the shape of `probs`, \(4, 3\); got \(4, 2\)"),
+}
 
-  def test_continuous_non_scalar_log_alpha(self):
-    with pytest.raises(ValueError, match=r"log_alpha.*scalar.*got shape \(3,\)"):
-      continuous_loss(jnp.zeros(3), jnp.zeros(4), -1.0)
 
-  def test_continuous_target_shape(self):
-    with pytest.raises(ValueError, match=r"target.*\(4,\).*got shape \(3,\)"):
-      continuous_loss(0.0, jnp.zeros(4), jnp.zeros(3))
+@pytest.mark.parametrize("case", sorted(ARRAY_CASES))
+def test_bad_arguments_are_rejected_with_a_message(case):
+  fn, error, message = ARRAY_CASES[case]
+  with pytest.raises(error, match=message):
+    fn()
 
-  @parameterized.named_parameters(
-      ("mismatch", (4, 3), (4, 2), r"same shape \[B, A\]; got \(4, 3\) and \(4, 2\)"),
-      ("rank1", (4,), (4,), r"\[B, A\]; got shape \(4,\)"),
-      ("empty_batch", (0, 3), (0, 3), r"empty batch"),
-      ("no_actions", (4, 0), (4, 0), r"no actions"),
-  )
-  def test_discrete_shapes(self, p_shape, lp_shape, msg):
-    with pytest.raises(ValueError, match=msg):
-      jax.jit(discrete_loss)(0.0, jnp.ones(p_shape), jnp.zeros(lp_shape), 0.5)
 
-  def test_discrete_mask_checks(self):
-    p = jnp.full((2, 2), 0.5)
-    with pytest.raises(TypeError, match="bool"):
-      discrete_loss(0.0, p, jnp.log(p), 0.5, mask=jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match=r"mask.*\(2, 2\); got \(2, 3\)"):
-      discrete_loss(0.0, p, jnp.log(p), 0.5, mask=jnp.ones((2, 3), bool))
-
-  def test_weights_shape(self):
-    with pytest.raises(ValueError, match=r"weights.*\(4,\).*got shape \(4, 1\)"):
-      continuous_loss(0.0, jnp.zeros(4), -1.0, weights=jnp.ones((4, 1)))
-
-  def test_unknown_form(self):
-    with pytest.raises(ValueError, match="form.*'exp'"):
-      continuous_loss(0.0, jnp.zeros(4), -1.0, form="exp")
+def test_argument_checks_fire_while_tracing_under_jit():
+  with pytest.raises(ValueError, match=r"\[B\] or \[B, 1\]; got shape \(4, 2\)"):
+    jax.jit(continuous_loss)(0.0, jnp.zeros((4, 2)), -1.0)
+  with pytest.raises(ValueError, match=r"got \(4, 3\) and \(4, 2\)"):
+    jax.jit(discrete_loss)(0.0, P, LP[:, :2], 0.5)
+  with pytest.raises(ValueError, match=r"empty batch"):
+    jax.jit(continuous_loss)(0.0, jnp.zeros((0,)), -1.0)
 
 
 def test_python_int_target_is_accepted():

@@ -1,6 +1,15 @@
-"""Tests of entropy_jax.state: initialisation, validation, populations, pytree behaviour."""
+"""Tests of entropy_jax.state: construction, validation in float32, populations, pytree behaviour.
+
+The property tests at the end draw constructor arguments from the whole
+float64 and float32 ranges (NaN and infinities included): every argument a
+constructor accepts must give a state whose first update with finite inputs
+is applied as the optimizer says (not skipped), moving log_alpha or leaving
+it at the bound it is pushed against; every other argument is refused with a
+`ValueError` or `TypeError` that names the usable range.
+"""
 
 import math
+import re
 
 import flax.serialization
 import jax
@@ -8,8 +17,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
-from entropy_jax import EntropyState, init_entropy_state, init_population
+import entropy_jax as ej
+from entropy_jax import (
+    ALPHA_MAX,
+    ALPHA_MIN,
+    LOG_ALPHA_MAX,
+    LOG_ALPHA_MIN,
+    EntropyState,
+    continuous_update,
+    discrete_update,
+    fixed_alpha_state,
+    init_entropy_state,
+    init_population,
+)
+from entropy_jax.state import check_state_values
+from _trees import assert_vmap_equals_loop, member, stack
+
+NAN, INF = float("nan"), float("inf")
+INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+USABLE = r"must be positive and lie in the usable range \[1\.646e-38, 1\.652e\+38\]"
+F32 = r"must be finite and representable in float32 \(zero, or a magnitude in \[1\.175494e-38, 3\.402823e\+38\]\)"
 
 
 def test_init_values_and_dtypes():
@@ -20,14 +49,24 @@ def test_init_values_and_dtypes():
   assert s.step.dtype == s.skipped.dtype == jnp.int32
   assert int(s.step) == int(s.skipped) == 0
   assert float(s.target) == -3.0
-  assert s.log_alpha_min == -jnp.inf and s.log_alpha_max == jnp.inf
+  # No bounds given: the edges of the usable range.
+  assert float(s.log_alpha_min) == LOG_ALPHA_MIN == -87.0 and float(s.log_alpha_max) == LOG_ALPHA_MAX == 88.0
   assert s.target_schedule is None and s.loss_form == "log"
+  assert s.tx is ej.state.DEFAULT_OPTIMIZER
+
+
+def test_usable_alpha_range_is_normal_float32():
+  assert np.float32(ALPHA_MIN) >= np.finfo(np.float32).tiny and np.isfinite(np.float32(ALPHA_MAX))
+  assert np.exp(np.float32(LOG_ALPHA_MIN)) >= np.finfo(np.float32).tiny
+  assert np.isfinite(np.exp(np.float32(LOG_ALPHA_MAX)))
 
 
 def test_init_under_x64_keeps_float32():
   with jax.enable_x64(True):
     s = init_entropy_state(-1.0)
     assert s.log_alpha.dtype == jnp.float32 and s.step.dtype == jnp.int32
+    with pytest.raises(ValueError, match=USABLE):  # the float32 rule holds under x64 too
+      init_entropy_state(-1.0, initial_alpha=1e39)
 
 
 def test_state_is_immutable_pytree_with_static_optimizer():
@@ -41,36 +80,6 @@ def test_state_is_immutable_pytree_with_static_optimizer():
   assert s.replace(target=jnp.float32(2.0)).target == 2.0 and s.target == -1.0
 
 
-@pytest.mark.parametrize(
-    "kwargs, err, msg",
-    [
-        ({"initial_alpha": 0.0}, ValueError, "initial_alpha.*positive and finite.*0.0"),
-        ({"initial_alpha": -1.0}, ValueError, "initial_alpha"),
-        ({"initial_alpha": float("nan")}, ValueError, "initial_alpha.*nan"),
-        ({"initial_alpha": float("inf")}, ValueError, "initial_alpha.*inf"),
-        ({"optimizer": "adam"}, TypeError, "GradientTransformation; got str"),
-        ({"loss_form": "exp"}, ValueError, "loss_form.*'exp'"),
-        ({"min_alpha": 0.5, "max_alpha": 0.1}, ValueError, "min_alpha < max_alpha"),
-        ({"min_alpha": 2.0}, ValueError, "outside the bounds"),
-        ({"max_alpha": -1.0}, ValueError, "max_alpha.*positive"),
-    ],
-)
-def test_init_validation(kwargs, err, msg):
-  with pytest.raises(err, match=msg):
-    init_entropy_state(-1.0, **kwargs)
-
-
-@pytest.mark.parametrize("target", [float("nan"), float("inf")])
-def test_init_rejects_non_finite_target(target):
-  with pytest.raises(ValueError, match="target.*finite"):
-    init_entropy_state(target)
-
-
-def test_init_rejects_non_scalar_target():
-  with pytest.raises(ValueError, match=r"target.*scalar; got shape \(2,\)"):
-    init_entropy_state(jnp.array([1.0, 2.0]))
-
-
 def test_bounds_are_log_space():
   s = init_entropy_state(-1.0, initial_alpha=0.5, min_alpha=0.01, max_alpha=10.0)
   np.testing.assert_allclose([s.log_alpha_min, s.log_alpha_max], np.log([0.01, 10.0]), rtol=1e-6)
@@ -82,36 +91,155 @@ def test_schedule_target_starts_at_schedule_zero():
   assert isinstance(s.target_schedule, jax.tree_util.Partial)
 
 
+# ----------------------------------------------------------------------------
+# Constructors: a clear error naming the argument, the value and the usable range.
+
+CONSTRUCTOR_CASES = {
+    "initial_alpha=0": (lambda: init_entropy_state(-1.0, initial_alpha=0.0), ValueError,
+                        rf"init_entropy_state: `initial_alpha` {USABLE}.*; got 0\.0"),
+    "initial_alpha<0": (lambda: init_entropy_state(-1.0, initial_alpha=-0.5), ValueError,
+                        rf"`initial_alpha` {USABLE}.*; got -0\.5"),
+    "initial_alpha=nan": (lambda: init_entropy_state(-1.0, initial_alpha=NAN), ValueError,
+                          rf"`initial_alpha` {USABLE}.*; got nan"),
+    "initial_alpha=inf": (lambda: init_entropy_state(-1.0, initial_alpha=INF), ValueError,
+                          rf"`initial_alpha` {USABLE}.*; got inf"),
+    "initial_alpha=1e39 (inf in float32)": (lambda: init_entropy_state(-1.0, initial_alpha=1e39), ValueError,
+                                            rf"`initial_alpha` {USABLE}.*; got 1e\+39"),
+    "initial_alpha=2e38 (alpha overflows)": (lambda: init_entropy_state(-1.0, initial_alpha=2e38), ValueError,
+                                             rf"`initial_alpha` {USABLE}.*; got 2e\+38"),
+    "initial_alpha=1e-38 (subnormal range)": (lambda: init_entropy_state(-1.0, initial_alpha=1e-38),
+                                              ValueError, rf"`initial_alpha` {USABLE}.*; got 1e-38"),
+    "initial_alpha=1e-46 (0 in float32)": (lambda: init_entropy_state(-1.0, initial_alpha=1e-46),
+                                           ValueError, rf"`initial_alpha` {USABLE}.*; got 1e-46"),
+    "initial_alpha=str": (lambda: init_entropy_state(-1.0, initial_alpha="1"), TypeError,
+                          r"`initial_alpha` must be a real number; got '1'"),
+    "initial_alpha=None": (lambda: init_entropy_state(-1.0, initial_alpha=None), TypeError,
+                           r"`initial_alpha` must be a number or numeric array; got None"),
+    "initial_alpha=bool": (lambda: init_entropy_state(-1.0, initial_alpha=True), TypeError,
+                           r"`initial_alpha` must be a real number; got True"),
+    "initial_alpha=[N]": (lambda: init_entropy_state(-1.0, initial_alpha=jnp.ones(2)), ValueError,
+                          r"`initial_alpha` must be a scalar; got shape \(2,\)\. Use init_population"),
+    "target=nan": (lambda: init_entropy_state(NAN), ValueError, rf"`target` {F32}; got nan"),
+    "target=-inf": (lambda: init_entropy_state(-INF), ValueError, rf"`target` {F32}; got -inf"),
+    "target=1e39 (inf in float32)": (lambda: init_entropy_state(1e39), ValueError, rf"`target` {F32}; got 1e\+39"),
+    "target=1e-40 (subnormal)": (lambda: init_entropy_state(1e-40), ValueError, rf"`target` {F32}; got 1e-40"),
+    "target=1e-50 (0 in float32)": (lambda: init_entropy_state(-1e-50), ValueError, rf"`target` {F32}; got -1e-50"),
+    "target=None": (lambda: init_entropy_state(None), TypeError,
+                    r"`target` must be a number or numeric array; got None"),
+    "target=[3]": (lambda: init_entropy_state(jnp.ones(3)), ValueError,
+                   r"`target` must be a scalar; got shape \(3,\)"),
+    "schedule(0)=nan": (lambda: init_entropy_state(lambda step: jnp.float32(NAN)), ValueError,
+                        rf"init_entropy_state \(the schedule's value at step 0\): `target` {F32}; got nan"),
+    "schedule start=1e39": (lambda: init_entropy_state(ej.linear_schedule(1e39, 0.0, 10)), ValueError,
+                            rf"linear_schedule: `start` {F32}; got 1e\+39"),
+    "optimizer='adam'": (lambda: init_entropy_state(-1.0, optimizer="adam"), TypeError,
+                         r"`optimizer` must be an optax GradientTransformation; got str"),
+    "injected lr<0": (lambda: init_entropy_state(
+        -1.0, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=-1e-3)), ValueError,
+                      r"the optimizer's `learning_rate` at .*\['learning_rate'\] must be >= 0; got -0\.001"),
+    "injected lr=nan": (lambda: init_entropy_state(
+        -1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=NAN)), ValueError,
+                        rf"the optimizer's `learning_rate` at .* {F32}; got nan"),
+    "injected lr=1e-40 (subnormal)": (lambda: init_entropy_state(
+        -1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=1e-40)), ValueError,
+                                      rf"the optimizer's `learning_rate` at .* {F32}"),
+    "population lr<0": (lambda: init_population(
+        -1.0, optimizer=INJECTED, learning_rate=jnp.array([1e-3, -1e-3])), ValueError,
+                        r"must be >= 0; got \[ 0\.001 -0\.001\]"),
+    "population lr=1e39": (lambda: init_population(
+        -1.0, optimizer=INJECTED, learning_rate=np.array([1e-3, 1e39])), ValueError,
+                           rf"init_population: `learning_rate` {F32}; got 1e\+39 at index 1"),
+    "population target=1e39 in [N]": (lambda: init_population(np.array([1.0, 2.0, 1e39])), ValueError,
+                                      rf"init_population: `target` {F32}; got 1e\+39 at index 2"),
+    "population alpha=0 in [N]": (lambda: init_population(-1.0, initial_alpha=np.array([1.0, 0.0])),
+                                  ValueError, rf"init_population: `initial_alpha` {USABLE}.*; got 0\.0 at index 1"),
+    "population lr, no inject": (lambda: init_population(
+        -1.0, optimizer=optax.adam(1e-3), learning_rate=jnp.array([1e-3, 1e-2])), ValueError,
+                                 r"could not set hyperparameters \['learning_rate'\].*inject_hyperparams"),
+    "population sizes differ": (lambda: init_population(
+        jnp.zeros(3), initial_alpha=jnp.ones(2)), ValueError, r"must share N=3; got sizes"),
+    "population, no size": (lambda: init_population(-1.0), ValueError, r"pass `size`"),
+    "population [N, 1]": (lambda: init_population(jnp.zeros((3, 1))), ValueError,
+                          r"scalars or \[N\] arrays; got shapes \{'target': \(3, 1\)\}"),
+    "loss_form='exp'": (lambda: init_entropy_state(-1.0, loss_form="exp"), ValueError,
+                        r"`loss_form` must be one of \('log', 'alpha'\); got 'exp'"),
+    "min_alpha=0": (lambda: init_entropy_state(-1.0, min_alpha=0.0), ValueError,
+                    rf"`min_alpha` {USABLE}.*; got 0\.0"),
+    "min_alpha=1e-39": (lambda: init_entropy_state(-1.0, min_alpha=1e-39), ValueError,
+                        rf"`min_alpha` {USABLE}.*; got 1e-39"),
+    "max_alpha=nan": (lambda: init_entropy_state(-1.0, max_alpha=NAN), ValueError,
+                      rf"`max_alpha` {USABLE}.*; got nan"),
+    "max_alpha=1e39": (lambda: init_entropy_state(-1.0, max_alpha=1e39), ValueError,
+                       rf"`max_alpha` {USABLE}.*; got 1e\+39"),
+    "min_alpha>max_alpha": (lambda: init_entropy_state(-1.0, min_alpha=2.0, max_alpha=1.0),
+                            ValueError, r"need min_alpha < max_alpha; got 2\.0 and 1\.0"),
+    "initial_alpha outside bounds": (lambda: init_entropy_state(-1.0, initial_alpha=5.0, max_alpha=1.0),
+                                     ValueError, r"initial_alpha=5\.0 lies outside the bounds \[None, 1\.0\]"),
+    "fixed alpha=0": (lambda: fixed_alpha_state(0.0), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
+    "fixed alpha=1e39": (lambda: fixed_alpha_state(1e39), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
+    "fixed target=inf": (lambda: fixed_alpha_state(0.2, INF), ValueError, rf"fixed_alpha_state: `target` {F32}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONSTRUCTOR_CASES))
+def test_constructor_rejects(case):
+  fn, error, message = CONSTRUCTOR_CASES[case]
+  with pytest.raises(error, match=message):
+    fn()
+
+
+def test_constructor_checks_also_run_when_traced():
+  # jax.eval_shape / jit trace the constructor: concrete bad arguments must
+  # still be rejected, and good ones must build (abstract) states.
+  with pytest.raises(ValueError, match=rf"`initial_alpha` {USABLE}.*; got -1\.0"):
+    jax.eval_shape(lambda: init_entropy_state(-1.0, initial_alpha=-1.0))
+  with pytest.raises(ValueError, match=r"lies outside the bounds"):
+    jax.eval_shape(lambda: init_population(-1.0, initial_alpha=[0.5, 3.0], max_alpha=2.0))
+  abstract = jax.eval_shape(lambda: init_population(-1.0, size=3, min_alpha=0.1))
+  assert abstract.log_alpha.shape == (3,) and abstract.log_alpha.dtype == jnp.float32
+  built = jax.jit(lambda: init_entropy_state(-1.0, initial_alpha=0.5, max_alpha=2.0))()
+  np.testing.assert_array_equal(built.log_alpha, np.log(np.float32(0.5)))
+
+
+def test_zero_injected_learning_rate_is_allowed_for_warmup():
+  # Documented: lr == 0 is accepted (a warm-up schedule starts there).
+  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.0, 0.1, 10))
+  state = init_entropy_state(-1.0, optimizer=tx)
+  new, _ = jax.jit(continuous_update)(state, jnp.zeros(4))
+  assert float(new.log_alpha) == 0.0 and int(new.step) == 1 and int(new.skipped) == 0
+
+
+def test_the_edges_of_the_usable_range_are_accepted():
+  for alpha in (ALPHA_MIN * 1.0001, ALPHA_MAX * 0.9999):
+    s = init_entropy_state(-1.0, initial_alpha=alpha, min_alpha=ALPHA_MIN * 1.0001, max_alpha=ALPHA_MAX * 0.9999)
+    assert np.isfinite(float(s.alpha)) and float(s.alpha) >= np.finfo(np.float32).tiny
+
+
+# ----------------------------------------------------------------------------
+# Populations.
+
+
 def test_population_per_member_values():
-  tx = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
   targets = jnp.array([-1.0, -2.0, -3.0])
-  pop = init_population(targets, initial_alpha=jnp.array([1.0, 0.5, 0.2]), optimizer=tx,
+  pop = init_population(targets, initial_alpha=jnp.array([1.0, 0.5, 0.2]), optimizer=INJECTED,
                         learning_rate=jnp.array([1e-3, 1e-2, 1e-1]))
   np.testing.assert_array_equal(pop.target, targets)
   np.testing.assert_allclose(pop.alpha, [1.0, 0.5, 0.2], rtol=1e-6)
   np.testing.assert_allclose(pop.opt_state.hyperparams["learning_rate"], [1e-3, 1e-2, 1e-1])
   assert pop.step.shape == (3,)
-  # Same thing as stacking individually built members.
-  members = [init_entropy_state(float(t), initial_alpha=a, optimizer=tx) for t, a in zip(targets, [1.0, 0.5, 0.2])]
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  # The same as stacking members built one by one (learning rates aside).
+  members = [init_entropy_state(float(t), initial_alpha=a, optimizer=INJECTED)
+             for t, a in zip(targets, [1.0, 0.5, 0.2])]
+  stacked = stack(members)
+  assert jax.tree.structure(pop) == jax.tree.structure(stacked)
   for got, want in zip(jax.tree.leaves(pop.replace(opt_state=stacked.opt_state)), jax.tree.leaves(stacked)):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_population_errors():
-  with pytest.raises(ValueError, match="size"):
-    init_population(-1.0)
-  with pytest.raises(ValueError, match="share N=2"):
-    init_population(jnp.zeros(2), initial_alpha=jnp.ones(3))
-  with pytest.raises(ValueError, match="inject_hyperparams"):
-    init_population(jnp.zeros(2), optimizer=optax.adam(1e-3), learning_rate=0.1)
-  with pytest.raises(ValueError, match="initial_alpha"):
-    init_population(jnp.zeros(2), initial_alpha=jnp.array([1.0, -1.0]))
-
-
 def test_population_scalar_broadcast():
-  pop = init_population(-2.0, size=4)
-  assert pop.log_alpha.shape == pop.target.shape == (4,)
+  pop = init_population(-2.0, size=4, min_alpha=0.1)
+  assert pop.log_alpha.shape == pop.target.shape == pop.log_alpha_min.shape == (4,)
+  np.testing.assert_allclose(pop.log_alpha_min, np.log(np.float32(0.1)), rtol=1e-6)
 
 
 def test_flax_serialization_round_trip():
@@ -120,3 +248,154 @@ def test_flax_serialization_round_trip():
   assert isinstance(restored, EntropyState)
   for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------
+# Fixed alpha.
+
+PROBS = jax.nn.softmax(jnp.asarray(np.random.default_rng(0).normal(size=(3, 4, 5)), jnp.float32))
+
+
+def test_fixed_alpha_never_changes():
+  s = fixed_alpha_state(0.2, -3.0)
+  lp = jnp.array([-0.5, -1.5, 0.25, -1.0])
+  update = jax.jit(continuous_update)
+  log_alpha0 = np.asarray(s.log_alpha)
+  for _ in range(3):
+    s, m = update(s, lp)
+  np.testing.assert_array_equal(s.log_alpha, log_alpha0)
+  np.testing.assert_allclose(m["alpha"], 0.2, rtol=1e-6)
+  np.testing.assert_allclose(m["loss"], -math.log(0.2) * (np.mean(np.asarray(lp)) - 3.0), rtol=1e-5)
+  assert int(s.step) == 3 and int(s.skipped) == 0
+  s = ej.apply_gradients(s, jnp.nan)
+  assert int(s.skipped) == 1 and int(s.step) == 3
+
+
+def test_fixed_alpha_states_stack_and_vmap_equals_loop():
+  assert jax.tree.structure(fixed_alpha_state(0.1)) == jax.tree.structure(fixed_alpha_state(3.0))
+  alphas = jnp.array([0.05, 0.2, 1.0])
+  pop = jax.vmap(fixed_alpha_state)(alphas)
+  out, m = assert_vmap_equals_loop(lambda s, p: discrete_update(s, p, jnp.log(p)), pop, PROBS)
+  np.testing.assert_array_equal(out.log_alpha, pop.log_alpha)
+  np.testing.assert_allclose(m["alpha"], alphas, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# The values of a state from elsewhere (checkpoints, state_dicts).
+
+GOOD = init_entropy_state(-1.0, initial_alpha=0.5, min_alpha=0.1, max_alpha=2.0)
+BAD_VALUES = {
+    "log_alpha nan": (GOOD.replace(log_alpha=jnp.float32(NAN)), r"state\.log_alpha` must lie in \[-87, 88\]; got nan"),
+    "log_alpha below its bound": (GOOD.replace(log_alpha=jnp.float32(-5.0)), r"lies outside its bounds"),
+    "bound beyond the range": (GOOD.replace(log_alpha_max=jnp.float32(100.0)),
+                               r"state\.log_alpha_max` must lie in \[-87, 88\]; got 100\.0"),
+    "bounds crossed": (GOOD.replace(log_alpha_min=jnp.float32(1.0), log_alpha_max=jnp.float32(0.0)),
+                       r"need state\.log_alpha_min < state\.log_alpha_max"),
+    "target inf": (GOOD.replace(target=jnp.float32(INF)), rf"`state\.target` {F32}; got inf"),
+    "step < 0": (GOOD.replace(step=jnp.int32(-1)), r"state\.step must be >= 0; got -1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_check_state_values_rejects_what_no_constructor_builds(case):
+  state, message = BAD_VALUES[case]
+  with pytest.raises(ValueError, match=message):
+    check_state_values(state, "here")
+  check_state_values(GOOD, "here")
+
+
+# ----------------------------------------------------------------------------
+# Properties over the whole float32 and float64 range.
+
+ANY_FLOAT = st.one_of(
+    st.floats(),  # every float64, NaN and infinities included
+    st.floats(width=32),  # every float32
+    st.sampled_from([0.0, ALPHA_MIN, ALPHA_MAX, 1e-38, 1e-39, 1e-45, 1e38, 2e38, 3.4e38, 1e39, 1e300, 5e-324]),
+)
+LR = 3e-4  # the default optimizer's
+CU = jax.jit(continuous_update)
+
+
+def finite_inputs(target):
+  """log_probs whose batch entropy H keeps |H - target| >= 1, so the gradient never vanishes."""
+  return jnp.zeros(4) if abs(target) >= 1.0 else jnp.full((4,), -2.0)
+
+
+def assert_first_update_is_applied(state):
+  """Not skipped, and log_alpha takes Adam's first step, clamped to its bounds.
+
+  Adam's first step is `lr * g / (|g| + eps)`, with `g = H - target` (log
+  form) or `alpha * (H - target)` (alpha form, saturated at the float32
+  maximum and limited to 2**60). In the log form it is `lr` (3e-4), more than
+  an ulp of any |log_alpha| <= 88, so log_alpha moves unless it sits at the
+  bound it is pushed against. In the alpha form a tiny alpha makes the step
+  vanish, as that form intends.
+  """
+  target = float(state.target)
+  log_probs = finite_inputs(target)
+  stat = float(-np.mean(np.asarray(log_probs, np.float64))) - target  # H - target
+  new, metrics = CU(state, log_probs)
+  assert int(new.skipped) == 0 and int(new.step) == 1, (state, metrics)
+  old, lo, hi = float(state.log_alpha), float(state.log_alpha_min), float(state.log_alpha_max)
+  g = stat if state.loss_form == "log" else math.exp(old) * stat
+  g = max(min(g, float(np.finfo(np.float32).max), 2.0**60), -(2.0**60))
+  step = LR * g / (abs(g) + 1e-8)
+  expected = min(max(old - step, lo), hi)
+  got = float(new.log_alpha)
+  ulp = float(np.spacing(np.float32(max(abs(old), abs(expected)))))
+  assert abs(got - expected) <= 2 * ulp + 1e-7 * abs(step), (old, got, expected)
+  if abs(step) > ulp:
+    assert got != old or got in (lo, hi)
+  assert math.isfinite(float(new.alpha)) and float(new.alpha) > 0
+
+
+def accepts(fn):
+  """`fn()`'s state, or None if it refuses the arguments with a message naming the rule broken."""
+  try:
+    return fn()
+  except (ValueError, TypeError) as e:
+    assert re.search(r"usable range|representable in float32|min_alpha < max_alpha|outside the bounds", str(e)), e
+    return None
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@example(target=-1.0, alpha=ALPHA_MIN * 1.0001, low=None, high=None, form="log", x64=False)
+@example(target=3.4e38, alpha=ALPHA_MAX * 0.9999, low=None, high=None, form="alpha", x64=True)
+@example(target=-5.0, alpha=ALPHA_MAX * 0.9999, low=None, high=None, form="alpha", x64=False)
+@given(target=ANY_FLOAT, alpha=ANY_FLOAT, low=st.none() | ANY_FLOAT, high=st.none() | ANY_FLOAT,
+       form=st.sampled_from(["log", "alpha"]), x64=st.booleans())
+def test_init_entropy_state_accepts_only_states_that_update(target, alpha, low, high, form, x64):
+  with jax.enable_x64(x64):
+    state = accepts(lambda: init_entropy_state(
+        target, initial_alpha=alpha, min_alpha=low, max_alpha=high, loss_form=form))
+    if state is not None:
+      assert_first_update_is_applied(state)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(targets=st.lists(ANY_FLOAT, min_size=2, max_size=2), alphas=st.lists(ANY_FLOAT, min_size=2, max_size=2),
+       lrs=st.lists(ANY_FLOAT, min_size=2, max_size=2))
+def test_init_population_checks_every_member(targets, alphas, lrs):
+  tx = optax.inject_hyperparams(ej.adam)(learning_rate=LR)
+  pop = accepts(lambda: init_population(np.array(targets), initial_alpha=np.array(alphas), optimizer=tx,
+                                        learning_rate=np.array(lrs)))
+  if pop is None:
+    return
+  assert all(lr >= 0 for lr in lrs)
+  for i in range(2):
+    one = member(pop, i)
+    if lrs[i] == LR:  # the property's step size; other rates are checked by the optimizer tests
+      assert_first_update_is_applied(one)
+    else:
+      new, _ = CU(one, finite_inputs(float(one.target)))
+      assert int(new.skipped) == 0 and math.isfinite(float(new.log_alpha))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(alpha=ANY_FLOAT, target=ANY_FLOAT)
+def test_fixed_alpha_state_accepts_only_usable_values(alpha, target):
+  state = accepts(lambda: fixed_alpha_state(alpha, target))
+  if state is not None:
+    new, metrics = CU(state, finite_inputs(float(state.target)))
+    assert int(new.skipped) == 0 and int(new.step) == 1
+    assert float(new.log_alpha) == float(state.log_alpha) and math.isfinite(float(metrics["alpha"]))

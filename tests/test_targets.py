@@ -27,15 +27,29 @@ def test_velora_target_is_negative_mirror(a):
   assert velora_discrete_target(a) < 0
 
 
-@pytest.mark.parametrize("bad, err", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError), ("4", TypeError)])
-def test_action_dim_validation(bad, err):
+@pytest.mark.parametrize("bad, err, message", [
+    (0, ValueError, r"`action_dim` must be a positive int; got 0"),
+    (-3, ValueError, r"`action_dim` must be a positive int; got -3"),
+    (2.0, TypeError, r"`action_dim` must be a positive int; got 2\.0 of type float"),
+    (True, TypeError, r"`action_dim` must be a positive int; got True of type bool"),
+    ("4", TypeError, r"`action_dim` must be a positive int; got '4' of type str"),
+])
+def test_action_dim_validation(bad, err, message):
   for fn in (continuous_target, discrete_target, velora_discrete_target):
-    with pytest.raises(err, match="action_dim"):
+    with pytest.raises(err, match=f"{fn.__name__}: {message}"):
       fn(bad)
+
+
+@pytest.mark.parametrize("ratio", [float("nan"), float("inf"), 1e39, 1e-40])
+def test_ratio_must_be_a_float32_number(ratio):
+  with pytest.raises(ValueError, match=r"discrete_target: `ratio` must be finite and representable in float32"):
+    discrete_target(4, ratio)
 
 
 def test_masked_target_counts_valid_actions():
   mask = jnp.array([[True, True, True, True], [True, False, True, False], [False, False, True, False]])
   np.testing.assert_allclose(masked_discrete_target(mask), 0.98 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
+  np.testing.assert_allclose(masked_discrete_target(mask, 0.9), [0.9 * math.log(4), 0.9 * math.log(2), 0.0],
+                             rtol=1e-6)
   with pytest.raises(ValueError, match=r"bool array of shape \[B, A\]; got dtype float32"):
     masked_discrete_target(jnp.ones((2, 2)))
