@@ -15,108 +15,98 @@ The public API. One module per concept:
 * `debug`: opt-in `checkify` checks of the discrete inputs.
 """
 
-from entropy_jax import checkpoint
-from entropy_jax import compat
-from entropy_jax import debug
-from entropy_jax import optimizers
-from entropy_jax import schedules
-from entropy_jax import sharding
-from entropy_jax import tes_sac
-from entropy_jax.checkpoint import CheckpointError
-from entropy_jax.checkpoint import restore_checkpoint
-from entropy_jax.checkpoint import save_checkpoint
-from entropy_jax.compat import EntropyModule
-from entropy_jax.compat import EntropyModuleDiscrete
-from entropy_jax.compat import EntropyParameters
-from entropy_jax.compat import LossMismatchError
-from entropy_jax.compat import NonFiniteLossError
-from entropy_jax.losses import continuous_entropy
-from entropy_jax.losses import continuous_loss
-from entropy_jax.losses import discrete_entropy
-from entropy_jax.losses import discrete_loss
+from entropy_jax import checkpoint, compat, debug, optimizers, schedules, sharding, tes_sac
+from entropy_jax.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from entropy_jax.compat import (
+  EntropyModule,
+  EntropyModuleDiscrete,
+  EntropyParameters,
+  LossMismatchError,
+  NonFiniteLossError,
+)
+from entropy_jax.losses import continuous_entropy, continuous_loss, discrete_entropy, discrete_loss
 from entropy_jax.optimizers import adam
-from entropy_jax.schedules import annealed_discrete_target
-from entropy_jax.schedules import cosine_schedule
-from entropy_jax.schedules import exponential_schedule
-from entropy_jax.schedules import linear_schedule
-from entropy_jax.sharding import from_process_local
-from entropy_jax.sharding import gather_population
-from entropy_jax.sharding import member_sharding
-from entropy_jax.sharding import population_mesh
-from entropy_jax.sharding import shard_mapped_update
-from entropy_jax.sharding import shard_population
-from entropy_jax.sharding import sharded_update
-from entropy_jax.state import ALPHA_MAX
-from entropy_jax.state import ALPHA_MIN
-from entropy_jax.state import LOG_ALPHA_MAX
-from entropy_jax.state import LOG_ALPHA_MIN
-from entropy_jax.state import EntropyState
-from entropy_jax.state import fixed_alpha_state
-from entropy_jax.state import init_entropy_state
-from entropy_jax.state import init_population
-from entropy_jax.targets import DISCRETE_TARGET_RATIO
-from entropy_jax.targets import continuous_target
-from entropy_jax.targets import discrete_target
-from entropy_jax.targets import masked_discrete_target
-from entropy_jax.targets import velora_discrete_target
-from entropy_jax.tes_sac import TesSacState
-from entropy_jax.tes_sac import tes_sac_init
-from entropy_jax.tes_sac import tes_sac_update
-from entropy_jax.update import apply_gradients
-from entropy_jax.update import continuous_update
-from entropy_jax.update import discrete_update
+from entropy_jax.schedules import annealed_discrete_target, cosine_schedule, exponential_schedule, linear_schedule
+from entropy_jax.sharding import (
+  from_process_local,
+  gather_population,
+  member_sharding,
+  population_mesh,
+  shard_mapped_update,
+  shard_population,
+  sharded_update,
+)
+from entropy_jax.state import (
+  ALPHA_MAX,
+  ALPHA_MIN,
+  LOG_ALPHA_MAX,
+  LOG_ALPHA_MIN,
+  EntropyState,
+  fixed_alpha_state,
+  init_entropy_state,
+  init_population,
+)
+from entropy_jax.targets import (
+  DISCRETE_TARGET_RATIO,
+  continuous_target,
+  discrete_target,
+  masked_discrete_target,
+  velora_discrete_target,
+)
+from entropy_jax.tes_sac import TesSacState, tes_sac_init, tes_sac_update
+from entropy_jax.update import apply_gradients, continuous_update, discrete_update
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALPHA_MAX",
-    "ALPHA_MIN",
-    "CheckpointError",
-    "DISCRETE_TARGET_RATIO",
-    "EntropyModule",
-    "EntropyModuleDiscrete",
-    "EntropyParameters",
-    "EntropyState",
-    "LOG_ALPHA_MAX",
-    "LOG_ALPHA_MIN",
-    "LossMismatchError",
-    "NonFiniteLossError",
-    "TesSacState",
-    "adam",
-    "annealed_discrete_target",
-    "apply_gradients",
-    "checkpoint",
-    "compat",
-    "continuous_entropy",
-    "continuous_loss",
-    "continuous_target",
-    "continuous_update",
-    "cosine_schedule",
-    "debug",
-    "discrete_entropy",
-    "discrete_loss",
-    "discrete_target",
-    "discrete_update",
-    "exponential_schedule",
-    "fixed_alpha_state",
-    "from_process_local",
-    "gather_population",
-    "init_entropy_state",
-    "init_population",
-    "linear_schedule",
-    "masked_discrete_target",
-    "member_sharding",
-    "optimizers",
-    "population_mesh",
-    "restore_checkpoint",
-    "save_checkpoint",
-    "schedules",
-    "shard_mapped_update",
-    "shard_population",
-    "sharded_update",
-    "sharding",
-    "tes_sac",
-    "tes_sac_init",
-    "tes_sac_update",
-    "velora_discrete_target",
+  "ALPHA_MAX",
+  "ALPHA_MIN",
+  "CheckpointError",
+  "DISCRETE_TARGET_RATIO",
+  "EntropyModule",
+  "EntropyModuleDiscrete",
+  "EntropyParameters",
+  "EntropyState",
+  "LOG_ALPHA_MAX",
+  "LOG_ALPHA_MIN",
+  "LossMismatchError",
+  "NonFiniteLossError",
+  "TesSacState",
+  "adam",
+  "annealed_discrete_target",
+  "apply_gradients",
+  "checkpoint",
+  "compat",
+  "continuous_entropy",
+  "continuous_loss",
+  "continuous_target",
+  "continuous_update",
+  "cosine_schedule",
+  "debug",
+  "discrete_entropy",
+  "discrete_loss",
+  "discrete_target",
+  "discrete_update",
+  "exponential_schedule",
+  "fixed_alpha_state",
+  "from_process_local",
+  "gather_population",
+  "init_entropy_state",
+  "init_population",
+  "linear_schedule",
+  "masked_discrete_target",
+  "member_sharding",
+  "optimizers",
+  "population_mesh",
+  "restore_checkpoint",
+  "save_checkpoint",
+  "schedules",
+  "shard_mapped_update",
+  "shard_population",
+  "sharded_update",
+  "sharding",
+  "tes_sac",
+  "tes_sac_init",
+  "tes_sac_update",
+  "velora_discrete_target",
 ]

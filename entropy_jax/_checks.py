@@ -21,7 +21,7 @@ library uses chex for its array types, and the tests use its assertions.)
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,9 +51,7 @@ def floating(name: str, x: Any, where: str) -> jax.Array:
   """Returns `x` as an array, raising `TypeError` unless it is floating point."""
   x = as_array(name, x, where)
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(
-        f"{where}: `{name}` must be a floating-point array; got dtype {x.dtype}."
-    )
+    raise TypeError(f"{where}: `{name}` must be a floating-point array; got dtype {x.dtype}.")
   return x
 
 
@@ -62,8 +60,8 @@ def scalar(name: str, x: Any, where: str) -> jax.Array:
   x = floating(name, x, where)
   if x.ndim != 0:
     raise ValueError(
-        f"{where}: `{name}` must be a scalar (shape ()); got shape {x.shape}."
-        " Under a population, vmap the function so each member sees a scalar."
+      f"{where}: `{name}` must be a scalar (shape ()); got shape {x.shape}."
+      " Under a population, vmap the function so each member sees a scalar."
     )
   return x
 
@@ -80,8 +78,7 @@ def batch_vector(name: str, x: Any, batch: int, where: str) -> jax.Array:
     return x
   if x.shape != (batch,):
     raise ValueError(
-        f"{where}: `{name}` must be a scalar or have shape ({batch},) to match"
-        f" the batch; got shape {x.shape}."
+      f"{where}: `{name}` must be a scalar or have shape ({batch},) to match the batch; got shape {x.shape}."
     )
   return x
 
@@ -90,8 +87,8 @@ def nonempty_batch(name: str, shape: tuple[int, ...], where: str) -> None:
   """Raises `ValueError` if the leading (batch) axis of `shape` is empty."""
   if shape[0] == 0:
     raise ValueError(
-        f"{where}: `{name}` has an empty batch (shape {shape}); the entropy of"
-        " an empty batch is undefined. Expected at least one sample."
+      f"{where}: `{name}` has an empty batch (shape {shape}); the entropy of"
+      " an empty batch is undefined. Expected at least one sample."
     )
 
 
@@ -108,7 +105,7 @@ def accumulation_dtype(*xs: jax.Array) -> Any:
 # Value checks of concrete numbers.
 
 
-def concrete(name: str, value: Any, where: str) -> Optional[np.ndarray]:
+def concrete(name: str, value: Any, where: str) -> np.ndarray | None:
   """`value` as a real-valued NumPy array, or None if it is traced.
 
   NumPy is used so that the checks also run while a constructor is traced
@@ -125,12 +122,9 @@ def concrete(name: str, value: Any, where: str) -> Optional[np.ndarray]:
     raise TypeError(f"{where}: `{name}` must be a number; got {value!r}.") from e
   if arr.dtype == object:
     raise TypeError(
-        f"{where}: `{name}` must be a number or numeric array; got {value!r}"
-        f" of type {type(value).__name__}."
+      f"{where}: `{name}` must be a number or numeric array; got {value!r} of type {type(value).__name__}."
     )
-  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
-      arr.dtype, np.complexfloating
-  ):
+  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
     raise TypeError(f"{where}: `{name}` must be a real number; got {value!r}.")
   return arr
 
@@ -143,7 +137,7 @@ def first_bad(arr: np.ndarray, bad: np.ndarray) -> str:
   return f"{arr[index].item()!r} at index {index[0] if len(index) == 1 else index}"
 
 
-def float32_value(name: str, value: Any, where: str, *, label: Optional[str] = None) -> jax.Array:
+def float32_value(name: str, value: Any, where: str, *, label: str | None = None) -> jax.Array:
   """`value` as float32, rejecting what float32 cannot hold.
 
   Zero is fine; any other value must be a normal float32 after conversion:
@@ -167,21 +161,21 @@ def float32_value(name: str, value: Any, where: str, *, label: Optional[str] = N
     ok = np.isfinite(f32) & ((f32 == 0) | (np.abs(f32) >= F32_TINY)) & ((arr == 0) | (f32 != 0))
     if not np.all(ok):
       raise ValueError(
-          f"{where}: {label or f'`{name}`'} must be finite and representable in float32 (zero, or a"
-          f" magnitude in [{F32_TINY:.7g}, {F32_MAX:.7g}]); got {first_bad(arr, ~ok)}."
+        f"{where}: {label or f'`{name}`'} must be finite and representable in float32 (zero, or a"
+        f" magnitude in [{F32_TINY:.7g}, {F32_MAX:.7g}]); got {first_bad(arr, ~ok)}."
       )
   return jnp.asarray(value, jnp.float32)
 
 
 def in_range(
-    name: str,
-    value: Any,
-    where: str,
-    *,
-    low: float,
-    high: float,
-    low_open: bool = False,
-    high_open: bool = False,
+  name: str,
+  value: Any,
+  where: str,
+  *,
+  low: float,
+  high: float,
+  low_open: bool = False,
+  high_open: bool = False,
 ) -> None:
   """Raises `ValueError` unless every element of a concrete `value` lies in the interval."""
   arr = concrete(name, value, where)
@@ -192,9 +186,16 @@ def in_range(
   ok = above & below
   if not np.all(ok):
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    raise ValueError(
-        f"{where}: `{name}` must lie in {interval}; got {first_bad(arr, ~ok)}."
-    )
+    raise ValueError(f"{where}: `{name}` must lie in {interval}; got {first_bad(arr, ~ok)}.")
+
+
+def positive(name: str, value: Any, where: str) -> jax.Array:
+  """`value` as float32: a normal float32 number > 0."""
+  out = float32_value(name, value, where)
+  arr = concrete(name, value, where)
+  if arr is not None and not np.all(arr > 0):
+    raise ValueError(f"{where}: `{name}` must be positive; got {first_bad(arr, ~(arr > 0))}.")
+  return out
 
 
 def non_negative(name: str, value: Any, where: str) -> jax.Array:
@@ -217,9 +218,7 @@ def int_steps(name: str, value: Any, where: str, *, minimum: int) -> jax.Array:
   if not isinstance(value, jax.core.Tracer):
     arr = np.asarray(value)
     if not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
-      raise TypeError(
-          f"{where}: `{name}` must be an int or int array; got {value!r} of dtype {arr.dtype}."
-      )
+      raise TypeError(f"{where}: `{name}` must be an int or int array; got {value!r} of dtype {arr.dtype}.")
     if not np.all(arr >= minimum):
       raise ValueError(f"{where}: `{name}` must be >= {minimum}; got {value!r}.")
     if not np.all(arr <= np.iinfo(np.int32).max):
@@ -230,11 +229,7 @@ def int_steps(name: str, value: Any, where: str, *, minimum: int) -> jax.Array:
 def positive_int(name: str, value: Any, where: str) -> int:
   """Returns `value` as an int, raising unless it is an integer >= 1."""
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    raise TypeError(
-        f"{where}: `{name}` must be a positive int; got {value!r}"
-        f" of type {type(value).__name__}."
-    )
+    raise TypeError(f"{where}: `{name}` must be a positive int; got {value!r} of type {type(value).__name__}.")
   if value < 1:
     raise ValueError(f"{where}: `{name}` must be a positive int; got {value!r}.")
   return int(value)
-

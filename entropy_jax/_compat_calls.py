@@ -8,7 +8,8 @@ optimizer (modules with the same settings share one optimizer object, see
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -56,32 +57,29 @@ pack = jax.jit(_packing.pack, static_argnums=0)
 unpack = jax.jit(_packing.unpack, static_argnums=0)
 
 
-continuous_update = compiled(
-    lambda log_alpha, target, log_probs: continuous_loss(log_alpha, log_probs, target)
-)
+continuous_update = compiled(lambda log_alpha, target, log_probs: continuous_loss(log_alpha, log_probs, target))
 discrete_update = compiled(
-    lambda log_alpha, target, probs, log_probs, mask: discrete_loss(
-        log_alpha, probs, log_probs, target, mask=mask
-    )
+  lambda log_alpha, target, probs, log_probs, mask: discrete_loss(log_alpha, probs, log_probs, target, mask=mask)
 )
 # The default discrete target under a mask: 0.98 * log(valid actions), per state.
 discrete_update_masked_target = compiled(
-    lambda log_alpha, _, probs, log_probs, mask: discrete_loss(
-        log_alpha, probs, log_probs,
-        masked_discrete_target(mask, DISCRETE_TARGET_RATIO), mask=mask,
-    )
+  lambda log_alpha, _, probs, log_probs, mask: discrete_loss(
+    log_alpha,
+    probs,
+    log_probs,
+    masked_discrete_target(mask, DISCRETE_TARGET_RATIO),
+    mask=mask,
+  )
 )
 
 
-def non_finite_message(
-    where: str, grad: jax.Array, inputs: dict[str, Any], lr: float, step: int, alpha: float
-) -> str:
+def non_finite_message(where: str, grad: jax.Array, inputs: dict[str, Any], lr: float, step: int, alpha: float) -> str:
   """Why a compat update was skipped: which inputs hold how many NaN/Inf values."""
   if np.isfinite(np.asarray(grad)):  # A finite gradient whose step overflowed a statistic.
     return (
-        f"{where}: the gradient {float(grad)} with lr {lr} would make the"
-        " optimizer's state non-finite. No loss is returned and the module's"
-        " state is unchanged."
+      f"{where}: the gradient {float(grad)} with lr {lr} would make the"
+      " optimizer's state non-finite. No loss is returned and the module's"
+      " state is unchanged."
     )
   counts = []
   for name, x in inputs.items():
@@ -93,7 +91,7 @@ def non_finite_message(
       bad &= ~((np.asarray(inputs["probs"]) == 0) & (x == -np.inf))
     counts.append(f"`{name}` has {int(bad.sum())} NaN/Inf of {x.size} values")
   return (
-      f"{where}: the gradient with respect to log_alpha is {float(grad)} (expected"
-      " a finite number); " + "; ".join(counts) + ". No loss is returned and the"
-      f" module's state is unchanged (step {step}, alpha {alpha:.6g})."
+    f"{where}: the gradient with respect to log_alpha is {float(grad)} (expected"
+    " a finite number); " + "; ".join(counts) + ". No loss is returned and the"
+    f" module's state is unchanged (step {step}, alpha {alpha:.6g})."
   )

@@ -33,13 +33,10 @@ class EntropyParameters:
     return json.dumps(self.model_dump(), separators=(",", ":"))
 
   @classmethod
-  def model_validate_json(cls, data: str) -> "EntropyParameters":
+  def model_validate_json(cls, data: str) -> EntropyParameters:
     """The inverse of `model_dump_json`."""
     fields = json.loads(data)
     names = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(fields, dict) or set(fields) != names:
-      raise ValueError(
-          f"EntropyParameters: expected a JSON object with keys {sorted(names)};"
-          f" got {data!r}."
-      )
+      raise ValueError(f"EntropyParameters: expected a JSON object with keys {sorted(names)}; got {data!r}.")
     return cls(**{k: float(v) for k, v in fields.items()})

@@ -8,7 +8,7 @@ attributes (`device.type`, `device.index`) or protocols (DLPack).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ import numpy as np
 _BACKENDS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
 
-def resolve_device(device: Any, where: str = "resolve_device") -> Optional[jax.Device]:
+def resolve_device(device: Any, where: str = "resolve_device") -> jax.Device | None:
   """Maps `None`, a `jax.Device`, `"cpu"`, `"cuda:0"`, `"gpu:1"` or a `torch.device` to a device.
 
   Raises:
@@ -33,29 +33,28 @@ def resolve_device(device: Any, where: str = "resolve_device") -> Optional[jax.D
     spec = device.type if device.index is None else f"{device.type}:{device.index}"
   else:
     raise TypeError(
-        f"{where}: `device` must be None, a jax.Device, a torch.device or a string such"
-        f" as 'cpu' or 'cuda:0'; got {device!r} of type {type(device).__name__}."
+      f"{where}: `device` must be None, a jax.Device, a torch.device or a string such"
+      f" as 'cpu' or 'cuda:0'; got {device!r} of type {type(device).__name__}."
     )
   platform, _, index = spec.strip().lower().partition(":")
   backend = _BACKENDS.get(platform)
   if backend is None or (index and not index.isdigit()):
     raise ValueError(
-        f"{where}: cannot parse device {device!r}; expected 'cpu', 'cuda',"
-        " 'gpu' or 'tpu', optionally followed by ':<index>'."
+      f"{where}: cannot parse device {device!r}; expected 'cpu', 'cuda',"
+      " 'gpu' or 'tpu', optionally followed by ':<index>'."
     )
   available = [str(d) for d in jax.devices()]
   try:
     devices = jax.devices(backend)
   except RuntimeError:
     raise ValueError(
-        f"{where}: device {device!r} is not available: this JAX has no"
-        f" {backend} backend. Available devices: {available}."
+      f"{where}: device {device!r} is not available: this JAX has no {backend} backend. Available devices: {available}."
     ) from None
   i = int(index) if index else 0
   if i >= len(devices):
     raise ValueError(
-        f"{where}: device {device!r} is not available: there are"
-        f" {len(devices)} {backend} devices ({[str(d) for d in devices]})."
+      f"{where}: device {device!r} is not available: there are"
+      f" {len(devices)} {backend} devices ({[str(d) for d in devices]})."
     )
   return devices[i]
 
@@ -79,11 +78,11 @@ def as_input_array(x: Any, name: str, where: str) -> Any:
       tensor = tensor.cpu()
     try:
       return jnp.from_dlpack(tensor)
-    except Exception:  # noqa: BLE001 - e.g. a non-contiguous or foreign-device tensor.
+    except Exception:
       return np.asarray(tensor.cpu().contiguous().numpy())
   raise TypeError(
-      f"{where}: `{name}` must be a NumPy array, a JAX array or a torch tensor;"
-      f" got {type(x).__module__}.{type(x).__qualname__}."
+    f"{where}: `{name}` must be a NumPy array, a JAX array or a torch tensor;"
+    f" got {type(x).__module__}.{type(x).__qualname__}."
   )
 
 

@@ -38,18 +38,14 @@ class Layout:
   @property
   def buffer_sizes(self) -> tuple[int, ...]:
     """Elements in each buffer."""
-    return tuple(
-        sum(math.prod(s) for s, d in zip(self.shapes, self.dtypes) if d == g) for g in self.groups
-    )
+    return tuple(sum(math.prod(s) for s, d in zip(self.shapes, self.dtypes) if d == g) for g in self.groups)
 
 
 def locate(layout: Layout, leaf: int) -> tuple[int, int]:
   """`(buffer, start)`: where leaf number `leaf` (in `jax.tree.leaves`
   order) begins in the packed buffers."""
   dtype = layout.dtypes[leaf]
-  start = sum(
-      math.prod(s) for s, d in zip(layout.shapes[:leaf], layout.dtypes[:leaf]) if d == dtype
-  )
+  start = sum(math.prod(s) for s, d in zip(layout.shapes[:leaf], layout.dtypes[:leaf]) if d == dtype)
   return layout.groups.index(dtype), start
 
 
@@ -57,9 +53,9 @@ def layout_of(tree: Any) -> Layout:
   """The `Layout` of `tree`'s structure, leaf shapes and dtypes."""
   leaves, treedef = jax.tree.flatten(tree)
   return Layout(
-      treedef=treedef,
-      shapes=tuple(tuple(np.shape(x)) for x in leaves),
-      dtypes=tuple(np.dtype(jnp.result_type(x)).name for x in leaves),
+    treedef=treedef,
+    shapes=tuple(tuple(np.shape(x)) for x in leaves),
+    dtypes=tuple(np.dtype(jnp.result_type(x)).name for x in leaves),
   )
 
 
@@ -69,14 +65,11 @@ def pack(layout: Layout, tree: Any) -> tuple[jax.Array, ...]:
   got = layout_of(tree)
   if got != layout:
     raise ValueError(
-        f"pack: expected leaves {list(zip(layout.shapes, layout.dtypes))} in"
-        f" {layout.treedef}; got {list(zip(got.shapes, got.dtypes))} in {got.treedef}."
+      f"pack: expected leaves {list(zip(layout.shapes, layout.dtypes))} in"
+      f" {layout.treedef}; got {list(zip(got.shapes, got.dtypes))} in {got.treedef}."
     )
   leaves = [jnp.ravel(jnp.asarray(x)) for x in jax.tree.leaves(tree)]
-  return tuple(
-      jnp.concatenate([x for x, d in zip(leaves, layout.dtypes) if d == g])
-      for g in layout.groups
-  )
+  return tuple(jnp.concatenate([x for x, d in zip(leaves, layout.dtypes) if d == g]) for g in layout.groups)
 
 
 def unpack(layout: Layout, buffers: tuple[jax.Array, ...]) -> Any:
@@ -86,14 +79,14 @@ def unpack(layout: Layout, buffers: tuple[jax.Array, ...]) -> Any:
   got_dtypes = [np.dtype(jnp.result_type(b)).name for b in buffers]
   if got != want or got_dtypes != list(layout.groups):
     raise ValueError(
-        f"unpack: expected buffers of shapes {want} and dtypes"
-        f" {list(layout.groups)}; got shapes {got} and dtypes {got_dtypes}."
+      f"unpack: expected buffers of shapes {want} and dtypes"
+      f" {list(layout.groups)}; got shapes {got} and dtypes {got_dtypes}."
     )
   starts = dict.fromkeys(layout.groups, 0)
   leaves = []
   for shape, dtype in zip(layout.shapes, layout.dtypes):
     i, n = layout.groups.index(dtype), math.prod(shape)
-    leaves.append(buffers[i][starts[dtype]:starts[dtype] + n].reshape(shape))
+    leaves.append(buffers[i][starts[dtype] : starts[dtype] + n].reshape(shape))
     starts[dtype] += n
   return jax.tree.unflatten(layout.treedef, leaves)
 
@@ -102,14 +95,14 @@ def check_layout(layout: Layout, tree: Any, where: str) -> None:
   """Raises `ValueError` unless `tree` has `layout`'s structure, shapes and dtypes."""
   if jax.tree.structure(tree) != layout.treedef:
     raise ValueError(
-        f"{where}: the new state's structure (optimizer, schedule, loss form)"
-        f" differs from this one's; expected {layout.treedef}, got"
-        f" {jax.tree.structure(tree)}."
+      f"{where}: the new state's structure (optimizer, schedule, loss form)"
+      f" differs from this one's; expected {layout.treedef}, got"
+      f" {jax.tree.structure(tree)}."
     )
   got = layout_of(tree)
   if got != layout:
     raise ValueError(
-        f"{where}: the new state's leaf shapes and dtypes"
-        f" {list(zip(got.shapes, got.dtypes))} differ from this one's"
-        f" {list(zip(layout.shapes, layout.dtypes))}."
+      f"{where}: the new state's leaf shapes and dtypes"
+      f" {list(zip(got.shapes, got.dtypes))} differ from this one's"
+      f" {list(zip(layout.shapes, layout.dtypes))}."
     )

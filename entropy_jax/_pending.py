@@ -11,7 +11,7 @@ superseded) raises `LossMismatchError`, never a silent no-op or a wrong step.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jax
 
@@ -28,7 +28,7 @@ class PendingLoss(Generic[Payload]):
   MAX_RETIRED = 8  # How many stepped-on / superseded losses are remembered.
 
   def __init__(self) -> None:
-    self._pending: Optional[tuple[jax.Array, Payload]] = None
+    self._pending: tuple[jax.Array, Payload] | None = None
     self._retired: list[tuple[weakref.ref, str]] = []
 
   def offer(self, loss: jax.Array, payload: Payload) -> None:
@@ -40,7 +40,7 @@ class PendingLoss(Generic[Payload]):
     """Drops the pending loss (if any), remembering why for later messages."""
     if self._pending is not None:
       self._retired.append((weakref.ref(self._pending[0]), reason))
-      self._retired = self._retired[-self.MAX_RETIRED:]
+      self._retired = self._retired[-self.MAX_RETIRED :]
       self._pending = None
 
   def take(self, loss: Any, owner: str) -> Payload:
@@ -57,21 +57,19 @@ class PendingLoss(Generic[Payload]):
     for ref, reason in reversed(self._retired):
       if ref() is loss:
         raise LossMismatchError(
-            f"{owner}.gradient_step: this loss was {reason}. Call compute_loss"
-            " again and pass the loss it returns. The state is unchanged."
+          f"{owner}.gradient_step: this loss was {reason}. Call compute_loss"
+          " again and pass the loss it returns. The state is unchanged."
         )
     if not isinstance(loss, jax.Array):
       raise LossMismatchError(
-          f"{owner}.gradient_step: expected the jax.Array returned by this"
-          f" module's compute_loss; got {type(loss).__name__}. The state is unchanged."
+        f"{owner}.gradient_step: expected the jax.Array returned by this"
+        f" module's compute_loss; got {type(loss).__name__}. The state is unchanged."
       )
-    pending = "no compute_loss call is pending" if self._pending is None else (
-        "the pending loss is another object"
-    )
+    pending = "no compute_loss call is pending" if self._pending is None else ("the pending loss is another object")
     raise LossMismatchError(
-        f"{owner}.gradient_step: this loss was not returned by this module's"
-        f" compute_loss ({pending}). JAX has no loss.backward(): a value derived"
-        " from the loss (e.g. `loss * 2`) or one from another module cannot be"
-        " differentiated here. Pass the loss compute_loss returned, unchanged."
-        " The state is unchanged."
+      f"{owner}.gradient_step: this loss was not returned by this module's"
+      f" compute_loss ({pending}). JAX has no loss.backward(): a value derived"
+      " from the loss (e.g. `loss * 2`) or one from another module cannot be"
+      " differentiated here. Pass the loss compute_loss returned, unchanged."
+      " The state is unchanged."
     )

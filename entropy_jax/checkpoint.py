@@ -64,8 +64,7 @@ def signature(state: Any) -> Signature:
   """
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
   return [
-      (jax.tree_util.keystr(path), tuple(int(d) for d in np.shape(leaf)), _dtype_name(leaf))
-      for path, leaf in leaves
+    (jax.tree_util.keystr(path), tuple(int(d) for d in np.shape(leaf)), _dtype_name(leaf)) for path, leaf in leaves
   ]
 
 
@@ -79,10 +78,10 @@ def encode_state(state: EntropyState) -> dict[str, Any]:
   if not isinstance(state, EntropyState):
     raise TypeError(f"encode_state: expected an EntropyState; got {type(state).__name__}.")
   return {
-      "version": FORMAT_VERSION,
-      "loss_form": state.loss_form,
-      "signature": [[p, list(s), d] for p, s, d in signature(state)],
-      "leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(state)],
+    "version": FORMAT_VERSION,
+    "loss_form": state.loss_form,
+    "signature": [[p, list(s), d] for p, s, d in signature(state)],
+    "leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(state)],
   }
 
 
@@ -113,8 +112,7 @@ def decode_state(payload: Any, like: EntropyState, source: str = "decode_state")
     raise CheckpointError(f"{source}: no format version in the payload.")
   if payload["version"] != FORMAT_VERSION:
     raise CheckpointError(
-        f"{source}: format version {payload['version']!r}; this library reads"
-        f" version {FORMAT_VERSION}."
+      f"{source}: format version {payload['version']!r}; this library reads version {FORMAT_VERSION}."
     )
   keys = ("loss_form", "signature", "leaves")
   if any(k not in payload for k in keys):
@@ -128,8 +126,7 @@ def decode_state(payload: Any, like: EntropyState, source: str = "decode_state")
     raise CheckpointError(f"{source}: structure mismatch; {_diff(saved, expected)}")
   if payload["loss_form"] != like.loss_form:
     raise CheckpointError(
-        f"{source}: saved with loss_form={payload['loss_form']!r}, but `like` has"
-        f" loss_form={like.loss_form!r}."
+      f"{source}: saved with loss_form={payload['loss_form']!r}, but `like` has loss_form={like.loss_form!r}."
     )
   values = _decode_leaves(payload["leaves"], saved, source)
   like_leaves, treedef = jax.tree_util.tree_flatten(like)
@@ -137,9 +134,7 @@ def decode_state(payload: Any, like: EntropyState, source: str = "decode_state")
     check_state_values(jax.tree_util.tree_unflatten(treedef, values), source)
   except ValueError as e:
     raise CheckpointError(str(e)) from None
-  return jax.tree_util.tree_unflatten(
-      treedef, [_place(value, leaf) for value, leaf in zip(values, like_leaves)]
-  )
+  return jax.tree_util.tree_unflatten(treedef, [_place(value, leaf) for value, leaf in zip(values, like_leaves)])
 
 
 def save_checkpoint(path: PathLike, state: EntropyState) -> str:
@@ -214,11 +209,10 @@ def _read_payload(data: bytes, path: str) -> Any:
     if MAGIC.startswith(data):
       raise CheckpointError(f"{path}: truncated ({len(data)} bytes).")
     raise CheckpointError(f"{path}: not an {FORMAT_NAME} file (no {MAGIC!r} header).")
-  digest, body = data[len(MAGIC):len(MAGIC) + _DIGEST], data[len(MAGIC) + _DIGEST:]
+  digest, body = data[len(MAGIC) : len(MAGIC) + _DIGEST], data[len(MAGIC) + _DIGEST :]
   if hashlib.sha256(body).digest() != digest:
     raise CheckpointError(
-        f"{path}: truncated or corrupted ({len(data)} bytes): the SHA-256"
-        " digest of the contents does not match."
+      f"{path}: truncated or corrupted ({len(data)} bytes): the SHA-256 digest of the contents does not match."
     )
   try:
     return serialization.msgpack_restore(body)
@@ -247,12 +241,11 @@ def _decode_leaves(values: Any, saved: Signature, source: str) -> list[np.ndarra
   for value, (p, shape, dtype) in zip(values, saved):
     try:
       value = np.asarray(value)
-    except Exception as e:  # noqa: BLE001 - any unconvertible garbage.
+    except Exception as e:
       raise CheckpointError(f"{source}: leaf {p} is not an array: {e}") from None
     if value.shape != shape or value.dtype.name != dtype:
       raise CheckpointError(
-          f"{source}: leaf {p} should be {dtype}{list(shape)}, got"
-          f" {value.dtype.name}{list(value.shape)}."
+        f"{source}: leaf {p} should be {dtype}{list(shape)}, got {value.dtype.name}{list(value.shape)}."
       )
     out.append(value)
   return out

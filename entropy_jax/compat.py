@@ -30,8 +30,8 @@ Deliberate differences from Velora 0.2.0 (see the docs, "Coming from Velora"):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +45,11 @@ from entropy_jax.state import EntropyState, init_entropy_state, log_alpha_from
 from entropy_jax.targets import continuous_target, discrete_target
 
 __all__ = [
-    "EntropyModule",
-    "EntropyModuleDiscrete",
-    "EntropyParameters",
-    "LossMismatchError",
-    "NonFiniteLossError",
+  "EntropyModule",
+  "EntropyModuleDiscrete",
+  "EntropyParameters",
+  "LossMismatchError",
+  "NonFiniteLossError",
 ]
 
 STATE_DICT_FORMAT = "entropy_jax.compat"
@@ -68,20 +68,19 @@ class _EntropyModuleBase:
   _DEFAULT_TARGET: Callable[[int], float]
 
   def __init__(
-      self,
-      action_dim: int,
-      *,
-      initial_alpha: float = 1.0,
-      optim: Any = "Adam",
-      lr: float = 3e-4,
-      device: Any = None,
-      target_entropy: Optional[float] = None,
+    self,
+    action_dim: int,
+    *,
+    initial_alpha: float = 1.0,
+    optim: Any = "Adam",
+    lr: float = 3e-4,
+    device: Any = None,
+    target_entropy: float | None = None,
   ):
     where = type(self).__name__
     self._action_dim = _checks.positive_int("action_dim", action_dim, where)
     log_alpha_from("initial_alpha", initial_alpha, where)
-    _checks.float32_value("lr", lr, where)
-    _checks.in_range("lr", lr, where, low=0.0, high=np.inf, low_open=True)
+    _checks.positive("lr", lr, where)
     if target_entropy is not None:
       _checks.float32_value("target_entropy", target_entropy, where)
     self._initial_alpha = initial_alpha
@@ -106,7 +105,7 @@ class _EntropyModuleBase:
     self._commit(_compat_calls.pack(self._layout, state), state, None)
     self._skipped = int(state.skipped)  # On the host: compared after each update.
 
-  def _commit(self, packed: tuple[jax.Array, ...], state: Optional[EntropyState], alpha: Optional[jax.Array]) -> None:
+  def _commit(self, packed: tuple[jax.Array, ...], state: EntropyState | None, alpha: jax.Array | None) -> None:
     self._packed = packed
     self._state = state
     self._alpha = alpha
@@ -145,10 +144,7 @@ class _EntropyModuleBase:
   @state.setter
   def state(self, new_state: EntropyState) -> None:
     if not isinstance(new_state, EntropyState):
-      raise TypeError(
-          f"{type(self).__name__}.state: expected an EntropyState; got"
-          f" {type(new_state).__name__}."
-      )
+      raise TypeError(f"{type(self).__name__}.state: expected an EntropyState; got {type(new_state).__name__}.")
     _packing.check_layout(self._layout, new_state, f"{type(self).__name__}.state")
     self._put_state(new_state)
     self._pending.retire("superseded: the module's state was replaced after it was computed")
@@ -175,17 +171,18 @@ class _EntropyModuleBase:
     """Runs a compiled update on the state; keeps (loss, new state) pending."""
     where = f"{type(self).__name__}.compute_loss"
     inputs = tuple(
-        x if x is None else _interop.as_input_array(x, name, where)
-        for x, name in zip(inputs, names)
+      x if x is None and name == "mask" else _interop.as_input_array(x, name, where) for x, name in zip(inputs, names)
     )
     loss, new_packed, new_alpha = compiled.update(self._layout, self._packed, *inputs)
     buffer, at = self._skipped_at
     if int(np.asarray(new_packed[buffer])[at]) != self._skipped:  # The one wait for the device.
       grad = compiled.gradient(self._layout, self._packed, *inputs)
       state = self.state
-      raise NonFiniteLossError(_compat_calls.non_finite_message(
+      raise NonFiniteLossError(
+        _compat_calls.non_finite_message(
           where, grad, dict(zip(names, inputs)), self._lr, int(state.step), float(state.alpha)
-      ))
+        )
+      )
     self._pending.offer(loss, (new_packed, new_alpha))
     return loss
 
@@ -212,9 +209,9 @@ class _EntropyModuleBase:
   def config(self) -> EntropyParameters:
     """The module's settings, as Velora's `config()`."""
     return EntropyParameters(
-        lr=float(self._lr),
-        initial_alpha=float(self._initial_alpha),
-        target=float(self.state.target),
+      lr=float(self._lr),
+      initial_alpha=float(self._initial_alpha),
+      target=float(self.state.target),
     )
 
   def state_dict(self) -> dict[str, Any]:
@@ -227,14 +224,14 @@ class _EntropyModuleBase:
     signature). It pickles, and `torch.save` takes it.
     """
     return {
-        "format": STATE_DICT_FORMAT,
-        "version": STATE_DICT_VERSION,
-        "kind": self._KIND,
-        "action_dim": self._action_dim,
-        "optim": self._optim_name,
-        "lr": self._lr,
-        "initial_alpha": self._initial_alpha,
-        "state": encode_state(self.state),
+      "format": STATE_DICT_FORMAT,
+      "version": STATE_DICT_VERSION,
+      "kind": self._KIND,
+      "action_dim": self._action_dim,
+      "optim": self._optim_name,
+      "lr": self._lr,
+      "initial_alpha": self._initial_alpha,
+      "state": encode_state(self.state),
     }
 
   def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -251,28 +248,30 @@ class _EntropyModuleBase:
     if not isinstance(state_dict, Mapping):
       raise TypeError(f"{where}: expected a dict from state_dict(); got {type(state_dict).__name__}.")
     if state_dict.get("format") != STATE_DICT_FORMAT:
-      hint = (" It looks like a Velora state_dict, which holds only the optimizer's"
-              " torch state and cannot be converted.") if "entropy_optim" in state_dict else ""
+      hint = (
+        (" It looks like a Velora state_dict, which holds only the optimizer's torch state and cannot be converted.")
+        if "entropy_optim" in state_dict
+        else ""
+      )
       raise ValueError(
-          f"{where}: not an entropy_jax state dict: expected format"
-          f" {STATE_DICT_FORMAT!r}, got {state_dict.get('format')!r} (keys"
-          f" {sorted(map(str, state_dict))}).{hint}"
+        f"{where}: not an entropy_jax state dict: expected format"
+        f" {STATE_DICT_FORMAT!r}, got {state_dict.get('format')!r} (keys"
+        f" {sorted(map(str, state_dict))}).{hint}"
       )
     if state_dict.get("version") != STATE_DICT_VERSION:
       raise ValueError(
-          f"{where}: state dict format version {state_dict.get('version')!r};"
-          f" this entropy_jax reads version {STATE_DICT_VERSION}."
+        f"{where}: state dict format version {state_dict.get('version')!r};"
+        f" this entropy_jax reads version {STATE_DICT_VERSION}."
       )
     if state_dict.get("kind") != self._KIND:
       raise ValueError(
-          f"{where}: the state dict is from a {state_dict.get('kind')!r}; this"
-          f" module is a {self._KIND!r}."
+        f"{where}: the state dict is from a {state_dict.get('kind')!r}; this module is a {self._KIND!r}."
       )
     for key, mine in (("action_dim", self._action_dim), ("optim", self._optim_name), ("lr", self._lr)):
       if state_dict.get(key) != mine:
         raise ValueError(
-            f"{where}: the state dict has {key}={state_dict.get(key)!r}; this"
-            f" module has {key}={mine!r}. Build the module with the same settings."
+          f"{where}: the state dict has {key}={state_dict.get(key)!r}; this"
+          f" module has {key}={mine!r}. Build the module with the same settings."
         )
     restored = decode_state(state_dict.get("state"), self.state, where)
     self._put_state(jax.device_put(restored, self._jax_device))
@@ -280,12 +279,12 @@ class _EntropyModuleBase:
 
   def __repr__(self) -> str:
     return (
-        f"{type(self).__name__}("
-        f"action_dim={self._action_dim}, "
-        f"initial_alpha={self._initial_alpha}, "
-        f"optim={self._optim_name}, "
-        f"lr={self._lr}, "
-        f"device={self._device})"
+      f"{type(self).__name__}("
+      f"action_dim={self._action_dim}, "
+      f"initial_alpha={self._initial_alpha}, "
+      f"optim={self._optim_name}, "
+      f"lr={self._lr}, "
+      f"device={self._device})"
     )
 
 
@@ -348,9 +347,7 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
 
   _DEFAULT_TARGET = staticmethod(discrete_target)
 
-  def compute_loss(
-      self, probs: jax.Array, log_probs: jax.Array, mask: Optional[jax.Array] = None
-  ) -> jax.Array:
+  def compute_loss(self, probs: jax.Array, log_probs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """The temperature loss for a batch; one compiled call, also the gradient.
 
     Args:
@@ -370,8 +367,8 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
     shape = np.shape(probs)
     if not shape or shape[-1] != self._action_dim:
       raise ValueError(
-          f"{type(self).__name__}.compute_loss: `probs` must have shape"
-          f" [B, {self._action_dim}] (action_dim={self._action_dim}); got shape {shape}."
+        f"{type(self).__name__}.compute_loss: `probs` must have shape"
+        f" [B, {self._action_dim}] (action_dim={self._action_dim}); got shape {shape}."
       )
     update = _compat_calls.discrete_update
     if mask is not None and self._default_target:

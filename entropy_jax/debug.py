@@ -24,8 +24,6 @@ actions miss 1 by at most 3.6e-7 (float32), 8.7e-4 (float16) and 5.9e-3
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
@@ -42,11 +40,11 @@ def default_atol(dtype) -> float:
 
 
 def check_probs(
-    probs: jax.Array,
-    log_probs: Optional[jax.Array] = None,
-    *,
-    mask: Optional[jax.Array] = None,
-    atol: Optional[float] = None,
+  probs: jax.Array,
+  log_probs: jax.Array | None = None,
+  *,
+  mask: jax.Array | None = None,
+  atol: float | None = None,
 ) -> None:
   """Adds `checkify` checks that each row of `probs` is a distribution.
 
@@ -66,51 +64,50 @@ def check_probs(
   lp_in = probs if log_probs is None else log_probs
   probs, lp, mask = _discrete_inputs(probs, lp_in, mask, where)
   tol = default_atol(probs.dtype) if atol is None else float(atol)
-  _checks.float32_value("atol", tol, where)
-  _checks.in_range("atol", tol, where, low=0.0, high=float("inf"), low_open=True)
+  _checks.positive("atol", tol, where)
   valid = jnp.ones(probs.shape, bool) if mask is None else mask
   p = probs.astype(jnp.float32)
 
   finite = jnp.isfinite(p) | ~valid
   checkify.check(
-      jnp.all(finite),
-      "check_probs: probs must be finite; row {row} has a non-finite entry.",
-      row=_first_false_row(finite),
+    jnp.all(finite),
+    "check_probs: probs must be finite; row {row} has a non-finite entry.",
+    row=_first_false_row(finite),
   )
   nonneg = (p >= 0) | ~valid
   checkify.check(
-      jnp.all(nonneg),
-      "check_probs: probs must be >= 0; row {row} has min {value}.",
-      row=_first_false_row(nonneg),
-      value=jnp.min(jnp.where(valid, p, jnp.inf), axis=-1)[_first_false_row(nonneg)],
+    jnp.all(nonneg),
+    "check_probs: probs must be >= 0; row {row} has min {value}.",
+    row=_first_false_row(nonneg),
+    value=jnp.min(jnp.where(valid, p, jnp.inf), axis=-1)[_first_false_row(nonneg)],
   )
   sums = jnp.sum(jnp.where(valid, p, 0.0), axis=-1)
   sums_ok = jnp.abs(sums - 1.0) <= tol
   row = jnp.argmin(sums_ok)
   checkify.check(
-      jnp.all(sums_ok),
-      f"check_probs: each row of probs must sum to 1 (atol {tol:g}); row {{row}} sums to {{total}}.",
-      row=row,
-      total=sums[row],
+    jnp.all(sums_ok),
+    f"check_probs: each row of probs must sum to 1 (atol {tol:g}); row {{row}} sums to {{total}}.",
+    row=row,
+    total=sums[row],
   )
   if log_probs is not None:
     close = (jnp.abs(jnp.exp(lp.astype(jnp.float32)) - p) <= tol) | ~valid
     checkify.check(
-        jnp.all(close),
-        f"check_probs: exp(log_probs) must equal probs (atol {tol:g}); row {{row}} differs.",
-        row=_first_false_row(close),
+      jnp.all(close),
+      f"check_probs: exp(log_probs) must equal probs (atol {tol:g}); row {{row}} differs.",
+      row=_first_false_row(close),
     )
 
 
 def checked_discrete_update(
-    state: EntropyState,
-    probs: jax.Array,
-    log_probs: jax.Array,
-    *,
-    mask: Optional[jax.Array] = None,
-    weights: Optional[jax.Array] = None,
-    masked_target_ratio: Optional[float] = None,
-    atol: Optional[float] = None,
+  state: EntropyState,
+  probs: jax.Array,
+  log_probs: jax.Array,
+  *,
+  mask: jax.Array | None = None,
+  weights: jax.Array | None = None,
+  masked_target_ratio: float | None = None,
+  atol: float | None = None,
 ) -> tuple[checkify.Error, tuple[EntropyState, Metrics]]:
   """`discrete_update` preceded by `check_probs`, under `checkify`.
 
@@ -122,8 +119,12 @@ def checked_discrete_update(
   def run(state, probs, log_probs, mask, weights):
     check_probs(probs, log_probs, mask=mask, atol=atol)
     return discrete_update(
-        state, probs, log_probs, mask=mask, weights=weights,
-        masked_target_ratio=masked_target_ratio,
+      state,
+      probs,
+      log_probs,
+      mask=mask,
+      weights=weights,
+      masked_target_ratio=masked_target_ratio,
     )
 
   return checkify.checkify(run)(state, probs, log_probs, mask, weights)

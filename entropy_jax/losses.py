@@ -14,7 +14,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -65,16 +65,14 @@ def _alpha_times_jvp(primals, tangents):
   return out, (slope * d_log_alpha).astype(out.dtype) + alpha * d_stat
 
 
-def _weighted_mean(x: jax.Array, weights: Optional[jax.Array], axis, dtype):
+def _weighted_mean(x: jax.Array, weights: jax.Array | None, axis, dtype):
   """`mean(x)` or `mean(weights * x)` over `axis`, accumulated in `dtype`."""
   if weights is None:
     return jnp.mean(x, axis=axis, dtype=dtype)
   return jnp.mean(x.astype(dtype) * weights.astype(dtype), axis=axis)
 
 
-def continuous_entropy(
-    log_probs: jax.Array, weights: Optional[jax.Array] = None
-) -> jax.Array:
+def continuous_entropy(log_probs: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """The batch estimate of the policy entropy, `-mean_b log pi(a_b | s_b)`.
 
   Args:
@@ -91,12 +89,12 @@ def continuous_entropy(
 
 
 def continuous_loss(
-    log_alpha: jax.Array,
-    log_probs: jax.Array,
-    target: jax.Array,
-    *,
-    weights: Optional[jax.Array] = None,
-    form: LossForm = "log",
+  log_alpha: jax.Array,
+  log_probs: jax.Array,
+  target: jax.Array,
+  *,
+  weights: jax.Array | None = None,
+  form: LossForm = "log",
 ) -> jax.Array:
   """Velora's / SAC's continuous temperature loss.
 
@@ -141,11 +139,11 @@ def continuous_loss(
 
 
 def discrete_entropy(
-    probs: jax.Array,
-    log_probs: jax.Array,
-    *,
-    mask: Optional[jax.Array] = None,
-    weights: Optional[jax.Array] = None,
+  probs: jax.Array,
+  log_probs: jax.Array,
+  *,
+  mask: jax.Array | None = None,
+  weights: jax.Array | None = None,
 ) -> jax.Array:
   """The batch mean of the exact per-state entropy, `-mean_b sum_a p log p`.
 
@@ -167,14 +165,14 @@ def discrete_entropy(
 
 
 def discrete_loss(
-    log_alpha: jax.Array,
-    probs: jax.Array,
-    log_probs: jax.Array,
-    target: jax.Array,
-    *,
-    mask: Optional[jax.Array] = None,
-    weights: Optional[jax.Array] = None,
-    form: LossForm = "log",
+  log_alpha: jax.Array,
+  probs: jax.Array,
+  log_probs: jax.Array,
+  target: jax.Array,
+  *,
+  mask: jax.Array | None = None,
+  weights: jax.Array | None = None,
+  form: LossForm = "log",
 ) -> jax.Array:
   """Velora's / discrete SAC's temperature loss, exact over actions.
 
@@ -226,23 +224,17 @@ def _continuous_log_probs(log_probs, where: str) -> jax.Array:
   log_probs = _checks.floating("log_probs", log_probs, where)
   ok = log_probs.ndim == 1 or (log_probs.ndim == 2 and log_probs.shape[1] == 1)
   if not ok:
-    raise ValueError(
-        f"{where}: `log_probs` must have shape [B] or [B, 1]; got shape"
-        f" {log_probs.shape}."
-    )
+    raise ValueError(f"{where}: `log_probs` must have shape [B] or [B, 1]; got shape {log_probs.shape}.")
   _checks.nonempty_batch("log_probs", log_probs.shape, where)
   return log_probs.reshape(log_probs.shape[0])
 
 
-def _weights(weights, batch: int, where: str) -> Optional[jax.Array]:
+def _weights(weights, batch: int, where: str) -> jax.Array | None:
   if weights is None:
     return None
   weights = _checks.floating("weights", weights, where)
   if weights.shape != (batch,):
-    raise ValueError(
-        f"{where}: `weights` must have shape ({batch},) to match the batch;"
-        f" got shape {weights.shape}."
-    )
+    raise ValueError(f"{where}: `weights` must have shape ({batch},) to match the batch; got shape {weights.shape}.")
   return weights
 
 
@@ -250,28 +242,20 @@ def _discrete_inputs(probs, log_probs, mask, where: str):
   probs = _checks.floating("probs", probs, where)
   log_probs = _checks.floating("log_probs", log_probs, where)
   if probs.ndim != 2:
-    raise ValueError(
-        f"{where}: `probs` must have shape [B, A]; got shape {probs.shape}."
-    )
+    raise ValueError(f"{where}: `probs` must have shape [B, A]; got shape {probs.shape}.")
   if log_probs.shape != probs.shape:
     raise ValueError(
-        f"{where}: `probs` and `log_probs` must have the same shape [B, A];"
-        f" got {probs.shape} and {log_probs.shape}."
+      f"{where}: `probs` and `log_probs` must have the same shape [B, A]; got {probs.shape} and {log_probs.shape}."
     )
   _checks.nonempty_batch("probs", probs.shape, where)
   if probs.shape[1] == 0:
-    raise ValueError(
-        f"{where}: `probs` has no actions (shape {probs.shape}); expected A >= 1."
-    )
+    raise ValueError(f"{where}: `probs` has no actions (shape {probs.shape}); expected A >= 1.")
   if mask is not None:
     mask = jnp.asarray(mask)
     if mask.dtype != jnp.bool_:
       raise TypeError(f"{where}: `mask` must be bool; got dtype {mask.dtype}.")
     if mask.shape != probs.shape:
-      raise ValueError(
-          f"{where}: `mask` must have the shape of `probs`, {probs.shape};"
-          f" got {mask.shape}."
-      )
+      raise ValueError(f"{where}: `mask` must have the shape of `probs`, {probs.shape}; got {mask.shape}.")
   return probs, log_probs, mask
 
 

@@ -21,12 +21,12 @@ optax factory called as `optim(learning_rate=lr)`. Each name reproduces the
 PyTorch update with PyTorch's defaults, so that a Velora user gets Velora's
 trajectory:
 
-| name      | PyTorch defaults                                   | here                                                   |
-|-----------|----------------------------------------------------|--------------------------------------------------------|
-| `Adam`    | betas (0.9, 0.999), eps 1e-8                       | `adam(lr)`                                             |
-| `AdamW`   | betas (0.9, 0.999), eps 1e-8, weight_decay 0.01    | `adamw(lr)`: `adam` with `add_decayed_weights(0.01)`   |
-| `SGD`     | momentum 0, dampening 0                            | `optax.sgd(lr)`                                        |
-| `RMSprop` | alpha 0.99, eps 1e-8 added outside the square root | `rmsprop(lr)`: `optax.rmsprop(lr, decay=0.99, eps_in_sqrt=False)` |
+| name      | PyTorch defaults                                    | here                                      |
+|-----------|-----------------------------------------------------|-------------------------------------------|
+| `Adam`    | betas (0.9, 0.999), eps 1e-8                        | `adam(lr)`                                |
+| `AdamW`   | betas (0.9, 0.999), eps 1e-8, weight_decay 0.01     | `adamw(lr)`: `adam` with decay 0.01       |
+| `SGD`     | momentum 0, dampening 0                             | `optax.sgd(lr)`                           |
+| `RMSprop` | alpha 0.99, eps 1e-8 added outside the square root  | `rmsprop(lr)`: `optax.rmsprop(lr, 0.99)`  |
 
 (optax's own defaults differ: `optax.adamw` decays by 1e-4, `optax.rmsprop`
 uses decay 0.9 with eps inside the root.)
@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -52,13 +53,13 @@ OptaxFactory = Callable[..., optax.GradientTransformation]
 class ScaleByAdamState(NamedTuple):
   """State of `scale_by_adam`, as `optax.ScaleByAdamState`."""
 
-  count: jax.Array  # [] int32, the number of updates.
+  count: jax.Array  # type: ignore[assignment]  # [] int32, the number of updates (optax's name).
   mu: optax.Updates  # first moment, like the params.
   nu: optax.Updates  # second moment, like the params.
 
 
 def scale_by_adam(
-    b1: chex.Numeric = 0.9, b2: chex.Numeric = 0.999, eps: chex.Numeric = 1e-8
+  b1: chex.Numeric = 0.9, b2: chex.Numeric = 0.999, eps: chex.Numeric = 1e-8
 ) -> optax.GradientTransformation:
   """`optax.scale_by_adam` with an exact, pow-free bias correction (PyTorch's).
 
@@ -81,9 +82,9 @@ def scale_by_adam(
 
   def init_fn(params):
     return ScaleByAdamState(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params),
-        nu=optax.tree.zeros_like(params),
+      count=jnp.zeros([], jnp.int32),
+      mu=optax.tree.zeros_like(params),
+      nu=optax.tree.zeros_like(params),
     )
 
   def update_fn(updates, state, params=None):
@@ -94,9 +95,7 @@ def scale_by_adam(
     t = count.astype(jnp.float32)
     correction1 = -jnp.expm1(t * log_b1)  # 1 - b1**t
     correction2 = -jnp.expm1(t * log_b2)  # 1 - b2**t
-    updates = jax.tree.map(
-        lambda m, v: (m / correction1) / (jnp.sqrt(v / correction2) + eps), mu, nu
-    )
+    updates = jax.tree.map(lambda m, v: (m / correction1) / (jnp.sqrt(v / correction2) + eps), mu, nu)
     return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -108,10 +107,10 @@ def _log(b: chex.Numeric) -> chex.Numeric:
 
 
 def adam(
-    learning_rate: optax.ScalarOrSchedule = DEFAULT_LEARNING_RATE,
-    b1: chex.Numeric = 0.9,
-    b2: chex.Numeric = 0.999,
-    eps: chex.Numeric = 1e-8,
+  learning_rate: optax.ScalarOrSchedule = DEFAULT_LEARNING_RATE,
+  b1: chex.Numeric = 0.9,
+  b2: chex.Numeric = 0.999,
+  eps: chex.Numeric = 1e-8,
 ) -> optax.GradientTransformation:
   """Adam with an exact bias correction: the default optimizer of `log_alpha`.
 
@@ -131,9 +130,7 @@ def adam(
   Returns:
     An optax `GradientTransformation`.
   """
-  return optax.chain(
-      scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate)
-  )
+  return optax.chain(scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate))
 
 
 def adamw(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
@@ -148,12 +145,13 @@ def adamw(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation
   """
   decay = 0.01
   if isinstance(learning_rate, numbers.Real):
-    factor = float(np.float32(1.0 - learning_rate * decay))
-    decay = (1.0 - factor) / learning_rate
+    lr = float(learning_rate)
+    factor = float(np.float32(1.0 - lr * decay))
+    decay = (1.0 - factor) / lr
   return optax.chain(
-      scale_by_adam(),
-      optax.add_decayed_weights(decay),
-      optax.scale_by_learning_rate(learning_rate),
+    scale_by_adam(),
+    optax.add_decayed_weights(decay),
+    optax.scale_by_learning_rate(learning_rate),
   )
 
 
@@ -163,16 +161,14 @@ def rmsprop(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformati
   PyTorch: `v <- 0.99 v + 0.01 g^2` (v starts at 0),
   `p <- p - lr * g / (sqrt(v) + 1e-8)`: eps outside the square root.
   """
-  return optax.rmsprop(
-      learning_rate, decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False
-  )
+  return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False)
 
 
 NAMED_OPTIMIZERS: dict[str, OptaxFactory] = {
-    "Adam": adam,
-    "AdamW": adamw,
-    "SGD": optax.sgd,  # Its defaults are PyTorch's: no momentum, no dampening.
-    "RMSprop": rmsprop,
+  "Adam": adam,
+  "AdamW": adamw,
+  "SGD": optax.sgd,  # Its defaults are PyTorch's: no momentum, no dampening.
+  "RMSprop": rmsprop,
 }
 
 # An optax factory that is exactly a PyTorch optimizer: shown by the PyTorch
@@ -201,29 +197,29 @@ def resolve(optim: Any, where: str = "optimizers.resolve") -> tuple[str, OptaxFa
   if isinstance(optim, str):
     if optim not in NAMED_OPTIMIZERS:
       raise ValueError(
-          f"{where}: unknown optimizer name {optim!r}; known names are {known},"
-          " or pass an optax factory such as optax.adam."
+        f"{where}: unknown optimizer name {optim!r}; known names are {known},"
+        " or pass an optax factory such as optax.adam."
       )
     return optim, NAMED_OPTIMIZERS[optim]
   if isinstance(optim, type) and getattr(optim, "__module__", "").startswith("torch.optim"):
     # A Velora user's `optim=torch.optim.Adam`, mapped by name.
     if optim.__name__ not in NAMED_OPTIMIZERS:
       raise ValueError(
-          f"{where}: the PyTorch optimizer {optim.__name__} has no optax"
-          f" equivalent here; known names are {known}, or pass an optax factory."
+        f"{where}: the PyTorch optimizer {optim.__name__} has no optax"
+        f" equivalent here; known names are {known}, or pass an optax factory."
       )
     return optim.__name__, NAMED_OPTIMIZERS[optim.__name__]
   if isinstance(optim, optax.GradientTransformation) or not callable(optim):
     raise TypeError(
-        f"{where}: `optim` must be an optimizer name ({known}) or an optax"
-        " factory called as optim(learning_rate=lr), such as optax.adam; got"
-        f" {optim!r} of type {type(optim).__name__}."
+      f"{where}: `optim` must be an optimizer name ({known}) or an optax"
+      " factory called as optim(learning_rate=lr), such as optax.adam; got"
+      f" {optim!r} of type {type(optim).__name__}."
     )
   try:
     name = _SAME_AS_TORCH.get(optim)
   except TypeError:  # An unhashable callable.
     name = None
-  return name or getattr(optim, "__name__", type(optim).__name__), optim
+  return str(name or getattr(optim, "__name__", type(optim).__name__)), optim
 
 
 # Built transformations, by (factory, learning rate). A transformation is a
@@ -252,8 +248,8 @@ def make(optim: Any, learning_rate: float, where: str = "optimizers.make") -> tu
   tx = factory(learning_rate=learning_rate)
   if not isinstance(tx, optax.GradientTransformation):
     raise TypeError(
-        f"{where}: `optim(learning_rate={learning_rate})` must return an optax"
-        f" GradientTransformation; got {type(tx).__name__}."
+      f"{where}: `optim(learning_rate={learning_rate})` must return an optax"
+      f" GradientTransformation; got {type(tx).__name__}."
     )
   if key is not None:
     _MADE[key] = tx

@@ -28,7 +28,7 @@ For the feedback-driven anneal of TES-SAC, see `entropy_jax.tes_sac`;
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import chex
 import jax
@@ -37,6 +37,7 @@ from jax.tree_util import Partial
 
 from entropy_jax import _checks
 from entropy_jax.tes_sac import TES_DECAY
+
 
 def _progress(step: jax.Array, steps: jax.Array, begin: jax.Array) -> jax.Array:
   """`clip((step - begin) / steps, 0, 1)` in float32: how far along the ramp."""
@@ -65,13 +66,13 @@ def _geometric(step, start, end, steps, begin):
 
 
 def _ramp(
-    fn: Callable[..., jax.Array],
-    where: str,
-    start: chex.Numeric,
-    end: chex.Numeric,
-    steps: chex.Numeric,
-    begin: chex.Numeric,
-    num_actions: Optional[int],
+  fn: Callable[..., jax.Array],
+  where: str,
+  start: chex.Numeric,
+  end: chex.Numeric,
+  steps: chex.Numeric,
+  begin: chex.Numeric,
+  num_actions: int | None,
 ) -> Partial:
   """The one factory behind the anneals: checks the parameters, binds them as leaves."""
   start = _checks.float32_value("start", start, where)
@@ -80,21 +81,21 @@ def _ramp(
     log_a = math.log(_checks.positive_int("num_actions", num_actions, where))
     start, end = start * log_a, end * log_a
   return Partial(
-      fn,
-      start=start,
-      end=end,
-      steps=_checks.int_steps("steps", steps, where, minimum=1),
-      begin=_checks.int_steps("begin", begin, where, minimum=0),
+    fn,
+    start=start,
+    end=end,
+    steps=_checks.int_steps("steps", steps, where, minimum=1),
+    begin=_checks.int_steps("begin", begin, where, minimum=0),
   )
 
 
 def linear_schedule(
-    start: chex.Numeric,
-    end: chex.Numeric,
-    steps: chex.Numeric,
-    *,
-    begin: chex.Numeric = 0,
-    num_actions: Optional[int] = None,
+  start: chex.Numeric,
+  end: chex.Numeric,
+  steps: chex.Numeric,
+  *,
+  begin: chex.Numeric = 0,
+  num_actions: int | None = None,
 ) -> Partial:
   """Linear anneal from `start` to `end` over `steps` updates after `begin`.
 
@@ -115,12 +116,12 @@ def linear_schedule(
 
 
 def cosine_schedule(
-    start: chex.Numeric,
-    end: chex.Numeric,
-    steps: chex.Numeric,
-    *,
-    begin: chex.Numeric = 0,
-    num_actions: Optional[int] = None,
+  start: chex.Numeric,
+  end: chex.Numeric,
+  steps: chex.Numeric,
+  *,
+  begin: chex.Numeric = 0,
+  num_actions: int | None = None,
 ) -> Partial:
   """Half-cosine anneal from `start` to `end` over `steps` updates after `begin`.
 
@@ -135,12 +136,12 @@ def cosine_schedule(
 
 
 def exponential_schedule(
-    start: chex.Numeric,
-    end: chex.Numeric,
-    steps: chex.Numeric,
-    *,
-    begin: chex.Numeric = 0,
-    num_actions: Optional[int] = None,
+  start: chex.Numeric,
+  end: chex.Numeric,
+  steps: chex.Numeric,
+  *,
+  begin: chex.Numeric = 0,
+  num_actions: int | None = None,
 ) -> Partial:
   """Geometric anneal from `start` to `end` over `steps` updates after `begin`.
 
@@ -157,8 +158,7 @@ def exponential_schedule(
   if not isinstance(start, jax.core.Tracer) and not isinstance(end, jax.core.Tracer):
     if not bool(jnp.all(start * end > 0)):
       raise ValueError(
-          f"{where}: `start` and `end` must be non-zero and of the same sign;"
-          f" got start={start} and end={end}."
+        f"{where}: `start` and `end` must be non-zero and of the same sign; got start={start} and end={end}."
       )
   return schedule
 
@@ -170,13 +170,13 @@ def _staircase(step, initial, decay, steps_per_drop, floor, begin):
 
 
 def annealed_discrete_target(
-    num_actions: int,
-    *,
-    steps_per_drop: chex.Numeric,
-    initial_ratio: chex.Numeric = 0.98,
-    decay: chex.Numeric = TES_DECAY,
-    min_ratio: chex.Numeric = 0.0,
-    begin: chex.Numeric = 0,
+  num_actions: int,
+  *,
+  steps_per_drop: chex.Numeric,
+  initial_ratio: chex.Numeric = 0.98,
+  decay: chex.Numeric = TES_DECAY,
+  min_ratio: chex.Numeric = 0.0,
+  begin: chex.Numeric = 0,
 ) -> Partial:
   """Xu et al. 2021's annealed discrete target, indexed by the update count.
 
@@ -211,10 +211,10 @@ def annealed_discrete_target(
   where = "annealed_discrete_target"
   log_a = math.log(_checks.positive_int("num_actions", num_actions, where))
   return Partial(
-      _staircase,
-      initial=_checks.float32_value("initial_ratio", initial_ratio, where) * log_a,
-      decay=_checks.decay_factor(decay, where),
-      steps_per_drop=_checks.int_steps("steps_per_drop", steps_per_drop, where, minimum=1),
-      floor=_checks.float32_value("min_ratio", min_ratio, where) * log_a,
-      begin=_checks.int_steps("begin", begin, where, minimum=0),
+    _staircase,
+    initial=_checks.float32_value("initial_ratio", initial_ratio, where) * log_a,
+    decay=_checks.decay_factor(decay, where),
+    steps_per_drop=_checks.int_steps("steps_per_drop", steps_per_drop, where, minimum=1),
+    floor=_checks.float32_value("min_ratio", min_ratio, where) * log_a,
+    begin=_checks.int_steps("begin", begin, where, minimum=0),
   )

@@ -25,7 +25,8 @@ Static fields (`tx`, `loss_form`) are not leaves: they ride along unchanged.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -38,29 +39,28 @@ PyTree = Any
 # HLO opcodes that move data between devices (their -start/-done async forms
 # share the prefix).
 COLLECTIVE_OPS = (
-    "all-reduce",
-    "all-gather",
-    "all-to-all",
-    "reduce-scatter",
-    "collective-permute",
-    "collective-broadcast",
-    "ragged-all-to-all",
-    "send",
-    "recv",
+  "all-reduce",
+  "all-gather",
+  "all-to-all",
+  "reduce-scatter",
+  "collective-permute",
+  "collective-broadcast",
+  "ragged-all-to-all",
+  "send",
+  "recv",
 )
 _COLLECTIVE_RE = re.compile(
-    r"=\s*[^=]*?\b(" + "|".join(re.escape(op) for op in COLLECTIVE_OPS) + r")(?:-start|-done)?\("
+  r"=\s*[^=]*?\b(" + "|".join(re.escape(op) for op in COLLECTIVE_OPS) + r")(?:-start|-done)?\("
 )
 
+_shard_map: Callable[..., Any]
 if hasattr(jax, "shard_map"):
   _shard_map = jax.shard_map
 else:  # jax < 0.7
   from jax.experimental.shard_map import shard_map as _shard_map  # pragma: no cover
 
 
-def population_mesh(
-    devices: Optional[Sequence[jax.Device]] = None, axis_name: str = MEMBER_AXIS
-) -> Mesh:
+def population_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = MEMBER_AXIS) -> Mesh:
   """A 1-D `Mesh` over `devices` (default: all devices, every host's).
 
   Args:
@@ -83,10 +83,7 @@ def member_sharding(mesh: Mesh, axis_name: str = MEMBER_AXIS) -> NamedSharding:
   and `[N, B, A]` probabilities alike are split along `N` only.
   """
   if axis_name not in mesh.axis_names:
-    raise ValueError(
-        f"member_sharding: axis {axis_name!r} is not in the mesh; its axes are"
-        f" {mesh.axis_names}."
-    )
+    raise ValueError(f"member_sharding: axis {axis_name!r} is not in the mesh; its axes are {mesh.axis_names}.")
   return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
@@ -95,19 +92,16 @@ def population_size(tree: PyTree, where: str = "population_size") -> int:
   leaves = jax.tree.leaves(tree)
   if not leaves:
     raise ValueError(f"{where}: the population has no array leaves.")
-  sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
-  if None in sizes:
+  if any(np.ndim(x) == 0 for x in leaves):
     shapes = sorted({np.shape(x) for x in leaves if not np.ndim(x)})
     raise ValueError(
-        f"{where}: every leaf needs a leading member axis [N, ...]; got leaves of"
-        f" shape {shapes}. Build populations with `init_population` or"
-        " `jax.tree.map(jnp.stack, ...)`."
+      f"{where}: every leaf needs a leading member axis [N, ...]; got leaves of"
+      f" shape {shapes}. Build populations with `init_population` or"
+      " `jax.tree.map(jnp.stack, ...)`."
     )
+  sizes = {int(np.shape(x)[0]) for x in leaves}
   if len(sizes) != 1:
-    raise ValueError(
-        f"{where}: leaves disagree on the population size N; got leading sizes"
-        f" {sorted(sizes)}."
-    )
+    raise ValueError(f"{where}: leaves disagree on the population size N; got leading sizes {sorted(sizes)}.")
   return sizes.pop()
 
 
@@ -115,9 +109,9 @@ def _check_divisible(n: int, mesh: Mesh, axis_name: str, where: str) -> None:
   shards = mesh.shape[axis_name]
   if n % shards:
     raise ValueError(
-        f"{where}: a population of N={n} members cannot be split evenly over the"
-        f" {shards} devices of mesh axis {axis_name!r}; pad it to a multiple of"
-        f" {shards} (e.g. N={-(-n // shards) * shards})."
+      f"{where}: a population of N={n} members cannot be split evenly over the"
+      f" {shards} devices of mesh axis {axis_name!r}; pad it to a multiple of"
+      f" {shards} (e.g. N={-(-n // shards) * shards})."
     )
 
 
@@ -165,9 +159,7 @@ class PopulationUpdate:
     return self._compiled.lower(state, args, kwargs)
 
 
-def sharded_update(
-    update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS
-) -> PopulationUpdate:
+def sharded_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PopulationUpdate:
   """`jax.jit(jax.vmap(update_fn))` with every input and output member-sharded.
 
   Each device runs the update on its block of members; the compiled program
@@ -192,9 +184,7 @@ def sharded_update(
   return PopulationUpdate(compiled, mesh, axis_name, "sharded_update")
 
 
-def shard_mapped_update(
-    update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS
-) -> PopulationUpdate:
+def shard_mapped_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PopulationUpdate:
   """`update_fn` vmapped over each device's block of members, by `jax.shard_map`.
 
   The per-device program is written out: every device sees `[N / D, ...]`
@@ -227,9 +217,7 @@ def communication_ops(hlo_text: str) -> list[str]:
   return [m.group(1) for m in _COLLECTIVE_RE.finditer(hlo_text)]
 
 
-def from_process_local(
-    local_tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_AXIS
-) -> PyTree:
+def from_process_local(local_tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PyTree:
   """The global population from each process's own rows (multi-host).
 
   After `jax.distributed.initialize`, every process passes the members that
@@ -248,9 +236,7 @@ def from_process_local(
   """
   sharding = member_sharding(mesh, axis_name)
   population_size(local_tree, "from_process_local")
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree
-  )
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
 
 
 def gather_population(tree: PyTree) -> PyTree:

@@ -18,7 +18,8 @@ without bounds of its own gets these as its bounds, every alpha a user gives
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -28,7 +29,7 @@ import optax
 from flax import struct
 
 from entropy_jax import _checks
-from entropy_jax.losses import LOSS_FORMS
+from entropy_jax.losses import LOSS_FORMS, LossForm
 from entropy_jax.optimizers import adam
 
 Schedule = Callable[[jax.Array], jax.Array]
@@ -74,9 +75,9 @@ class EntropyState(struct.PyTreeNode):
   skipped: jax.Array
   log_alpha_min: jax.Array
   log_alpha_max: jax.Array
-  target_schedule: Optional[jax.tree_util.Partial] = None
+  target_schedule: jax.tree_util.Partial | None = None
   tx: optax.GradientTransformation = struct.field(pytree_node=False, default=DEFAULT_OPTIMIZER)
-  loss_form: str = struct.field(pytree_node=False, default="log")
+  loss_form: LossForm = struct.field(pytree_node=False, default="log")
 
   @property
   def alpha(self) -> jax.Array:
@@ -85,13 +86,13 @@ class EntropyState(struct.PyTreeNode):
 
 
 def init_entropy_state(
-    target: Union[chex.Numeric, Schedule],
-    *,
-    initial_alpha: chex.Numeric = 1.0,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    min_alpha: Optional[float] = None,
-    max_alpha: Optional[float] = None,
-    loss_form: str = "log",
+  target: chex.Numeric | Schedule,
+  *,
+  initial_alpha: chex.Numeric = 1.0,
+  optimizer: optax.GradientTransformation | None = None,
+  min_alpha: float | None = None,
+  max_alpha: float | None = None,
+  loss_form: LossForm = "log",
 ) -> EntropyState:
   """Creates an `EntropyState` with `log_alpha = log(initial_alpha)`.
 
@@ -120,8 +121,8 @@ def init_entropy_state(
   _loss_form(loss_form, where)
   if np.ndim(initial_alpha) != 0:
     raise ValueError(
-        f"{where}: `initial_alpha` must be a scalar; got shape"
-        f" {np.shape(initial_alpha)}. Use init_population for [N] values."
+      f"{where}: `initial_alpha` must be a scalar; got shape"
+      f" {np.shape(initial_alpha)}. Use init_population for [N] values."
     )
   log_alpha = log_alpha_from("initial_alpha", initial_alpha, where)
   lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
@@ -130,7 +131,7 @@ def init_entropy_state(
   if callable(target):
     schedule = target if isinstance(target, jax.tree_util.Partial) else jax.tree_util.Partial(target)
     target_value = _checks.float32_value(
-        "target", schedule(jnp.zeros((), jnp.int32)), f"{where} (the schedule's value at step 0)"
+      "target", schedule(jnp.zeros((), jnp.int32)), f"{where} (the schedule's value at step 0)"
     )
   else:
     target_value = _checks.float32_value("target", target, where)
@@ -140,29 +141,29 @@ def init_entropy_state(
   opt_state = optimizer.init(log_alpha)
   _check_learning_rates(opt_state, where)
   return EntropyState(
-      log_alpha=log_alpha,
-      opt_state=opt_state,
-      target=target_value,
-      step=jnp.zeros((), jnp.int32),
-      skipped=jnp.zeros((), jnp.int32),
-      log_alpha_min=lo,
-      log_alpha_max=hi,
-      target_schedule=schedule,
-      tx=optimizer,
-      loss_form=loss_form,
+    log_alpha=log_alpha,
+    opt_state=opt_state,
+    target=target_value,
+    step=jnp.zeros((), jnp.int32),
+    skipped=jnp.zeros((), jnp.int32),
+    log_alpha_min=lo,
+    log_alpha_max=hi,
+    target_schedule=schedule,
+    tx=optimizer,
+    loss_form=loss_form,
   )
 
 
 def init_population(
-    target: Any,
-    *,
-    initial_alpha: Any = 1.0,
-    optimizer: Optional[optax.GradientTransformation] = None,
-    min_alpha: Optional[float] = None,
-    max_alpha: Optional[float] = None,
-    loss_form: str = "log",
-    size: Optional[int] = None,
-    **hyperparams: Any,
+  target: Any,
+  *,
+  initial_alpha: Any = 1.0,
+  optimizer: optax.GradientTransformation | None = None,
+  min_alpha: float | None = None,
+  max_alpha: float | None = None,
+  loss_form: LossForm = "log",
+  size: int | None = None,
+  **hyperparams: Any,
 ) -> EntropyState:
   """Creates a stacked population of `EntropyState`s, one per member.
 
@@ -206,28 +207,26 @@ def init_population(
   lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
   opt_state = jax.vmap(optimizer.init)(log_alpha)
   if hyperparams:
-    values = {
-        k: jnp.broadcast_to(_checks.float32_value(k, v, where), (n,)) for k, v in hyperparams.items()
-    }
+    values = {k: jnp.broadcast_to(_checks.float32_value(k, v, where), (n,)) for k, v in hyperparams.items()}
     try:
       opt_state = optax.tree_utils.tree_set(opt_state, **values)
     except (KeyError, ValueError) as e:
       raise ValueError(
-          f"{where}: could not set hyperparameters {sorted(values)} in the optimizer"
-          " state; wrap the optimizer with optax.inject_hyperparams."
+        f"{where}: could not set hyperparameters {sorted(values)} in the optimizer"
+        " state; wrap the optimizer with optax.inject_hyperparams."
       ) from e
   _check_learning_rates(opt_state, where)
   zeros = jnp.zeros((n,), jnp.int32)
   return EntropyState(
-      log_alpha=log_alpha,
-      opt_state=opt_state,
-      target=targets,
-      step=zeros,
-      skipped=zeros,
-      log_alpha_min=jnp.broadcast_to(lo, (n,)),
-      log_alpha_max=jnp.broadcast_to(hi, (n,)),
-      tx=optimizer,
-      loss_form=loss_form,
+    log_alpha=log_alpha,
+    opt_state=opt_state,
+    target=targets,
+    step=zeros,
+    skipped=zeros,
+    log_alpha_min=jnp.broadcast_to(lo, (n,)),
+    log_alpha_max=jnp.broadcast_to(hi, (n,)),
+    tx=optimizer,
+    loss_form=loss_form,
   )
 
 
@@ -237,10 +236,10 @@ FIXED_ALPHA_OPTIMIZER = optax.set_to_zero()
 
 
 def fixed_alpha_state(
-    alpha: chex.Numeric,
-    target: chex.Numeric = 0.0,
-    *,
-    loss_form: str = "log",
+  alpha: chex.Numeric,
+  target: chex.Numeric = 0.0,
+  *,
+  loss_form: LossForm = "log",
 ) -> EntropyState:
   """An `EntropyState` whose alpha never changes: SAC with a fixed temperature.
 
@@ -263,9 +262,7 @@ def fixed_alpha_state(
   log_alpha_from("alpha", alpha, "fixed_alpha_state")
   if not callable(target):
     _checks.float32_value("target", target, "fixed_alpha_state")
-  return init_entropy_state(
-      target, initial_alpha=alpha, optimizer=FIXED_ALPHA_OPTIMIZER, loss_form=loss_form
-  )
+  return init_entropy_state(target, initial_alpha=alpha, optimizer=FIXED_ALPHA_OPTIMIZER, loss_form=loss_form)
 
 
 def check_state_values(state: EntropyState, where: str) -> None:
@@ -279,16 +276,17 @@ def check_state_values(state: EntropyState, where: str) -> None:
   """
   for name in ("log_alpha", "log_alpha_min", "log_alpha_max"):
     _checks.in_range(
-        f"state.{name}", np.asarray(getattr(state, name)), where,
-        low=LOG_ALPHA_MIN, high=LOG_ALPHA_MAX,
+      f"state.{name}",
+      np.asarray(getattr(state, name)),
+      where,
+      low=LOG_ALPHA_MIN,
+      high=LOG_ALPHA_MAX,
     )
   lo, hi, log_alpha = (np.asarray(x) for x in (state.log_alpha_min, state.log_alpha_max, state.log_alpha))
   if not np.all(lo < hi):
     raise ValueError(f"{where}: need state.log_alpha_min < state.log_alpha_max; got {lo} and {hi}.")
   if not np.all((lo <= log_alpha) & (log_alpha <= hi)):
-    raise ValueError(
-        f"{where}: state.log_alpha {log_alpha} lies outside its bounds [{lo}, {hi}]."
-    )
+    raise ValueError(f"{where}: state.log_alpha {log_alpha} lies outside its bounds [{lo}, {hi}].")
   _checks.float32_value("state.target", np.asarray(state.target), where)
   for name in ("step", "skipped"):
     if not np.all(np.asarray(getattr(state, name)) >= 0):
@@ -304,10 +302,7 @@ def _optimizer(optimizer: Any, where: str) -> optax.GradientTransformation:
   if optimizer is None:
     return DEFAULT_OPTIMIZER
   if not isinstance(optimizer, optax.GradientTransformation):
-    raise TypeError(
-        f"{where}: `optimizer` must be an optax GradientTransformation; got"
-        f" {type(optimizer).__name__}."
-    )
+    raise TypeError(f"{where}: `optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
   return optimizer
 
 
@@ -332,10 +327,10 @@ def log_alpha_from(name: str, alpha: Any, where: str) -> jax.Array:
     ok = (f32 > 0) & np.isfinite(log) & (log >= LOG_ALPHA_MIN) & (log <= LOG_ALPHA_MAX)
     if not np.all(ok):
       raise ValueError(
-          f"{where}: `{name}` must be positive and lie in the usable range"
-          f" [{ALPHA_MIN:.4g}, {ALPHA_MAX:.4g}] (log alpha in [{LOG_ALPHA_MIN:g},"
-          f" {LOG_ALPHA_MAX:g}], where alpha = exp(log_alpha) is a normal float32);"
-          f" got {_checks.first_bad(arr, ~ok)}."
+        f"{where}: `{name}` must be positive and lie in the usable range"
+        f" [{ALPHA_MIN:.4g}, {ALPHA_MAX:.4g}] (log alpha in [{LOG_ALPHA_MIN:g},"
+        f" {LOG_ALPHA_MAX:g}], where alpha = exp(log_alpha) is a normal float32);"
+        f" got {_checks.first_bad(arr, ~ok)}."
       )
   return jnp.log(jnp.asarray(alpha, jnp.float32))
 
@@ -352,21 +347,18 @@ def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
       raise ValueError(f"{where}: `{name}` must be a scalar; got shape {np.shape(value)}.")
   lo = jnp.float32(LOG_ALPHA_MIN) if min_alpha is None else log_alpha_from("min_alpha", min_alpha, where)
   hi = jnp.float32(LOG_ALPHA_MAX) if max_alpha is None else log_alpha_from("max_alpha", max_alpha, where)
-  as_f32 = {k: _checks.concrete(k, v, where) for k, v in (("min_alpha", min_alpha), ("max_alpha", max_alpha)) if v is not None}
+  as_f32 = {
+    k: _checks.concrete(k, v, where) for k, v in (("min_alpha", min_alpha), ("max_alpha", max_alpha)) if v is not None
+  }
   low, high = as_f32.get("min_alpha"), as_f32.get("max_alpha")
   if low is not None and high is not None and not np.float32(low) < np.float32(high):
     raise ValueError(f"{where}: need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
   alpha = _checks.concrete("initial_alpha", initial_alpha, where)
   if alpha is not None:
     a = alpha.astype(np.float32)
-    outside = (low is not None and np.any(a < np.float32(low))) or (
-        high is not None and np.any(a > np.float32(high))
-    )
+    outside = (low is not None and np.any(a < np.float32(low))) or (high is not None and np.any(a > np.float32(high)))
     if outside:
-      raise ValueError(
-          f"{where}: initial_alpha={initial_alpha} lies outside the bounds"
-          f" [{min_alpha}, {max_alpha}]."
-      )
+      raise ValueError(f"{where}: initial_alpha={initial_alpha} lies outside the bounds [{min_alpha}, {max_alpha}].")
   return lo, hi
 
 

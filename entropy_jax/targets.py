@@ -48,9 +48,7 @@ def velora_discrete_target(action_dim: int) -> float:
   return float(DISCRETE_TARGET_RATIO * jnp.log(jnp.float32(1.0 / a)))
 
 
-def masked_discrete_target(
-    mask: chex.Array, ratio: chex.Numeric = DISCRETE_TARGET_RATIO
-) -> jax.Array:
+def masked_discrete_target(mask: chex.Array, ratio: chex.Numeric = DISCRETE_TARGET_RATIO) -> jax.Array:
   """Per-state target `ratio * log(n_valid_b)` from a `[B, A]` action mask.
 
   A state with a single valid action has target 0 (its entropy is always 0).
@@ -65,8 +63,8 @@ def masked_discrete_target(
   mask = jnp.asarray(mask)
   if mask.dtype != jnp.bool_ or mask.ndim != 2:
     raise ValueError(
-        "masked_discrete_target: `mask` must be a bool array of shape [B, A];"
-        f" got dtype {mask.dtype} and shape {mask.shape}."
+      "masked_discrete_target: `mask` must be a bool array of shape [B, A];"
+      f" got dtype {mask.dtype} and shape {mask.shape}."
     )
   n_valid = jnp.sum(mask, axis=-1, dtype=jnp.float32)
   return ratio * jnp.log(jnp.maximum(n_valid, 1.0))

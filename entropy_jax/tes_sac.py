@@ -48,7 +48,7 @@ class TesSacState(NamedTuple):
   target: jax.Array  # [] float32, the current target entropy H.
   mean: jax.Array  # [] float32, moving average mu of the batch entropy.
   var: jax.Array  # [] float32, moving variance sigma^2 of the batch entropy.
-  count: jax.Array  # [] int32, stable updates counted towards the next drop.
+  stable: jax.Array  # [] int32, stable updates counted towards the next drop (i).
   drops: jax.Array  # [] int32, the number of drops so far.
   observed: jax.Array  # [] int32, finite entropies seen (0: mu not set yet).
   decay: jax.Array  # [] float32, factor applied to H at each drop.
@@ -60,14 +60,14 @@ class TesSacState(NamedTuple):
 
 
 def tes_sac_init(
-    initial_target: chex.Numeric,
-    *,
-    patience: chex.Numeric,
-    decay: chex.Numeric = TES_DECAY,
-    smoothing: chex.Numeric = TES_SMOOTHING,
-    mean_threshold: chex.Numeric = TES_MEAN_THRESHOLD,
-    std_threshold: chex.Numeric = TES_STD_THRESHOLD,
-    floor: chex.Numeric = 0.0,
+  initial_target: chex.Numeric,
+  *,
+  patience: chex.Numeric,
+  decay: chex.Numeric = TES_DECAY,
+  smoothing: chex.Numeric = TES_SMOOTHING,
+  mean_threshold: chex.Numeric = TES_MEAN_THRESHOLD,
+  std_threshold: chex.Numeric = TES_STD_THRESHOLD,
+  floor: chex.Numeric = 0.0,
 ) -> TesSacState:
   """Starts the TES-SAC target annealing at `initial_target`.
 
@@ -95,24 +95,24 @@ def tes_sac_init(
   smoothing = _checks.float32_value("smoothing", smoothing, where)
   _checks.in_range("smoothing", smoothing, where, low=0.0, high=1.0, high_open=True)
   thresholds = {
-      name: _checks.non_negative(name, value, where)
-      for name, value in (("mean_threshold", mean_threshold), ("std_threshold", std_threshold))
+    name: _checks.non_negative(name, value, where)
+    for name, value in (("mean_threshold", mean_threshold), ("std_threshold", std_threshold))
   }
   zero_f = jnp.zeros_like(target)
   zero_i = jnp.zeros(jnp.shape(target), jnp.int32)
   return TesSacState(
-      target=target,
-      mean=zero_f,
-      var=zero_f,
-      count=zero_i,
-      drops=zero_i,
-      observed=zero_i,
-      decay=_checks.decay_factor(decay, where),
-      smoothing=smoothing,
-      mean_threshold=thresholds["mean_threshold"],
-      std_threshold=thresholds["std_threshold"],
-      patience=_checks.int_steps("patience", patience, where, minimum=1),
-      floor=_checks.float32_value("floor", floor, where),
+    target=target,
+    mean=zero_f,
+    var=zero_f,
+    stable=zero_i,
+    drops=zero_i,
+    observed=zero_i,
+    decay=_checks.decay_factor(decay, where),
+    smoothing=smoothing,
+    mean_threshold=thresholds["mean_threshold"],
+    std_threshold=thresholds["std_threshold"],
+    patience=_checks.int_steps("patience", patience, where, minimum=1),
+    floor=_checks.float32_value("floor", floor, where),
   )
 
 
@@ -148,19 +148,17 @@ def tes_sac_update(tes: TesSacState, entropy: chex.Numeric) -> TesSacState:
   delta = jnp.where(first, 0.0, e - tes.mean)
   mean = jnp.where(first, e, tes.mean + (1.0 - lam) * delta)
   var = jnp.where(first, 0.0, lam * (tes.var + (1.0 - lam) * delta * delta))
-  stable = (jnp.abs(mean - tes.target) < tes.mean_threshold) & (
-      jnp.sqrt(var) <= tes.std_threshold
-  )
-  count = tes.count + stable.astype(tes.count.dtype)
+  is_stable = (jnp.abs(mean - tes.target) < tes.mean_threshold) & (jnp.sqrt(var) <= tes.std_threshold)
+  count = tes.stable + is_stable.astype(tes.stable.dtype)
   drop = count >= tes.patience
   target = jnp.where(drop, jnp.maximum(tes.target * tes.decay, tes.floor), tes.target)
   new = tes._replace(
-      target=target,
-      mean=mean,
-      var=var,
-      count=jnp.where(drop, 0, count),
-      drops=tes.drops + drop.astype(tes.drops.dtype),
-      observed=tes.observed + 1,
+    target=target,
+    mean=mean,
+    var=var,
+    stable=jnp.where(drop, 0, count),
+    drops=tes.drops + drop.astype(tes.drops.dtype),
+    observed=tes.observed + 1,
   )
   ok = jnp.isfinite(e)
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, tes)

@@ -17,8 +17,6 @@ construction:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -26,10 +24,10 @@ import optax
 
 from entropy_jax import _checks
 from entropy_jax.losses import (
-    continuous_entropy,
-    continuous_loss,
-    discrete_entropy,
-    discrete_loss,
+  continuous_entropy,
+  continuous_loss,
+  discrete_entropy,
+  discrete_loss,
 )
 from entropy_jax.state import LOG_ALPHA_MAX, LOG_ALPHA_MIN, EntropyState
 from entropy_jax.targets import masked_discrete_target
@@ -64,9 +62,9 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
   where = "apply_gradients"
   if jnp.ndim(state.log_alpha) != 0:
     raise ValueError(
-        f"{where}: expected a single state (log_alpha of shape ()); got"
-        f" log_alpha of shape {jnp.shape(state.log_alpha)}. For a population,"
-        " use jax.vmap(apply_gradients)(population, grads)."
+      f"{where}: expected a single state (log_alpha of shape ()); got"
+      f" log_alpha of shape {jnp.shape(state.log_alpha)}. For a population,"
+      " use jax.vmap(apply_gradients)(population, grads)."
     )
   grad = _checks.scalar("grad", grad, where)
   # Limited before the cast: a float64 gradient (under jax_enable_x64) beyond
@@ -96,10 +94,10 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
 
 
 def continuous_update(
-    state: EntropyState,
-    log_probs: jax.Array,
-    *,
-    weights: Optional[jax.Array] = None,
+  state: EntropyState,
+  log_probs: jax.Array,
+  *,
+  weights: jax.Array | None = None,
 ) -> tuple[EntropyState, Metrics]:
   """`continuous_loss`, its gradient and `apply_gradients`, in one call.
 
@@ -113,10 +111,9 @@ def continuous_update(
     `alpha` (after it), `entropy` (the batch estimate), `target` (the one the
     loss used) and `skipped` (the state's running count).
   """
+
   def loss_fn(log_alpha):
-    return continuous_loss(
-        log_alpha, log_probs, state.target, weights=weights, form=state.loss_form
-    )
+    return continuous_loss(log_alpha, log_probs, state.target, weights=weights, form=state.loss_form)
 
   loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha)
   entropy = continuous_entropy(log_probs, weights)
@@ -124,13 +121,13 @@ def continuous_update(
 
 
 def discrete_update(
-    state: EntropyState,
-    probs: jax.Array,
-    log_probs: jax.Array,
-    *,
-    mask: Optional[jax.Array] = None,
-    weights: Optional[jax.Array] = None,
-    masked_target_ratio: Optional[float] = None,
+  state: EntropyState,
+  probs: jax.Array,
+  log_probs: jax.Array,
+  *,
+  mask: jax.Array | None = None,
+  weights: jax.Array | None = None,
+  masked_target_ratio: float | None = None,
 ) -> tuple[EntropyState, Metrics]:
   """`discrete_loss`, its gradient and `apply_gradients`, in one call.
 
@@ -155,9 +152,7 @@ def discrete_update(
     target = masked_discrete_target(mask, masked_target_ratio)
 
   def loss_fn(log_alpha):
-    return discrete_loss(
-        log_alpha, probs, log_probs, target, mask=mask, weights=weights, form=state.loss_form
-    )
+    return discrete_loss(log_alpha, probs, log_probs, target, mask=mask, weights=weights, form=state.loss_form)
 
   loss, grad = jax.value_and_grad(loss_fn)(state.log_alpha)
   entropy = discrete_entropy(probs, log_probs, mask=mask, weights=weights)
@@ -167,11 +162,10 @@ def discrete_update(
 def _step(state, loss, grad, entropy, target) -> tuple[EntropyState, Metrics]:
   new_state = apply_gradients(state, grad)
   metrics = {
-      "loss": loss,
-      "alpha": new_state.alpha,
-      "entropy": entropy,
-      "target": target,
-      "skipped": new_state.skipped,
+    "loss": loss,
+    "alpha": new_state.alpha,
+    "entropy": entropy,
+    "target": target,
+    "skipped": new_state.skipped,
   }
   return new_state, metrics
-

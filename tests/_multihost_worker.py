@@ -31,10 +31,10 @@ def inputs():
 
   rng = np.random.default_rng(20261125)
   population = init_population(
-      jnp.asarray(rng.uniform(-4.0, 0.0, N), jnp.float32),
-      initial_alpha=jnp.asarray(rng.uniform(0.05, 2.0, N), jnp.float32),
-      optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
-      learning_rate=jnp.asarray(rng.uniform(1e-4, 1e-1, N), jnp.float32),
+    jnp.asarray(rng.uniform(-4.0, 0.0, N), jnp.float32),
+    initial_alpha=jnp.asarray(rng.uniform(0.05, 2.0, N), jnp.float32),
+    optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
+    learning_rate=jnp.asarray(rng.uniform(1e-4, 1e-1, N), jnp.float32),
   )
   log_probs = jnp.asarray(rng.normal(-1.0, 2.0, (N, B)), jnp.float32)
   weights = jnp.asarray(rng.uniform(0.0, 2.0, (N, B)), jnp.float32)
@@ -59,10 +59,10 @@ def main(argv):
   # older versions, which defaulted to none).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(
-      coordinator_address=address,
-      num_processes=num_processes,
-      process_id=process_id,
-      initialization_timeout=60,
+    coordinator_address=address,
+    num_processes=num_processes,
+    process_id=process_id,
+    initialization_timeout=60,
   )
   from entropy_jax import sharding
   from entropy_jax.update import continuous_update
@@ -87,11 +87,11 @@ def main(argv):
       results[f"{name}/{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
 
   np.savez(
-      f"{out}.{process_id}.npz",
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      device_count=jax.device_count(),
-      **results,
+    f"{out}.{process_id}.npz",
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    device_count=jax.device_count(),
+    **results,
   )
   jax.distributed.shutdown()
 

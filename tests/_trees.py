@@ -15,9 +15,10 @@ def raw_bytes(x):
 def assert_bit_identical(a, b):
   """Same tree structure and static fields; every leaf equal byte for byte."""
   chex.assert_trees_all_equal_comparator(
-      lambda x, y: raw_bytes(x) == raw_bytes(y),
-      lambda x, y: f"{np.asarray(x)!r} != {np.asarray(y)!r} (bit for bit)",
-      a, b,
+    lambda x, y: raw_bytes(x) == raw_bytes(y),
+    lambda x, y: f"{np.asarray(x)!r} != {np.asarray(y)!r} (bit for bit)",
+    a,
+    b,
   )
   assert jax.tree.structure(a) == jax.tree.structure(b)
 
@@ -44,7 +45,7 @@ def assert_trees_equal(a, b):
   comparison is exact up to that, not up to a tolerance.
   """
   chex.assert_trees_all_equal_comparator(
-      _within_2_ulp, lambda x, y: f"{np.asarray(x)!r} and {np.asarray(y)!r} differ by more than 2 ulp", a, b
+    _within_2_ulp, lambda x, y: f"{np.asarray(x)!r} and {np.asarray(y)!r} differ by more than 2 ulp", a, b
   )
 
 

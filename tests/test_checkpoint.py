@@ -1,4 +1,4 @@
-"""Checkpoints (issue 6): nothing lost, atomic under a real SIGKILL, clear errors.
+"""Tests of entropy_jax.checkpoint: nothing lost, atomic under a real SIGKILL, clear errors.
 
 - Round trips keep every leaf bit for bit (single state, population with
   per-member learning rates, bounds and schedule parameters).
@@ -6,12 +6,14 @@
 - A child process saving a large population in a loop is SIGKILLed while a
   temporary file is being written; the previous checkpoint still restores
   exactly.
-- Truncated, corrupted, foreign, other-version and mismatched files raise
-  `CheckpointError` (a ValueError) with a message saying which.
+- Truncated, corrupted, foreign, other-version, mismatched and unusable
+  files raise `CheckpointError` (a ValueError) with a message saying which.
 - Restored arrays follow the sharding of `like` (8 devices saved, 4 restored).
+- Files get the permissions the process umask gives any new file.
 """
 
 import functools
+import hashlib
 import os
 import signal
 import subprocess
@@ -25,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _trees import assert_bit_identical
+from flax import serialization
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.tree_util import Partial
 
@@ -32,7 +36,6 @@ from entropy_jax import checkpoint
 from entropy_jax.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
 from entropy_jax.state import init_entropy_state, init_population
 from entropy_jax.update import continuous_update
-from _trees import assert_bit_identical
 
 ADAM = optax.adam(1e-2)
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
@@ -71,13 +74,17 @@ def run_population(pop, n):
 
 
 def fresh_single():
-  return init_entropy_state(schedule(-1.0, -1e-3), initial_alpha=0.7, optimizer=ADAM,
-                            min_alpha=1e-2, max_alpha=10.0)
+  return init_entropy_state(schedule(-1.0, -1e-3), initial_alpha=0.7, optimizer=ADAM, min_alpha=1e-2, max_alpha=10.0)
 
 
 def fresh_population(n=4):
-  pop = init_population(jnp.linspace(-2.0, -1.0, n), initial_alpha=jnp.linspace(0.5, 2.0, n),
-                        optimizer=INJECTED, min_alpha=1e-3, learning_rate=jnp.geomspace(1e-4, 1e-1, n))
+  pop = init_population(
+    jnp.linspace(-2.0, -1.0, n),
+    initial_alpha=jnp.linspace(0.5, 2.0, n),
+    optimizer=INJECTED,
+    min_alpha=1e-3,
+    learning_rate=jnp.geomspace(1e-4, 1e-1, n),
+  )
   return pop
 
 
@@ -95,8 +102,7 @@ def test_single_state_round_trip_keeps_every_leaf(tmp_path):
   # Static fields come from `like`.
   assert restored.tx is fresh_single().tx and restored.target_schedule.func is linear_target
   # Schedule parameters are leaves: they were saved, not taken from `like`.
-  like = init_entropy_state(schedule(5.0, 5.0), initial_alpha=0.7, optimizer=ADAM,
-                            min_alpha=1e-2, max_alpha=10.0)
+  like = init_entropy_state(schedule(5.0, 5.0), initial_alpha=0.7, optimizer=ADAM, min_alpha=1e-2, max_alpha=10.0)
   assert_bit_identical(restore_checkpoint(path, like), state)
 
 
@@ -106,8 +112,9 @@ def test_population_round_trip_keeps_hyperparameters(tmp_path):
   save_checkpoint(path, pop)
   restored = restore_checkpoint(path, init_population(-1.0, optimizer=INJECTED, min_alpha=1e-3, size=4))
   assert_bit_identical(restored, pop)
-  np.testing.assert_array_equal(restored.opt_state.hyperparams["learning_rate"],
-                                np.geomspace(1e-4, 1e-1, 4).astype(np.float32))
+  np.testing.assert_array_equal(
+    restored.opt_state.hyperparams["learning_rate"], np.geomspace(1e-4, 1e-1, 4).astype(np.float32)
+  )
 
 
 def test_restore_into_an_abstract_like(tmp_path):
@@ -134,8 +141,8 @@ def test_restored_run_continues_bit_identically(tmp_path):
 def test_restore_follows_the_sharding_of_like(tmp_path):
   devices = jax.devices()
   assert len(devices) >= 8, (
-      f"needs 8 devices; jax sees {len(devices)}. tests/conftest.py and `make test` set"
-      " XLA_FLAGS=--xla_force_host_platform_device_count=8 before jax starts."
+    f"needs 8 devices; jax sees {len(devices)}. tests/conftest.py and `make test` set"
+    " XLA_FLAGS=--xla_force_host_platform_device_count=8 before jax starts."
   )
   mesh8 = Mesh(np.array(devices[:8]), ("pop",))
   mesh4 = Mesh(np.array(devices[4:8]), ("pop",))
@@ -179,15 +186,23 @@ def version(base, k):
 def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   n = 1_000_000  # ~40 MB per checkpoint: the write takes long enough to be caught.
   path = tmp_path / "pop.ckpt"
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(
+    os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS="", JAX_PLATFORMS="cpu"
+  )
   base = init_population(-1.0, size=n)
   caught = 0
-  for attempt in range(4):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(n)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+  for _ in range(4):
+    child = subprocess.Popen(
+      [sys.executable, "-c", CHILD, str(path), str(n)],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
     saved = []
-    reader = threading.Thread(target=lambda: saved.extend(int(line) for line in child.stdout), daemon=True)
+    reader = threading.Thread(
+      target=lambda saved=saved, child=child: saved.extend(int(line) for line in child.stdout), daemon=True
+    )
     reader.start()
     deadline = time.monotonic() + 120
     try:
@@ -282,6 +297,7 @@ def test_extra_bytes_and_foreign_files(tmp_path, good_file):
   with pytest.raises(CheckpointError, match=r"truncated or corrupted \(\d+ bytes\)"):
     restore_checkpoint(write(tmp_path, data + b"\0"), fresh_single())
   from flax import serialization
+
   foreign = serialization.msgpack_serialize({"params": np.zeros(3)})
   with pytest.raises(CheckpointError, match=r"not an entropy_jax\.checkpoint file"):
     restore_checkpoint(write(tmp_path, foreign), fresh_single())
@@ -291,27 +307,71 @@ def test_extra_bytes_and_foreign_files(tmp_path, good_file):
     restore_checkpoint(write(tmp_path, data), {"log_alpha": 0.0})
 
 
+def file_of(payload):
+  """A well-formed checkpoint file (magic, digest) around any payload."""
+  body = serialization.msgpack_serialize(payload)
+  return checkpoint.MAGIC + hashlib.sha256(body).digest() + body
+
+
 def test_other_format_version(tmp_path, good_file):
   _, data, _ = good_file
-  payload = checkpoint._unpack(data, "good")
+  payload = checkpoint._read_payload(data, "good")
   payload["version"] = checkpoint.FORMAT_VERSION + 1
-  path = write(tmp_path, checkpoint._pack(payload))
+  path = write(tmp_path, file_of(payload))
   with pytest.raises(CheckpointError, match=r"format version 2; this library reads version 1"):
     restore_checkpoint(path, fresh_single())
   del payload["version"]
   with pytest.raises(CheckpointError, match=r"no format version"):
-    restore_checkpoint(write(tmp_path, checkpoint._pack(payload)), fresh_single())
+    restore_checkpoint(write(tmp_path, file_of(payload)), fresh_single())
+
+
+@pytest.mark.parametrize(
+  "leaf, value, message",
+  [
+    (".log_alpha", np.float32(np.nan), r"`state\.log_alpha` must lie in \[-87, 88\]; got nan"),
+    (".log_alpha", np.float32(5.0), r"state\.log_alpha 5\.0 lies outside its bounds"),
+    (".target", np.float32(np.inf), r"`state\.target` must be finite and representable in float32"),
+    (".skipped", np.int32(-3), r"state\.skipped must be >= 0; got -3"),
+  ],
+)
+def test_a_file_whose_values_no_constructor_accepts_is_refused(tmp_path, good_file, leaf, value, message):
+  # The same rules as the constructors and the compat classes' load_state_dict.
+  _, data, _ = good_file
+  payload = checkpoint._read_payload(data, "good")
+  paths = [p for p, _, _ in payload["signature"]]
+  payload["leaves"][paths.index(leaf)] = value
+  with pytest.raises(CheckpointError, match=message):
+    restore_checkpoint(write(tmp_path, file_of(payload)), fresh_single())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_permissions_of_the_process_umask(tmp_path, umask):
+  old = os.umask(umask)
+  try:
+    path = save_checkpoint(tmp_path / "a.ckpt", fresh_single())
+    save_checkpoint(path, fresh_single())  # replacing a file: the new one's mode, too
+  finally:
+    os.umask(old)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 MISMATCHES = {
-    "other optimizer": (lambda: init_entropy_state(schedule(-1.0, 0.0), optimizer=optax.sgd(0.1)),
-                        r"leaves in the file but not in `like`: \['\.opt_state\[0\]\.count'"),
-    "a population": (lambda: init_population(-1.0, optimizer=ADAM, size=3),
-                     r"leaf \.log_alpha: file has float32\[\], `like` has float32\[3\]"),
-    "no schedule": (lambda: init_entropy_state(-1.0, optimizer=ADAM),
-                    r"leaves in the file but not in `like`: \['\.target_schedule"),
-    "other loss form": (lambda: init_entropy_state(schedule(-1.0, 0.0), optimizer=ADAM, loss_form="alpha"),
-                        r"saved with loss_form='log', but `like` has loss_form='alpha'"),
+  "other optimizer": (
+    lambda: init_entropy_state(schedule(-1.0, 0.0), optimizer=optax.sgd(0.1)),
+    r"leaves saved but not in `like`: \['\.opt_state\[0\]\.count'",
+  ),
+  "a population": (
+    lambda: init_population(-1.0, optimizer=ADAM, size=3),
+    r"leaf \.log_alpha: saved float32\[\], `like` has float32\[3\]",
+  ),
+  "no schedule": (
+    lambda: init_entropy_state(-1.0, optimizer=ADAM),
+    r"leaves saved but not in `like`: \['\.target_schedule",
+  ),
+  "other loss form": (
+    lambda: init_entropy_state(schedule(-1.0, 0.0), optimizer=ADAM, loss_form="alpha"),
+    r"saved with loss_form='log', but `like` has loss_form='alpha'",
+  ),
 }
 
 
@@ -326,13 +386,16 @@ def test_structure_mismatch(good_file, case):
 
 def test_population_size_mismatch(tmp_path):
   save_checkpoint(tmp_path / "pop4.ckpt", fresh_population(4))
-  with pytest.raises(CheckpointError,
-                     match=r"structure mismatch; leaf \.log_alpha: file has float32\[4\], `like` has float32\[5\]"):
+  with pytest.raises(
+    CheckpointError, match=r"structure mismatch; leaf \.log_alpha: saved float32\[4\], `like` has float32\[5\]"
+  ):
     restore_checkpoint(tmp_path / "pop4.ckpt", fresh_population(5))
   # A different optimizer of the same structure cannot be told apart by the
   # file; its hyperparameters, being state, are restored from the file.
-  other = init_population(-1.0, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.5), size=4,
-                          min_alpha=1e-3)
+  other = init_population(
+    -1.0, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.5), size=4, min_alpha=1e-3
+  )
   restored = restore_checkpoint(tmp_path / "pop4.ckpt", other)
-  np.testing.assert_array_equal(restored.opt_state.hyperparams["learning_rate"],
-                                np.geomspace(1e-4, 1e-1, 4).astype(np.float32))
+  np.testing.assert_array_equal(
+    restored.opt_state.hyperparams["learning_rate"], np.geomspace(1e-4, 1e-1, 4).astype(np.float32)
+  )

@@ -48,7 +48,6 @@ PROBS, LOG_PROBS_D = jax.nn.softmax(_LOGITS), jax.nn.log_softmax(_LOGITS)  # 0 /
 
 
 class ContinuousLossTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_closed_form_value_and_gradient(self):
     # mean(log_probs) = -2, target = -2: statistic = -4; loss = -0.3 * -4 = 1.2,
@@ -85,7 +84,7 @@ class ContinuousLossTest(chex.TestCase):
 
   def test_gradient_sign_follows_entropy_gap(self):
     # Entropy 1 below target 2: gradient negative, so descent raises log_alpha.
-    assert jax.grad(continuous_loss)(0.0, jnp.full(8, -1.0), -(-2.0)) < 0  # target +2 > H=1
+    assert jax.grad(continuous_loss)(0.0, jnp.full(8, -1.0), 2.0) < 0  # target +2 > H=1
     # Entropy 1 above target -3: gradient positive, descent lowers log_alpha.
     assert jax.grad(continuous_loss)(0.0, jnp.full(8, -1.0), -3.0) > 0
 
@@ -97,7 +96,6 @@ class ContinuousLossTest(chex.TestCase):
 
 
 class DiscreteLossTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_closed_form_uniform_policy(self):
     # H = log 4 for a uniform policy over 4 actions; target 0.5 (well away from H,
@@ -105,7 +103,8 @@ class DiscreteLossTest(chex.TestCase):
     probs = jnp.full((5, 4), 0.25)
     target = 0.5
     loss, grad = self.variant(jax.value_and_grad(discrete_loss))(
-        jnp.float32(0.5), probs, jnp.log(probs), jnp.float32(target))
+      jnp.float32(0.5), probs, jnp.log(probs), jnp.float32(target)
+    )
     np.testing.assert_allclose(grad, np.log(4) - target, rtol=1e-5)
     np.testing.assert_allclose(loss, 0.5 * (np.log(4) - target), rtol=1e-5)
 
@@ -175,13 +174,13 @@ class LossFormTest(parameterized.TestCase):
     assert float(g_down) == float(np.finfo(np.float32).max)
     # Below the overflow it is the exact alpha * (H - target); NaN input stays NaN.
     np.testing.assert_allclose(
-        jax.grad(continuous_loss)(jnp.float32(80.0), lp, 6.0, form="alpha"), -5.0 * np.exp(80.0), rtol=1e-5)
+      jax.grad(continuous_loss)(jnp.float32(80.0), lp, 6.0, form="alpha"), -5.0 * np.exp(80.0), rtol=1e-5
+    )
     assert np.isnan(jax.grad(continuous_loss)(jnp.float32(88.0), lp.at[0].set(jnp.nan), 6.0, form="alpha"))
     assert np.isinf(jax.grad(continuous_loss)(jnp.float32(0.0), lp.at[0].set(-jnp.inf), 6.0, form="alpha"))
 
 
 class MaskTest(chex.TestCase):
-
   def test_masked_entropy_and_loss_numpy(self):
     # Garbage in the invalid slots must not leak into the result.
     p_bad = jnp.where(MASK, PROBS, 0.3)
@@ -200,24 +199,27 @@ class MaskTest(chex.TestCase):
 
 
 class WeightsTest(chex.TestCase):
-
   def test_closed_forms(self):
     expected = -0.3 * np.mean(np.asarray(WEIGHTS) * (np.asarray(LOG_PROBS) - 2.0))
-    np.testing.assert_allclose(continuous_loss(jnp.float32(0.3), LOG_PROBS, -2.0, weights=WEIGHTS), expected,
-                               rtol=1e-5)
+    np.testing.assert_allclose(continuous_loss(jnp.float32(0.3), LOG_PROBS, -2.0, weights=WEIGHTS), expected, rtol=1e-5)
     g = jax.grad(continuous_loss)(jnp.float32(0.3), LOG_PROBS, -2.0, weights=WEIGHTS)
     np.testing.assert_allclose(g, expected / 0.3, rtol=1e-5)
     wd = WEIGHTS[:4]
     h = np_entropy(PROBS, LOG_PROBS_D)
-    np.testing.assert_allclose(discrete_loss(jnp.float32(0.3), PROBS, LOG_PROBS_D, 0.5, weights=wd),
-                               0.3 * np.mean(np.asarray(wd) * (h - 0.5)), rtol=1e-5)
+    np.testing.assert_allclose(
+      discrete_loss(jnp.float32(0.3), PROBS, LOG_PROBS_D, 0.5, weights=wd),
+      0.3 * np.mean(np.asarray(wd) * (h - 0.5)),
+      rtol=1e-5,
+    )
     # Unit weights: the unweighted value, -0.3 * (mean(lp) - 2).
-    np.testing.assert_allclose(continuous_loss(jnp.float32(0.3), LOG_PROBS, -2.0, weights=jnp.ones(8)),
-                               -0.3 * (np.mean(np.asarray(LOG_PROBS, np.float64)) - 2.0), rtol=1e-5)
+    np.testing.assert_allclose(
+      continuous_loss(jnp.float32(0.3), LOG_PROBS, -2.0, weights=jnp.ones(8)),
+      -0.3 * (np.mean(np.asarray(LOG_PROBS, np.float64)) - 2.0),
+      rtol=1e-5,
+    )
 
 
 class DtypeTest(parameterized.TestCase):
-
   def test_float32_stays_float32(self):
     assert continuous_loss(jnp.float32(0.1), jnp.ones(4, jnp.float32), -1.0).dtype == jnp.float32
     p = jnp.full((2, 2), 0.5)
@@ -252,55 +254,119 @@ LA = jnp.zeros(())
 P, LP = random_policy(jax.random.key(0), 4, 3)
 
 ARRAY_CASES = {
-    "cont log_probs rank 3": (lambda: continuous_loss(LA, jnp.zeros((2, 3, 1)), -1.0), ValueError,
-                              r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(2, 3, 1\)"),
-    "cont log_probs [B, 2]": (lambda: continuous_loss(LA, jnp.zeros((4, 2)), -1.0), ValueError,
-                              r"`log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)"),
-    "cont log_probs scalar": (lambda: continuous_loss(LA, jnp.zeros(()), -1.0), ValueError,
-                              r"got shape \(\)"),
-    "cont empty batch": (lambda: continuous_loss(LA, jnp.zeros((0,)), -1.0), ValueError,
-                         r"`log_probs` has an empty batch \(shape \(0,\)\)"),
-    "cont log_probs int32": (lambda: continuous_loss(LA, jnp.zeros(4, jnp.int32), -1.0), TypeError,
-                             r"`log_probs` must be a floating-point array; got dtype int32"),
-    "cont log_probs bool": (lambda: continuous_loss(LA, jnp.zeros(4, bool), -1.0), TypeError,
-                            r"`log_probs` must be a floating-point array; got dtype bool"),
-    "cont log_alpha [2]": (lambda: continuous_loss(jnp.zeros(2), jnp.zeros(4), -1.0), ValueError,
-                           r"`log_alpha` must be a scalar \(shape \(\)\); got shape \(2,\)"),
-    "cont log_alpha int": (lambda: continuous_loss(jnp.zeros((), jnp.int32), jnp.zeros(4), -1.0),
-                           TypeError, r"`log_alpha` must be a floating-point array; got dtype int32"),
-    # A plain Python int target (-action_dim) is accepted as a float; an int array is not.
-    "cont target int array": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.array(-1, jnp.int32)), TypeError,
-                              r"`target` must be a floating-point array; got dtype int32"),
-    "cont target [3] vs B=4": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.zeros(3)), ValueError,
-                               r"`target` must be a scalar or have shape \(4,\).*got shape \(3,\)"),
-    "cont weights [3] vs B=4": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(3)),
-                                ValueError, r"`weights` must have shape \(4,\).*got shape \(3,\)"),
-    "cont weights [4, 1]": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones((4, 1))),
-                            ValueError, r"`weights` must have shape \(4,\).*got shape \(4, 1\)"),
-    "cont weights int": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(4, int)),
-                         TypeError, r"`weights` must be a floating-point array; got dtype int32"),
-    "cont form='exp'": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, form="exp"), ValueError,
-                        r"`form` must be one of \('log', 'alpha'\); got 'exp'"),
-    "disc probs [A]": (lambda: discrete_loss(LA, P[0], LP[0], 1.0), ValueError,
-                       r"discrete_loss: `probs` must have shape \[B, A\]; got shape \(3,\)"),
-    "disc probs rank 3": (lambda: discrete_loss(LA, P[None], LP[None], 1.0), ValueError,
-                          r"`probs` must have shape \[B, A\]; got shape \(1, 4, 3\)"),
-    "disc A mismatch": (lambda: discrete_loss(LA, P, LP[:, :2], 1.0), ValueError,
-                        r"`probs` and `log_probs` must have the same shape \[B, A\]; got \(4, 3\) and \(4, 2\)"),
-    "disc B mismatch": (lambda: discrete_loss(LA, P, LP[:2], 1.0), ValueError,
-                        r"got \(4, 3\) and \(2, 3\)"),
-    "disc empty batch": (lambda: discrete_loss(LA, P[:0], LP[:0], 1.0), ValueError,
-                         r"`probs` has an empty batch \(shape \(0, 3\)\)"),
-    "disc no actions": (lambda: discrete_loss(LA, P[:, :0], LP[:, :0], 1.0), ValueError,
-                        r"`probs` has no actions \(shape \(4, 0\)\); expected A >= 1"),
-    "disc probs int32": (lambda: discrete_loss(LA, P.astype(jnp.int32), LP, 1.0), TypeError,
-                         r"`probs` must be a floating-point array; got dtype int32"),
-    "disc log_probs int8": (lambda: discrete_loss(LA, P, LP.astype(jnp.int8), 1.0), TypeError,
-                            r"`log_probs` must be a floating-point array; got dtype int8"),
-    "disc mask int": (lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 3), jnp.int32)),
-                      TypeError, r"`mask` must be bool; got dtype int32"),
-    "disc mask shape": (lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 2), bool)),
-                        ValueError, r"`mask` must have the shape of `probs`, \(4, 3\); got \(4, 2\)"),
+  "cont log_probs rank 3": (
+    lambda: continuous_loss(LA, jnp.zeros((2, 3, 1)), -1.0),
+    ValueError,
+    r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(2, 3, 1\)",
+  ),
+  "cont log_probs [B, 2]": (
+    lambda: continuous_loss(LA, jnp.zeros((4, 2)), -1.0),
+    ValueError,
+    r"`log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)",
+  ),
+  "cont log_probs scalar": (lambda: continuous_loss(LA, jnp.zeros(()), -1.0), ValueError, r"got shape \(\)"),
+  "cont empty batch": (
+    lambda: continuous_loss(LA, jnp.zeros((0,)), -1.0),
+    ValueError,
+    r"`log_probs` has an empty batch \(shape \(0,\)\)",
+  ),
+  "cont log_probs int32": (
+    lambda: continuous_loss(LA, jnp.zeros(4, jnp.int32), -1.0),
+    TypeError,
+    r"`log_probs` must be a floating-point array; got dtype int32",
+  ),
+  "cont log_probs bool": (
+    lambda: continuous_loss(LA, jnp.zeros(4, bool), -1.0),
+    TypeError,
+    r"`log_probs` must be a floating-point array; got dtype bool",
+  ),
+  "cont log_alpha [2]": (
+    lambda: continuous_loss(jnp.zeros(2), jnp.zeros(4), -1.0),
+    ValueError,
+    r"`log_alpha` must be a scalar \(shape \(\)\); got shape \(2,\)",
+  ),
+  "cont log_alpha int": (
+    lambda: continuous_loss(jnp.zeros((), jnp.int32), jnp.zeros(4), -1.0),
+    TypeError,
+    r"`log_alpha` must be a floating-point array; got dtype int32",
+  ),
+  # A plain Python int target (-action_dim) is accepted as a float; an int array is not.
+  "cont target int array": (
+    lambda: continuous_loss(LA, jnp.zeros(4), jnp.array(-1, jnp.int32)),
+    TypeError,
+    r"`target` must be a floating-point array; got dtype int32",
+  ),
+  "cont target [3] vs B=4": (
+    lambda: continuous_loss(LA, jnp.zeros(4), jnp.zeros(3)),
+    ValueError,
+    r"`target` must be a scalar or have shape \(4,\).*got shape \(3,\)",
+  ),
+  "cont weights [3] vs B=4": (
+    lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(3)),
+    ValueError,
+    r"`weights` must have shape \(4,\).*got shape \(3,\)",
+  ),
+  "cont weights [4, 1]": (
+    lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones((4, 1))),
+    ValueError,
+    r"`weights` must have shape \(4,\).*got shape \(4, 1\)",
+  ),
+  "cont weights int": (
+    lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(4, int)),
+    TypeError,
+    r"`weights` must be a floating-point array; got dtype int32",
+  ),
+  "cont form='exp'": (
+    lambda: continuous_loss(LA, jnp.zeros(4), -1.0, form="exp"),
+    ValueError,
+    r"`form` must be one of \('log', 'alpha'\); got 'exp'",
+  ),
+  "disc probs [A]": (
+    lambda: discrete_loss(LA, P[0], LP[0], 1.0),
+    ValueError,
+    r"discrete_loss: `probs` must have shape \[B, A\]; got shape \(3,\)",
+  ),
+  "disc probs rank 3": (
+    lambda: discrete_loss(LA, P[None], LP[None], 1.0),
+    ValueError,
+    r"`probs` must have shape \[B, A\]; got shape \(1, 4, 3\)",
+  ),
+  "disc A mismatch": (
+    lambda: discrete_loss(LA, P, LP[:, :2], 1.0),
+    ValueError,
+    r"`probs` and `log_probs` must have the same shape \[B, A\]; got \(4, 3\) and \(4, 2\)",
+  ),
+  "disc B mismatch": (lambda: discrete_loss(LA, P, LP[:2], 1.0), ValueError, r"got \(4, 3\) and \(2, 3\)"),
+  "disc empty batch": (
+    lambda: discrete_loss(LA, P[:0], LP[:0], 1.0),
+    ValueError,
+    r"`probs` has an empty batch \(shape \(0, 3\)\)",
+  ),
+  "disc no actions": (
+    lambda: discrete_loss(LA, P[:, :0], LP[:, :0], 1.0),
+    ValueError,
+    r"`probs` has no actions \(shape \(4, 0\)\); expected A >= 1",
+  ),
+  "disc probs int32": (
+    lambda: discrete_loss(LA, P.astype(jnp.int32), LP, 1.0),
+    TypeError,
+    r"`probs` must be a floating-point array; got dtype int32",
+  ),
+  "disc log_probs int8": (
+    lambda: discrete_loss(LA, P, LP.astype(jnp.int8), 1.0),
+    TypeError,
+    r"`log_probs` must be a floating-point array; got dtype int8",
+  ),
+  "disc mask int": (
+    lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 3), jnp.int32)),
+    TypeError,
+    r"`mask` must be bool; got dtype int32",
+  ),
+  "disc mask shape": (
+    lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 2), bool)),
+    ValueError,
+    r"`mask` must have the shape of `probs`, \(4, 3\); got \(4, 2\)",
+  ),
 }
 
 
@@ -326,5 +392,5 @@ def test_python_int_target_is_accepted():
   assert continuous_loss(0.5, lp, -3) == continuous_loss(0.5, lp, -3.0)
   p = jnp.full((2, 2), 0.5)
   assert discrete_loss(0.5, p, jnp.log(p), 1) == discrete_loss(0.5, p, jnp.log(p), 1.0)
-  with pytest.raises(TypeError, match="floating-point.*int32"):
+  with pytest.raises(TypeError, match=r"floating-point.*int32"):
     continuous_loss(0.5, lp, jnp.array(-3, jnp.int32))  # an integer *array* is still an error

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _trees import assert_bit_identical
 
 import entropy_jax as ej
 from entropy_jax import optimizers
 from entropy_jax.compat import EntropyModule
-from _trees import assert_bit_identical
 
 
 def run(tx, grads, p0=0.0):
@@ -50,7 +50,8 @@ def torch_adam_reference(grads, lr, weight_decay=0.0, p=0.0):
 
 
 GRADS = np.random.default_rng(1).uniform(0.5, 3.0, size=300) * np.where(
-    np.random.default_rng(2).uniform(size=300) < 0.8, 1, -1)
+  np.random.default_rng(2).uniform(size=300) < 0.8, 1, -1
+)
 
 
 def test_adam_matches_a_float64_reference_of_pytorchs_adam():
@@ -105,16 +106,19 @@ def test_the_default_adam_has_no_pow_and_optax_adam_has():
   def primitives(tx):
     jaxpr = jax.make_jaxpr(lambda g, s: tx.update(g, s))(jnp.float32(1.0), tx.init(jnp.float32(0.0)))
     return {e.primitive.name for e in jaxpr.jaxpr.eqns} | {
-        e.primitive.name for eqn in jaxpr.jaxpr.eqns for sub in jax.extend.core.jaxprs_in_params(eqn.params)
-        for e in sub.eqns}
+      e.primitive.name
+      for eqn in jaxpr.jaxpr.eqns
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params)
+      for e in sub.eqns
+    }
+
   assert "pow" not in primitives(ej.adam(3e-4))
   assert "pow" in primitives(optax.adam(3e-4))
 
 
 def test_injected_learning_rates_give_each_member_its_own():
   lrs = jnp.array([1e-4, 1e-3, 1e-2])
-  pop = ej.init_population(-1.0, optimizer=optax.inject_hyperparams(ej.adam)(learning_rate=3e-4),
-                           learning_rate=lrs)
+  pop = ej.init_population(-1.0, optimizer=optax.inject_hyperparams(ej.adam)(learning_rate=3e-4), learning_rate=lrs)
   new, _ = jax.jit(jax.vmap(ej.continuous_update))(pop, jnp.full((3, 4), 2.0))  # H = -2 < -1: rise
   np.testing.assert_allclose(new.log_alpha, lrs * 2.0 / (2.0 + 1e-8), rtol=1e-5)
   # Under inject_hyperparams b1 and b2 are float32 arrays; the bias correction
@@ -131,11 +135,13 @@ def test_resolve_and_make():
   assert optimizers.resolve(torch_like)[0] == "RMSprop"
   with pytest.raises(ValueError, match="LBFGS has no optax equivalent"):
     optimizers.resolve(type("LBFGS", (), {"__module__": "torch.optim.lbfgs"}))
-  with pytest.raises(ValueError, match="unknown optimizer name 'Adamax'; known names are 'Adam', 'AdamW', 'SGD', 'RMSprop'"):
+  with pytest.raises(
+    ValueError, match="unknown optimizer name 'Adamax'; known names are 'Adam', 'AdamW', 'SGD', 'RMSprop'"
+  ):
     optimizers.resolve("Adamax")
   with pytest.raises(TypeError, match="got 3 of type int"):
     optimizers.resolve(3)
-  with pytest.raises(TypeError, match="factory.*got GradientTransformation"):
+  with pytest.raises(TypeError, match=r"factory.*got GradientTransformation"):
     optimizers.resolve(optax.adam(1e-3))  # an instance, not a factory
   with pytest.raises(TypeError, match="must return an optax GradientTransformation; got int"):
     optimizers.make(lambda learning_rate: 3, 1e-3)

@@ -6,22 +6,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _trees import assert_bit_identical
 
 import entropy_jax as ej
 from entropy_jax import _packing
-from _trees import assert_bit_identical
 
 
 def _tree():
   return {
-      "f32": jnp.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45], jnp.float32),
-      "bf16": jnp.array([1.5, -2.25], jnp.bfloat16),
-      "i32": jnp.array([2**31 - 1, -(2**31)], jnp.int32),
-      "matrix": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
-      "u8": jnp.array([0, 255], jnp.uint8),
-      "bool": jnp.array([True, False, True]),
-      "scalar": jnp.float32(-3.5),
-      "empty": jnp.zeros((0, 2), jnp.float32),
+    "f32": jnp.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45], jnp.float32),
+    "bf16": jnp.array([1.5, -2.25], jnp.bfloat16),
+    "i32": jnp.array([2**31 - 1, -(2**31)], jnp.int32),
+    "matrix": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+    "u8": jnp.array([0, 255], jnp.uint8),
+    "bool": jnp.array([True, False, True]),
+    "scalar": jnp.float32(-3.5),
+    "empty": jnp.zeros((0, 2), jnp.float32),
   }
 
 
@@ -49,7 +49,7 @@ def test_buffers_hold_the_leaves_of_each_dtype_in_leaf_order():
 
 def test_entropy_state_round_trip_after_a_step():
   state = ej.init_entropy_state(
-      -3.0, initial_alpha=0.3, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+    -3.0, initial_alpha=0.3, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
   )
   state, _ = ej.continuous_update(state, jnp.linspace(-5.0, 1.0, 16))
   layout = _packing.layout_of(state)
@@ -63,8 +63,11 @@ def test_entropy_state_round_trip_after_a_step():
 def test_mismatches_are_named():
   tree = (jnp.float32(0.0), jnp.int32(0))
   layout = _packing.layout_of(tree)
-  with pytest.raises(ValueError, match=r"unpack: expected buffers of shapes \[\(1,\), \(1,\)\] and dtypes"
-                     r" \['float32', 'int32'\]; got shapes \[\(1,\), \(2,\)\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"unpack: expected buffers of shapes \[\(1,\), \(1,\)\] and dtypes"
+    r" \['float32', 'int32'\]; got shapes \[\(1,\), \(2,\)\]",
+  ):
     _packing.unpack(layout, (jnp.zeros(1), jnp.zeros(2, jnp.int32)))
   with pytest.raises(ValueError, match=r"got shapes \[\(1,\), \(1,\)\] and dtypes \['float32', 'float32'\]"):
     _packing.unpack(layout, (jnp.zeros(1), jnp.zeros(1)))
@@ -87,5 +90,5 @@ def test_locate_finds_each_leaf_in_its_buffer():
   for i, leaf in enumerate(tree):
     buffer, start = _packing.locate(layout, i)
     flat = np.ravel(leaf)
-    np.testing.assert_array_equal(np.asarray(buffers[buffer])[start:start + flat.size], flat)
+    np.testing.assert_array_equal(np.asarray(buffers[buffer])[start : start + flat.size], flat)
   assert [_packing.locate(layout, i) for i in range(5)] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 3)]

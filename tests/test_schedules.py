@@ -13,20 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _trees import assert_trees_equal, assert_vmap_equals_loop, member
 
 from entropy_jax import (
-    annealed_discrete_target,
-    apply_gradients,
-    continuous_update,
-    cosine_schedule,
-    discrete_target,
-    discrete_update,
-    exponential_schedule,
-    init_entropy_state,
-    init_population,
-    linear_schedule,
+  annealed_discrete_target,
+  apply_gradients,
+  continuous_update,
+  cosine_schedule,
+  discrete_target,
+  discrete_update,
+  exponential_schedule,
+  init_entropy_state,
+  init_population,
+  linear_schedule,
 )
-from _trees import assert_trees_equal, assert_vmap_equals_loop
 
 STEPS = jnp.arange(0, 60, dtype=jnp.int32)
 SGD = optax.sgd(0.05)  # One instance: states built apart share their static fields.
@@ -35,7 +35,6 @@ KINDS = pytest.mark.parametrize("kind", sorted(SCHEDULES))
 
 
 class TestAnnealClosedForm:
-
   def test_linear_matches_optax(self):
     ours = linear_schedule(1.5, 0.25, 40, begin=7)
     ref = optax.linear_schedule(1.5, 0.25, 40, transition_begin=7)
@@ -90,7 +89,6 @@ class TestAnnealClosedForm:
 
 
 class TestStaircase:
-
   def test_matches_optax_staircase_and_numpy(self):
     a, t = 18, 7
     ours = jax.vmap(annealed_discrete_target(a, steps_per_drop=t, min_ratio=0.4, begin=2))(STEPS)
@@ -103,7 +101,6 @@ class TestStaircase:
 
 
 class ScheduleInStateTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_update_k_uses_schedule_of_k(self):
     # SGD(lr) on the log-form loss: log_alpha_K = -lr * sum_k (H - target_k).
@@ -159,21 +156,21 @@ def test_population_of_scheduled_states_vmap_equals_loop():
     def body(s, _):
       s, m = discrete_update(s, probs, log_probs)
       return s, m["target"]
+
     return jax.lax.scan(body, state, None, length=12)
 
   population = jax.vmap(init)(STARTS, ENDS, LENGTHS)
   final, targets = jax.jit(jax.vmap(run))(population)
   run_one = jax.jit(run)
   for i in range(3):
-    member = init(float(STARTS[i]), float(ENDS[i]), int(LENGTHS[i]))
-    final_i, targets_i = run_one(member)
+    one = init(float(STARTS[i]), float(ENDS[i]), int(LENGTHS[i]))
+    final_i, targets_i = run_one(one)
     assert_trees_equal(targets[i], targets_i)
-    assert_trees_equal(jax.tree.map(lambda x: x[i], final), final_i)
+    assert_trees_equal(member(final, i), final_i)
   np.testing.assert_allclose(targets[:, 0], STARTS * math.log(6), rtol=1e-6)
-  np.testing.assert_allclose(targets[:, -1], jax.vmap(lambda s, e, n: make_schedule("cosine", s, e, n)(11))(
-      STARTS, ENDS, LENGTHS), rtol=1e-6)
-
-
+  np.testing.assert_allclose(
+    targets[:, -1], jax.vmap(lambda s, e, n: make_schedule("cosine", s, e, n)(11))(STARTS, ENDS, LENGTHS), rtol=1e-6
+  )
 
 
 def test_an_optax_schedule_works_as_is():
@@ -198,7 +195,8 @@ def test_a_partial_schedule_has_one_parameter_per_member():
 
   inits, slopes = jnp.array([-1.0, -2.0, -4.0]), jnp.array([0.5, -0.25, 0.0])
   pop = init_population(inits, optimizer=SGD).replace(
-      target_schedule=jax.tree_util.Partial(my_schedule, init_value=inits, slope=slopes))
+    target_schedule=jax.tree_util.Partial(my_schedule, init_value=inits, slope=slopes)
+  )
   grads = jnp.array([0.1, -0.3, 2.0])
 
   def two_steps(s, g):

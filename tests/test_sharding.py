@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _trees import assert_bit_identical
 from jax.sharding import NamedSharding, PartitionSpec
 
-from _trees import assert_bit_identical
 from entropy_jax import sharding
 from entropy_jax.state import init_entropy_state, init_population
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
@@ -38,11 +40,11 @@ N, B, A = 32, 8, 5
 STEPS = 3
 
 _MISSING = (
-    f"entropy_jax sharding tests need {DEVICES} devices; jax sees"
-    f" {jax.device_count()} ({jax.devices()[0].platform}). Run them with"
-    f" XLA_FLAGS=--xla_force_host_platform_device_count={DEVICES} set before jax"
-    f" starts (tests/conftest.py and `make test` do); XLA_FLAGS is now"
-    f" {os.environ.get('XLA_FLAGS')!r}."
+  f"entropy_jax sharding tests need {DEVICES} devices; jax sees"
+  f" {jax.device_count()} ({jax.devices()[0].platform}). Run them with"
+  f" XLA_FLAGS=--xla_force_host_platform_device_count={DEVICES} set before jax"
+  f" starts (tests/conftest.py and `make test` do); XLA_FLAGS is now"
+  f" {os.environ.get('XLA_FLAGS')!r}."
 )
 
 
@@ -69,13 +71,13 @@ TX = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)  # one object: equ
 def _population(loss_form="log", seed=0):
   rng = np.random.default_rng(seed)
   return init_population(
-      jnp.asarray(rng.uniform(-3.0, 1.5, N), jnp.float32),
-      initial_alpha=jnp.asarray(rng.uniform(0.05, 2.0, N), jnp.float32),
-      optimizer=TX,
-      min_alpha=1e-3,
-      max_alpha=10.0,
-      loss_form=loss_form,
-      learning_rate=jnp.asarray(rng.uniform(1e-3, 0.3, N), jnp.float32),
+    jnp.asarray(rng.uniform(-3.0, 1.5, N), jnp.float32),
+    initial_alpha=jnp.asarray(rng.uniform(0.05, 2.0, N), jnp.float32),
+    optimizer=TX,
+    min_alpha=1e-3,
+    max_alpha=10.0,
+    loss_form=loss_form,
+    learning_rate=jnp.asarray(rng.uniform(1e-3, 0.3, N), jnp.float32),
   )
 
 
@@ -87,12 +89,12 @@ def _scheduled_population():
   """Members with their own schedule parameters, stacked by hand."""
   tx = optax.sgd(0.05)  # one object: static fields must be equal to stack
   members = [
-      init_entropy_state(
-          jax.tree_util.Partial(_ramp, jnp.float32(-i / 4.0), jnp.float32(-1.0 - i)),
-          initial_alpha=0.1 + 0.05 * i,
-          optimizer=tx,
-      )
-      for i in range(N)
+    init_entropy_state(
+      jax.tree_util.Partial(_ramp, jnp.float32(-i / 4.0), jnp.float32(-1.0 - i)),
+      initial_alpha=0.1 + 0.05 * i,
+      optimizer=tx,
+    )
+    for i in range(N)
   ]
   return jax.tree.map(lambda *xs: jnp.stack(xs), *members)
 
@@ -133,21 +135,21 @@ def _schedule_case():
 
 
 CASES = {
-    "continuous": _continuous_case,
-    "discrete": _discrete_case,
-    "apply_gradients": _gradient_case,
-    "schedule": _schedule_case,
+  "continuous": _continuous_case,
+  "discrete": _discrete_case,
+  "apply_gradients": _gradient_case,
+  "schedule": _schedule_case,
 }
 MAKERS = {"jit": sharding.sharded_update, "shard_map": sharding.shard_mapped_update}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _update(maker, fn, mesh):
   """One compiled update per (maker, fn, mesh), shared by the tests."""
   return MAKERS[maker](fn, mesh)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batched(fn):
   return jax.jit(jax.vmap(lambda s, a, k: fn(s, *a, **k)))
 
@@ -167,7 +169,7 @@ def _single_device(fn, state, args, kwargs, blocks=DEVICES, steps=STEPS):
   size = N // blocks
   outs = []
   for i in range(blocks):
-    block = jax.tree.map(lambda x: x[i * size:(i + 1) * size], (state, args, kwargs))
+    block = jax.tree.map(lambda x, i=i: x[i * size : (i + 1) * size], (state, args, kwargs))
     block = jax.device_put(block, device)
     outs.append(_run(lambda s, *a, **k: batched(s, a, k), *block, steps=steps))
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
@@ -247,9 +249,7 @@ def test_sharded_update_matches_whole_population_run(mesh, case):
   fn, pop, args, kwargs = CASES[case]()
   expected = _single_device(fn, pop, args, kwargs, blocks=1)
   got = _run(_update("jit", fn, mesh), *sharding.shard_population((pop, args, kwargs), mesh))
-  for path, g, e in zip(
-      jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(got), jax.tree.leaves(expected)
-  ):
+  for path, g, e in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(got), jax.tree.leaves(expected)):
     g, e = np.asarray(g), np.asarray(e)
     assert g.dtype == e.dtype and g.shape == e.shape
     if np.issubdtype(g.dtype, np.integer):
@@ -262,9 +262,7 @@ def test_updates_skip_the_non_finite_members_only(mesh):
   # The NaN of member 3 (continuous) and the inf gradient of member 5 stay
   # with their members when the population is split over devices.
   fn, pop, (log_probs,), kwargs = _continuous_case()
-  state, metrics = _update("jit", fn, mesh)(
-      *sharding.shard_population((pop, log_probs), mesh), **kwargs
-  )
+  state, metrics = _update("jit", fn, mesh)(*sharding.shard_population((pop, log_probs), mesh), **kwargs)
   np.testing.assert_array_equal(np.asarray(state.skipped), np.eye(N, dtype=np.int32)[3])
   np.testing.assert_array_equal(np.isnan(np.asarray(metrics["loss"])), np.eye(N, dtype=bool)[3])
   np.testing.assert_array_equal(np.asarray(state.log_alpha)[3], np.asarray(pop.log_alpha)[3])
@@ -297,14 +295,14 @@ def test_communication_ops_detects_collectives(mesh):
   replicated = NamedSharding(mesh, PartitionSpec())
   assert "all-reduce" in sharding.communication_ops(_hlo(lambda x: x - jnp.mean(x), x, member))
   assert "all-gather" in sharding.communication_ops(_hlo(lambda x: 2 * x, x, replicated))
-  assert "collective-permute" in sharding.communication_ops(
-      _hlo(lambda x: jnp.roll(x, 1), x, member)
-  )
+  assert "collective-permute" in sharding.communication_ops(_hlo(lambda x: jnp.roll(x, 1), x, member))
   swap = jax.jit(
-      jax.shard_map(
-          lambda x: jax.lax.all_to_all(x.reshape(DEVICES, -1), "members", 0, 0).reshape(-1),
-          mesh=mesh, in_specs=PartitionSpec("members"), out_specs=PartitionSpec("members"),
-      )
+    jax.shard_map(
+      lambda x: jax.lax.all_to_all(x.reshape(DEVICES, -1), "members", 0, 0).reshape(-1),
+      mesh=mesh,
+      in_specs=PartitionSpec("members"),
+      out_specs=PartitionSpec("members"),
+    )
   )
   assert sharding.communication_ops(swap.lower(x).compile().as_text()) == ["all-to-all"]
   assert sharding.communication_ops(_hlo(lambda x: 2 * x, x, member)) == []
@@ -374,3 +372,17 @@ def test_checkpoint_saved_on_eight_devices_restores_onto_four(mesh, tmp_path):
   host = jax.device_put(trained, jax.devices()[0])  # one device
   assert_bit_identical(resumed, _single_device(fn, host, args, kwargs, blocks=4))
   assert np.all(np.asarray(resumed[0].step + resumed[0].skipped) == 2 * STEPS)
+
+
+def test_the_device_flag_is_added_to_existing_xla_flags():
+  # tests/conftest.py keeps a user's own XLA options and adds the device count.
+  conftest = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
+  code = f"import os, runpy; runpy.run_path({conftest!r}); print(os.environ['XLA_FLAGS'])"
+  for before, after in (
+    ("--xla_cpu_use_thunk_runtime=true", "--xla_cpu_use_thunk_runtime=true --xla_force_host_platform_device_count=8"),
+    ("", "--xla_force_host_platform_device_count=8"),
+    ("--xla_force_host_platform_device_count=4", "--xla_force_host_platform_device_count=4"),
+  ):
+    env = dict(os.environ, XLA_FLAGS=before)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == after

@@ -8,6 +8,7 @@ it at the bound it is pushed against; every other argument is refused with a
 `ValueError` or `TypeError` that names the usable range.
 """
 
+import dataclasses
 import math
 import re
 
@@ -17,23 +18,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from _trees import assert_vmap_equals_loop, member, stack
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import entropy_jax as ej
 from entropy_jax import (
-    ALPHA_MAX,
-    ALPHA_MIN,
-    LOG_ALPHA_MAX,
-    LOG_ALPHA_MIN,
-    EntropyState,
-    continuous_update,
-    discrete_update,
-    fixed_alpha_state,
-    init_entropy_state,
-    init_population,
+  ALPHA_MAX,
+  ALPHA_MIN,
+  LOG_ALPHA_MAX,
+  LOG_ALPHA_MIN,
+  EntropyState,
+  continuous_update,
+  discrete_update,
+  fixed_alpha_state,
+  init_entropy_state,
+  init_population,
 )
 from entropy_jax.state import check_state_values
-from _trees import assert_vmap_equals_loop, member, stack
 
 NAN, INF = float("nan"), float("inf")
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
@@ -72,7 +74,7 @@ def test_init_under_x64_keeps_float32():
 def test_state_is_immutable_pytree_with_static_optimizer():
   tx = optax.sgd(0.1)
   s = init_entropy_state(-1.0, optimizer=tx)
-  with pytest.raises(Exception):
+  with pytest.raises(dataclasses.FrozenInstanceError):
     s.log_alpha = jnp.float32(1.0)
   leaves, treedef = jax.tree.flatten(s)
   assert all(isinstance(x, jax.Array) for x in leaves)
@@ -95,89 +97,169 @@ def test_schedule_target_starts_at_schedule_zero():
 # Constructors: a clear error naming the argument, the value and the usable range.
 
 CONSTRUCTOR_CASES = {
-    "initial_alpha=0": (lambda: init_entropy_state(-1.0, initial_alpha=0.0), ValueError,
-                        rf"init_entropy_state: `initial_alpha` {USABLE}.*; got 0\.0"),
-    "initial_alpha<0": (lambda: init_entropy_state(-1.0, initial_alpha=-0.5), ValueError,
-                        rf"`initial_alpha` {USABLE}.*; got -0\.5"),
-    "initial_alpha=nan": (lambda: init_entropy_state(-1.0, initial_alpha=NAN), ValueError,
-                          rf"`initial_alpha` {USABLE}.*; got nan"),
-    "initial_alpha=inf": (lambda: init_entropy_state(-1.0, initial_alpha=INF), ValueError,
-                          rf"`initial_alpha` {USABLE}.*; got inf"),
-    "initial_alpha=1e39 (inf in float32)": (lambda: init_entropy_state(-1.0, initial_alpha=1e39), ValueError,
-                                            rf"`initial_alpha` {USABLE}.*; got 1e\+39"),
-    "initial_alpha=2e38 (alpha overflows)": (lambda: init_entropy_state(-1.0, initial_alpha=2e38), ValueError,
-                                             rf"`initial_alpha` {USABLE}.*; got 2e\+38"),
-    "initial_alpha=1e-38 (subnormal range)": (lambda: init_entropy_state(-1.0, initial_alpha=1e-38),
-                                              ValueError, rf"`initial_alpha` {USABLE}.*; got 1e-38"),
-    "initial_alpha=1e-46 (0 in float32)": (lambda: init_entropy_state(-1.0, initial_alpha=1e-46),
-                                           ValueError, rf"`initial_alpha` {USABLE}.*; got 1e-46"),
-    "initial_alpha=str": (lambda: init_entropy_state(-1.0, initial_alpha="1"), TypeError,
-                          r"`initial_alpha` must be a real number; got '1'"),
-    "initial_alpha=None": (lambda: init_entropy_state(-1.0, initial_alpha=None), TypeError,
-                           r"`initial_alpha` must be a number or numeric array; got None"),
-    "initial_alpha=bool": (lambda: init_entropy_state(-1.0, initial_alpha=True), TypeError,
-                           r"`initial_alpha` must be a real number; got True"),
-    "initial_alpha=[N]": (lambda: init_entropy_state(-1.0, initial_alpha=jnp.ones(2)), ValueError,
-                          r"`initial_alpha` must be a scalar; got shape \(2,\)\. Use init_population"),
-    "target=nan": (lambda: init_entropy_state(NAN), ValueError, rf"`target` {F32}; got nan"),
-    "target=-inf": (lambda: init_entropy_state(-INF), ValueError, rf"`target` {F32}; got -inf"),
-    "target=1e39 (inf in float32)": (lambda: init_entropy_state(1e39), ValueError, rf"`target` {F32}; got 1e\+39"),
-    "target=1e-40 (subnormal)": (lambda: init_entropy_state(1e-40), ValueError, rf"`target` {F32}; got 1e-40"),
-    "target=1e-50 (0 in float32)": (lambda: init_entropy_state(-1e-50), ValueError, rf"`target` {F32}; got -1e-50"),
-    "target=None": (lambda: init_entropy_state(None), TypeError,
-                    r"`target` must be a number or numeric array; got None"),
-    "target=[3]": (lambda: init_entropy_state(jnp.ones(3)), ValueError,
-                   r"`target` must be a scalar; got shape \(3,\)"),
-    "schedule(0)=nan": (lambda: init_entropy_state(lambda step: jnp.float32(NAN)), ValueError,
-                        rf"init_entropy_state \(the schedule's value at step 0\): `target` {F32}; got nan"),
-    "schedule start=1e39": (lambda: init_entropy_state(ej.linear_schedule(1e39, 0.0, 10)), ValueError,
-                            rf"linear_schedule: `start` {F32}; got 1e\+39"),
-    "optimizer='adam'": (lambda: init_entropy_state(-1.0, optimizer="adam"), TypeError,
-                         r"`optimizer` must be an optax GradientTransformation; got str"),
-    "injected lr<0": (lambda: init_entropy_state(
-        -1.0, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=-1e-3)), ValueError,
-                      r"the optimizer's `learning_rate` at .*\['learning_rate'\] must be >= 0; got -0\.001"),
-    "injected lr=nan": (lambda: init_entropy_state(
-        -1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=NAN)), ValueError,
-                        rf"the optimizer's `learning_rate` at .* {F32}; got nan"),
-    "injected lr=1e-40 (subnormal)": (lambda: init_entropy_state(
-        -1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=1e-40)), ValueError,
-                                      rf"the optimizer's `learning_rate` at .* {F32}"),
-    "population lr<0": (lambda: init_population(
-        -1.0, optimizer=INJECTED, learning_rate=jnp.array([1e-3, -1e-3])), ValueError,
-                        r"must be >= 0; got \[ 0\.001 -0\.001\]"),
-    "population lr=1e39": (lambda: init_population(
-        -1.0, optimizer=INJECTED, learning_rate=np.array([1e-3, 1e39])), ValueError,
-                           rf"init_population: `learning_rate` {F32}; got 1e\+39 at index 1"),
-    "population target=1e39 in [N]": (lambda: init_population(np.array([1.0, 2.0, 1e39])), ValueError,
-                                      rf"init_population: `target` {F32}; got 1e\+39 at index 2"),
-    "population alpha=0 in [N]": (lambda: init_population(-1.0, initial_alpha=np.array([1.0, 0.0])),
-                                  ValueError, rf"init_population: `initial_alpha` {USABLE}.*; got 0\.0 at index 1"),
-    "population lr, no inject": (lambda: init_population(
-        -1.0, optimizer=optax.adam(1e-3), learning_rate=jnp.array([1e-3, 1e-2])), ValueError,
-                                 r"could not set hyperparameters \['learning_rate'\].*inject_hyperparams"),
-    "population sizes differ": (lambda: init_population(
-        jnp.zeros(3), initial_alpha=jnp.ones(2)), ValueError, r"must share N=3; got sizes"),
-    "population, no size": (lambda: init_population(-1.0), ValueError, r"pass `size`"),
-    "population [N, 1]": (lambda: init_population(jnp.zeros((3, 1))), ValueError,
-                          r"scalars or \[N\] arrays; got shapes \{'target': \(3, 1\)\}"),
-    "loss_form='exp'": (lambda: init_entropy_state(-1.0, loss_form="exp"), ValueError,
-                        r"`loss_form` must be one of \('log', 'alpha'\); got 'exp'"),
-    "min_alpha=0": (lambda: init_entropy_state(-1.0, min_alpha=0.0), ValueError,
-                    rf"`min_alpha` {USABLE}.*; got 0\.0"),
-    "min_alpha=1e-39": (lambda: init_entropy_state(-1.0, min_alpha=1e-39), ValueError,
-                        rf"`min_alpha` {USABLE}.*; got 1e-39"),
-    "max_alpha=nan": (lambda: init_entropy_state(-1.0, max_alpha=NAN), ValueError,
-                      rf"`max_alpha` {USABLE}.*; got nan"),
-    "max_alpha=1e39": (lambda: init_entropy_state(-1.0, max_alpha=1e39), ValueError,
-                       rf"`max_alpha` {USABLE}.*; got 1e\+39"),
-    "min_alpha>max_alpha": (lambda: init_entropy_state(-1.0, min_alpha=2.0, max_alpha=1.0),
-                            ValueError, r"need min_alpha < max_alpha; got 2\.0 and 1\.0"),
-    "initial_alpha outside bounds": (lambda: init_entropy_state(-1.0, initial_alpha=5.0, max_alpha=1.0),
-                                     ValueError, r"initial_alpha=5\.0 lies outside the bounds \[None, 1\.0\]"),
-    "fixed alpha=0": (lambda: fixed_alpha_state(0.0), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
-    "fixed alpha=1e39": (lambda: fixed_alpha_state(1e39), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
-    "fixed target=inf": (lambda: fixed_alpha_state(0.2, INF), ValueError, rf"fixed_alpha_state: `target` {F32}"),
+  "initial_alpha=0": (
+    lambda: init_entropy_state(-1.0, initial_alpha=0.0),
+    ValueError,
+    rf"init_entropy_state: `initial_alpha` {USABLE}.*; got 0\.0",
+  ),
+  "initial_alpha<0": (
+    lambda: init_entropy_state(-1.0, initial_alpha=-0.5),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got -0\.5",
+  ),
+  "initial_alpha=nan": (
+    lambda: init_entropy_state(-1.0, initial_alpha=NAN),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got nan",
+  ),
+  "initial_alpha=inf": (
+    lambda: init_entropy_state(-1.0, initial_alpha=INF),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got inf",
+  ),
+  "initial_alpha=1e39 (inf in float32)": (
+    lambda: init_entropy_state(-1.0, initial_alpha=1e39),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got 1e\+39",
+  ),
+  "initial_alpha=2e38 (alpha overflows)": (
+    lambda: init_entropy_state(-1.0, initial_alpha=2e38),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got 2e\+38",
+  ),
+  "initial_alpha=1e-38 (subnormal range)": (
+    lambda: init_entropy_state(-1.0, initial_alpha=1e-38),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got 1e-38",
+  ),
+  "initial_alpha=1e-46 (0 in float32)": (
+    lambda: init_entropy_state(-1.0, initial_alpha=1e-46),
+    ValueError,
+    rf"`initial_alpha` {USABLE}.*; got 1e-46",
+  ),
+  "initial_alpha=str": (
+    lambda: init_entropy_state(-1.0, initial_alpha="1"),
+    TypeError,
+    r"`initial_alpha` must be a real number; got '1'",
+  ),
+  "initial_alpha=None": (
+    lambda: init_entropy_state(-1.0, initial_alpha=None),
+    TypeError,
+    r"`initial_alpha` must be a number or numeric array; got None",
+  ),
+  "initial_alpha=bool": (
+    lambda: init_entropy_state(-1.0, initial_alpha=True),
+    TypeError,
+    r"`initial_alpha` must be a real number; got True",
+  ),
+  "initial_alpha=[N]": (
+    lambda: init_entropy_state(-1.0, initial_alpha=jnp.ones(2)),
+    ValueError,
+    r"`initial_alpha` must be a scalar; got shape \(2,\)\. Use init_population",
+  ),
+  "target=nan": (lambda: init_entropy_state(NAN), ValueError, rf"`target` {F32}; got nan"),
+  "target=-inf": (lambda: init_entropy_state(-INF), ValueError, rf"`target` {F32}; got -inf"),
+  "target=1e39 (inf in float32)": (lambda: init_entropy_state(1e39), ValueError, rf"`target` {F32}; got 1e\+39"),
+  "target=1e-40 (subnormal)": (lambda: init_entropy_state(1e-40), ValueError, rf"`target` {F32}; got 1e-40"),
+  "target=1e-50 (0 in float32)": (lambda: init_entropy_state(-1e-50), ValueError, rf"`target` {F32}; got -1e-50"),
+  "target=None": (lambda: init_entropy_state(None), TypeError, r"`target` must be a number or numeric array; got None"),
+  "target=[3]": (lambda: init_entropy_state(jnp.ones(3)), ValueError, r"`target` must be a scalar; got shape \(3,\)"),
+  "schedule(0)=nan": (
+    lambda: init_entropy_state(lambda step: jnp.float32(NAN)),
+    ValueError,
+    rf"init_entropy_state \(the schedule's value at step 0\): `target` {F32}; got nan",
+  ),
+  "schedule start=1e39": (
+    lambda: init_entropy_state(ej.linear_schedule(1e39, 0.0, 10)),
+    ValueError,
+    rf"linear_schedule: `start` {F32}; got 1e\+39",
+  ),
+  "optimizer='adam'": (
+    lambda: init_entropy_state(-1.0, optimizer="adam"),
+    TypeError,
+    r"`optimizer` must be an optax GradientTransformation; got str",
+  ),
+  "injected lr<0": (
+    lambda: init_entropy_state(-1.0, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=-1e-3)),
+    ValueError,
+    r"the optimizer's `learning_rate` at .*\['learning_rate'\] must be >= 0; got -0\.001",
+  ),
+  "injected lr=nan": (
+    lambda: init_entropy_state(-1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=NAN)),
+    ValueError,
+    rf"the optimizer's `learning_rate` at .* {F32}; got nan",
+  ),
+  "injected lr=1e-40 (subnormal)": (
+    lambda: init_entropy_state(-1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=1e-40)),
+    ValueError,
+    rf"the optimizer's `learning_rate` at .* {F32}",
+  ),
+  "population lr<0": (
+    lambda: init_population(-1.0, optimizer=INJECTED, learning_rate=jnp.array([1e-3, -1e-3])),
+    ValueError,
+    r"must be >= 0; got \[ 0\.001 -0\.001\]",
+  ),
+  "population lr=1e39": (
+    lambda: init_population(-1.0, optimizer=INJECTED, learning_rate=np.array([1e-3, 1e39])),
+    ValueError,
+    rf"init_population: `learning_rate` {F32}; got 1e\+39 at index 1",
+  ),
+  "population target=1e39 in [N]": (
+    lambda: init_population(np.array([1.0, 2.0, 1e39])),
+    ValueError,
+    rf"init_population: `target` {F32}; got 1e\+39 at index 2",
+  ),
+  "population alpha=0 in [N]": (
+    lambda: init_population(-1.0, initial_alpha=np.array([1.0, 0.0])),
+    ValueError,
+    rf"init_population: `initial_alpha` {USABLE}.*; got 0\.0 at index 1",
+  ),
+  "population lr, no inject": (
+    lambda: init_population(-1.0, optimizer=optax.adam(1e-3), learning_rate=jnp.array([1e-3, 1e-2])),
+    ValueError,
+    r"could not set hyperparameters \['learning_rate'\].*inject_hyperparams",
+  ),
+  "population sizes differ": (
+    lambda: init_population(jnp.zeros(3), initial_alpha=jnp.ones(2)),
+    ValueError,
+    r"must share N=3; got sizes",
+  ),
+  "population, no size": (lambda: init_population(-1.0), ValueError, r"pass `size`"),
+  "population [N, 1]": (
+    lambda: init_population(jnp.zeros((3, 1))),
+    ValueError,
+    r"scalars or \[N\] arrays; got shapes \{'target': \(3, 1\)\}",
+  ),
+  "loss_form='exp'": (
+    lambda: init_entropy_state(-1.0, loss_form="exp"),
+    ValueError,
+    r"`loss_form` must be one of \('log', 'alpha'\); got 'exp'",
+  ),
+  "min_alpha=0": (lambda: init_entropy_state(-1.0, min_alpha=0.0), ValueError, rf"`min_alpha` {USABLE}.*; got 0\.0"),
+  "min_alpha=1e-39": (
+    lambda: init_entropy_state(-1.0, min_alpha=1e-39),
+    ValueError,
+    rf"`min_alpha` {USABLE}.*; got 1e-39",
+  ),
+  "max_alpha=nan": (lambda: init_entropy_state(-1.0, max_alpha=NAN), ValueError, rf"`max_alpha` {USABLE}.*; got nan"),
+  "max_alpha=1e39": (
+    lambda: init_entropy_state(-1.0, max_alpha=1e39),
+    ValueError,
+    rf"`max_alpha` {USABLE}.*; got 1e\+39",
+  ),
+  "min_alpha>max_alpha": (
+    lambda: init_entropy_state(-1.0, min_alpha=2.0, max_alpha=1.0),
+    ValueError,
+    r"need min_alpha < max_alpha; got 2\.0 and 1\.0",
+  ),
+  "initial_alpha outside bounds": (
+    lambda: init_entropy_state(-1.0, initial_alpha=5.0, max_alpha=1.0),
+    ValueError,
+    r"initial_alpha=5\.0 lies outside the bounds \[None, 1\.0\]",
+  ),
+  "fixed alpha=0": (lambda: fixed_alpha_state(0.0), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
+  "fixed alpha=1e39": (lambda: fixed_alpha_state(1e39), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
+  "fixed target=inf": (lambda: fixed_alpha_state(0.2, INF), ValueError, rf"fixed_alpha_state: `target` {F32}"),
 }
 
 
@@ -221,15 +303,17 @@ def test_the_edges_of_the_usable_range_are_accepted():
 
 def test_population_per_member_values():
   targets = jnp.array([-1.0, -2.0, -3.0])
-  pop = init_population(targets, initial_alpha=jnp.array([1.0, 0.5, 0.2]), optimizer=INJECTED,
-                        learning_rate=jnp.array([1e-3, 1e-2, 1e-1]))
+  pop = init_population(
+    targets, initial_alpha=jnp.array([1.0, 0.5, 0.2]), optimizer=INJECTED, learning_rate=jnp.array([1e-3, 1e-2, 1e-1])
+  )
   np.testing.assert_array_equal(pop.target, targets)
   np.testing.assert_allclose(pop.alpha, [1.0, 0.5, 0.2], rtol=1e-6)
   np.testing.assert_allclose(pop.opt_state.hyperparams["learning_rate"], [1e-3, 1e-2, 1e-1])
   assert pop.step.shape == (3,)
   # The same as stacking members built one by one (learning rates aside).
-  members = [init_entropy_state(float(t), initial_alpha=a, optimizer=INJECTED)
-             for t, a in zip(targets, [1.0, 0.5, 0.2])]
+  members = [
+    init_entropy_state(float(t), initial_alpha=a, optimizer=INJECTED) for t, a in zip(targets, [1.0, 0.5, 0.2])
+  ]
   stacked = stack(members)
   assert jax.tree.structure(pop) == jax.tree.structure(stacked)
   for got, want in zip(jax.tree.leaves(pop.replace(opt_state=stacked.opt_state)), jax.tree.leaves(stacked)):
@@ -285,14 +369,18 @@ def test_fixed_alpha_states_stack_and_vmap_equals_loop():
 
 GOOD = init_entropy_state(-1.0, initial_alpha=0.5, min_alpha=0.1, max_alpha=2.0)
 BAD_VALUES = {
-    "log_alpha nan": (GOOD.replace(log_alpha=jnp.float32(NAN)), r"state\.log_alpha` must lie in \[-87, 88\]; got nan"),
-    "log_alpha below its bound": (GOOD.replace(log_alpha=jnp.float32(-5.0)), r"lies outside its bounds"),
-    "bound beyond the range": (GOOD.replace(log_alpha_max=jnp.float32(100.0)),
-                               r"state\.log_alpha_max` must lie in \[-87, 88\]; got 100\.0"),
-    "bounds crossed": (GOOD.replace(log_alpha_min=jnp.float32(1.0), log_alpha_max=jnp.float32(0.0)),
-                       r"need state\.log_alpha_min < state\.log_alpha_max"),
-    "target inf": (GOOD.replace(target=jnp.float32(INF)), rf"`state\.target` {F32}; got inf"),
-    "step < 0": (GOOD.replace(step=jnp.int32(-1)), r"state\.step must be >= 0; got -1"),
+  "log_alpha nan": (GOOD.replace(log_alpha=jnp.float32(NAN)), r"state\.log_alpha` must lie in \[-87, 88\]; got nan"),
+  "log_alpha below its bound": (GOOD.replace(log_alpha=jnp.float32(-5.0)), r"lies outside its bounds"),
+  "bound beyond the range": (
+    GOOD.replace(log_alpha_max=jnp.float32(100.0)),
+    r"state\.log_alpha_max` must lie in \[-87, 88\]; got 100\.0",
+  ),
+  "bounds crossed": (
+    GOOD.replace(log_alpha_min=jnp.float32(1.0), log_alpha_max=jnp.float32(0.0)),
+    r"need state\.log_alpha_min < state\.log_alpha_max",
+  ),
+  "target inf": (GOOD.replace(target=jnp.float32(INF)), rf"`state\.target` {F32}; got inf"),
+  "step < 0": (GOOD.replace(step=jnp.int32(-1)), r"state\.step must be >= 0; got -1"),
 }
 
 
@@ -308,9 +396,9 @@ def test_check_state_values_rejects_what_no_constructor_builds(case):
 # Properties over the whole float32 and float64 range.
 
 ANY_FLOAT = st.one_of(
-    st.floats(),  # every float64, NaN and infinities included
-    st.floats(width=32),  # every float32
-    st.sampled_from([0.0, ALPHA_MIN, ALPHA_MAX, 1e-38, 1e-39, 1e-45, 1e38, 2e38, 3.4e38, 1e39, 1e300, 5e-324]),
+  st.floats(),  # every float64, NaN and infinities included
+  st.floats(width=32),  # every float32
+  st.sampled_from([0.0, ALPHA_MIN, ALPHA_MAX, 1e-38, 1e-39, 1e-45, 1e38, 2e38, 3.4e38, 1e39, 1e300, 5e-324]),
 )
 LR = 3e-4  # the default optimizer's
 CU = jax.jit(continuous_update)
@@ -354,7 +442,7 @@ def accepts(fn):
   try:
     return fn()
   except (ValueError, TypeError) as e:
-    assert re.search(r"usable range|representable in float32|min_alpha < max_alpha|outside the bounds", str(e)), e
+    assert re.search(r"usable range|representable in float32|must be >= 0|min_alpha < max_alpha|outside the bounds", str(e)), e
     return None
 
 
@@ -362,23 +450,36 @@ def accepts(fn):
 @example(target=-1.0, alpha=ALPHA_MIN * 1.0001, low=None, high=None, form="log", x64=False)
 @example(target=3.4e38, alpha=ALPHA_MAX * 0.9999, low=None, high=None, form="alpha", x64=True)
 @example(target=-5.0, alpha=ALPHA_MAX * 0.9999, low=None, high=None, form="alpha", x64=False)
-@given(target=ANY_FLOAT, alpha=ANY_FLOAT, low=st.none() | ANY_FLOAT, high=st.none() | ANY_FLOAT,
-       form=st.sampled_from(["log", "alpha"]), x64=st.booleans())
+@given(
+  target=ANY_FLOAT,
+  alpha=ANY_FLOAT,
+  low=st.none() | ANY_FLOAT,
+  high=st.none() | ANY_FLOAT,
+  form=st.sampled_from(["log", "alpha"]),
+  x64=st.booleans(),
+)
 def test_init_entropy_state_accepts_only_states_that_update(target, alpha, low, high, form, x64):
   with jax.enable_x64(x64):
-    state = accepts(lambda: init_entropy_state(
-        target, initial_alpha=alpha, min_alpha=low, max_alpha=high, loss_form=form))
+    state = accepts(
+      lambda: init_entropy_state(target, initial_alpha=alpha, min_alpha=low, max_alpha=high, loss_form=form)
+    )
     if state is not None:
       assert_first_update_is_applied(state)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(targets=st.lists(ANY_FLOAT, min_size=2, max_size=2), alphas=st.lists(ANY_FLOAT, min_size=2, max_size=2),
-       lrs=st.lists(ANY_FLOAT, min_size=2, max_size=2))
+@given(
+  targets=st.lists(ANY_FLOAT, min_size=2, max_size=2),
+  alphas=st.lists(ANY_FLOAT, min_size=2, max_size=2),
+  lrs=st.lists(ANY_FLOAT, min_size=2, max_size=2),
+)
 def test_init_population_checks_every_member(targets, alphas, lrs):
   tx = optax.inject_hyperparams(ej.adam)(learning_rate=LR)
-  pop = accepts(lambda: init_population(np.array(targets), initial_alpha=np.array(alphas), optimizer=tx,
-                                        learning_rate=np.array(lrs)))
+  pop = accepts(
+    lambda: init_population(
+      np.array(targets), initial_alpha=np.array(alphas), optimizer=tx, learning_rate=np.array(lrs)
+    )
+  )
   if pop is None:
     return
   assert all(lr >= 0 for lr in lrs)

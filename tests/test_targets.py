@@ -27,13 +27,16 @@ def test_velora_target_is_negative_mirror(a):
   assert velora_discrete_target(a) < 0
 
 
-@pytest.mark.parametrize("bad, err, message", [
+@pytest.mark.parametrize(
+  "bad, err, message",
+  [
     (0, ValueError, r"`action_dim` must be a positive int; got 0"),
     (-3, ValueError, r"`action_dim` must be a positive int; got -3"),
     (2.0, TypeError, r"`action_dim` must be a positive int; got 2\.0 of type float"),
     (True, TypeError, r"`action_dim` must be a positive int; got True of type bool"),
     ("4", TypeError, r"`action_dim` must be a positive int; got '4' of type str"),
-])
+  ],
+)
 def test_action_dim_validation(bad, err, message):
   for fn in (continuous_target, discrete_target, velora_discrete_target):
     with pytest.raises(err, match=f"{fn.__name__}: {message}"):
@@ -49,7 +52,6 @@ def test_ratio_must_be_a_float32_number(ratio):
 def test_masked_target_counts_valid_actions():
   mask = jnp.array([[True, True, True, True], [True, False, True, False], [False, False, True, False]])
   np.testing.assert_allclose(masked_discrete_target(mask), 0.98 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
-  np.testing.assert_allclose(masked_discrete_target(mask, 0.9), [0.9 * math.log(4), 0.9 * math.log(2), 0.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(masked_discrete_target(mask, 0.9), [0.9 * math.log(4), 0.9 * math.log(2), 0.0], rtol=1e-6)
   with pytest.raises(ValueError, match=r"bool array of shape \[B, A\]; got dtype float32"):
     masked_discrete_target(jnp.ones((2, 2)))

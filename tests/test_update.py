@@ -7,6 +7,7 @@ configurations, dtypes and inputs, and a soak of a million updates.
 """
 
 import functools
+import itertools
 import math
 import os
 
@@ -16,21 +17,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from _trees import assert_bit_identical, assert_trees_equal, assert_vmap_equals_loop, member
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from jax.tree_util import Partial
 
 from entropy_jax import (
-    LOG_ALPHA_MAX,
-    LOG_ALPHA_MIN,
-    apply_gradients,
-    continuous_update,
-    discrete_target,
-    discrete_update,
-    init_entropy_state,
-    init_population,
+  LOG_ALPHA_MAX,
+  LOG_ALPHA_MIN,
+  apply_gradients,
+  continuous_update,
+  discrete_target,
+  discrete_update,
+  init_entropy_state,
+  init_population,
 )
 from entropy_jax.update import GRAD_LIMIT
-from _trees import assert_bit_identical, assert_trees_equal, assert_vmap_equals_loop, member, stack
 
 NAN, INF = float("nan"), float("inf")
 ADAM = optax.adam(1e-2)
@@ -83,7 +85,6 @@ WEIGHTS = jnp.asarray(RNG.uniform(0.2, 2.0, size=(3, 8)), jnp.float32)
 
 
 class ApplyGradientsTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_sgd_closed_form(self):
     s = init_entropy_state(-1.0, initial_alpha=1.0, optimizer=optax.sgd(0.1))
@@ -110,7 +111,6 @@ class ApplyGradientsTest(chex.TestCase):
 
 
 class FusedUpdateTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   def test_continuous_closed_form(self):
     # SGD(0.1) on the log form: log_alpha' = log(0.5) - 0.1 * (H - target).
@@ -205,24 +205,46 @@ def test_update_fuses_into_a_users_jitted_step_without_recompiling():
 
 
 UPDATE_ARRAY_CASES = {
-    "cont update [B, 2]": (lambda s, d: continuous_update(s, jnp.zeros((4, 2))), ValueError,
-                           r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)"),
-    "cont update empty": (lambda s, d: continuous_update(s, jnp.zeros((0, 1))), ValueError,
-                          r"empty batch \(shape \(0, 1\)\)"),
-    "cont update, unvmapped population": (
-        lambda s, d: continuous_update(init_population(-1.0, size=3), jnp.zeros(4)), ValueError,
-        r"`log_alpha` must be a scalar.*got shape \(3,\).*vmap"),
-    "disc update int": (lambda s, d: discrete_update(d, PROBS[0], LOG_PROBS_D[0].astype(jnp.int32)), TypeError,
-                        r"`log_probs` must be a floating-point array; got dtype int32"),
-    "grad [3]": (lambda s, d: apply_gradients(s, jnp.zeros(3)), ValueError,
-                 r"`grad` must be a scalar \(shape \(\)\); got shape \(3,\)"),
-    "grad int": (lambda s, d: apply_gradients(s, 1), TypeError,
-                 r"`grad` must be a floating-point array; got dtype int32"),
-    "grad str": (lambda s, d: apply_gradients(s, "a"), TypeError,
-                 r"`grad` must be a number or numeric array; got 'a' of type str"),
-    "apply_gradients, unvmapped population": (
-        lambda s, d: apply_gradients(init_population(-1.0, size=3), 1.0), ValueError,
-        r"expected a single state \(log_alpha of shape \(\)\); got log_alpha of shape \(3,\).*jax\.vmap"),
+  "cont update [B, 2]": (
+    lambda s, d: continuous_update(s, jnp.zeros((4, 2))),
+    ValueError,
+    r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)",
+  ),
+  "cont update empty": (
+    lambda s, d: continuous_update(s, jnp.zeros((0, 1))),
+    ValueError,
+    r"empty batch \(shape \(0, 1\)\)",
+  ),
+  "cont update, unvmapped population": (
+    lambda s, d: continuous_update(init_population(-1.0, size=3), jnp.zeros(4)),
+    ValueError,
+    r"`log_alpha` must be a scalar.*got shape \(3,\).*vmap",
+  ),
+  "disc update int": (
+    lambda s, d: discrete_update(d, PROBS[0], LOG_PROBS_D[0].astype(jnp.int32)),
+    TypeError,
+    r"`log_probs` must be a floating-point array; got dtype int32",
+  ),
+  "grad [3]": (
+    lambda s, d: apply_gradients(s, jnp.zeros(3)),
+    ValueError,
+    r"`grad` must be a scalar \(shape \(\)\); got shape \(3,\)",
+  ),
+  "grad int": (
+    lambda s, d: apply_gradients(s, 1),
+    TypeError,
+    r"`grad` must be a floating-point array; got dtype int32",
+  ),
+  "grad str": (
+    lambda s, d: apply_gradients(s, "a"),
+    TypeError,
+    r"`grad` must be a number or numeric array; got 'a' of type str",
+  ),
+  "apply_gradients, unvmapped population": (
+    lambda s, d: apply_gradients(init_population(-1.0, size=3), 1.0),
+    ValueError,
+    r"expected a single state \(log_alpha of shape \(\)\); got log_alpha of shape \(3,\).*jax\.vmap",
+  ),
 }
 
 
@@ -255,16 +277,19 @@ def test_bounds_hold_and_are_reached_exactly(direction):
 
 def test_per_member_bounds_under_vmap():
   pop = init_population(0.0, optimizer=optax.sgd(1.0), size=3).replace(
-      log_alpha_min=jnp.log(jnp.array([0.5, 0.1, 0.01])),
-      log_alpha_max=jnp.log(jnp.array([2.0, 10.0, 1.5])))
+    log_alpha_min=jnp.log(jnp.array([0.5, 0.1, 0.01])), log_alpha_max=jnp.log(jnp.array([2.0, 10.0, 1.5]))
+  )
   down = assert_vmap_equals_loop(apply_gradients, pop, jnp.full(3, 5.0))  # log_alpha -> -5
   np.testing.assert_allclose(down.alpha, [0.5, 0.1, 0.01], rtol=1e-6)
   up = assert_vmap_equals_loop(apply_gradients, pop, jnp.full(3, -1.0))  # log_alpha -> 1
   np.testing.assert_allclose(up.alpha, [2.0, math.e, 1.5], rtol=1e-6)
 
 
-@pytest.mark.parametrize("grad, edge", [(200.0, LOG_ALPHA_MIN), (-200.0, LOG_ALPHA_MAX), (90.0, LOG_ALPHA_MIN)],
-                         ids=["log_alpha=-200", "log_alpha=200", "log_alpha=-90"])
+@pytest.mark.parametrize(
+  "grad, edge",
+  [(200.0, LOG_ALPHA_MIN), (-200.0, LOG_ALPHA_MAX), (90.0, LOG_ALPHA_MIN)],
+  ids=["log_alpha=-200", "log_alpha=200", "log_alpha=-90"],
+)
 def test_leaving_alphas_float32_range_is_a_bound_not_a_skip(grad, edge):
   # log_alpha stays finite, but alpha = exp(log_alpha) would be 0, inf, or
   # below float32's smallest normal: the step stops at the edge and counts.
@@ -300,7 +325,7 @@ def test_an_alpha_at_the_edge_stays_there_and_follows_the_gradients_sign(form, e
   assert int(state.skipped) == 0
   left = [h for h in history if h != edge_value]
   assert left, "alpha never left the edge"
-  assert all(abs(b - edge_value) > abs(a - edge_value) for a, b in zip(left, left[1:]))  # and keeps going
+  assert all(abs(b - edge_value) > abs(a - edge_value) for a, b in itertools.pairwise(left))  # and keeps going
 
 
 # ----------------------------------------------------------------------------
@@ -375,7 +400,8 @@ def test_optimizer_state_initialised_to_inf_is_not_a_skip():
   # Some optimizers start a leaf at +inf (reduce_on_plateau's best_value);
   # a leaf that was already inf must not block updates.
   keeps_inf = optax.GradientTransformation(
-      lambda params: jnp.float32(jnp.inf), lambda updates, state, params=None: (updates, state))
+    lambda params: jnp.float32(jnp.inf), lambda updates, state, params=None: (updates, state)
+  )
   tx = optax.chain(optax.adam(1e-2), keeps_inf)
   state = init_entropy_state(-1.0, optimizer=tx)
   new, _ = CU(state, jnp.full((4,), 2.0))
@@ -386,7 +412,7 @@ def test_optimizer_state_initialised_to_inf_is_not_a_skip():
 def test_population_skips_only_the_bad_member():
   pop = init_population(jnp.array([-1.0, -2.0, -3.0]), optimizer=ADAM)
   lps = jax.random.normal(jax.random.key(3), (3, 8)).at[1, 0].set(jnp.nan)
-  new, metrics = jax.jit(jax.vmap(continuous_update))(pop, lps)
+  new, _ = jax.jit(jax.vmap(continuous_update))(pop, lps)
   np.testing.assert_array_equal(new.skipped, [0, 1, 0])
   np.testing.assert_array_equal(new.step, [1, 0, 1])
   assert_skipped(member(pop, 1), member(new, 1))
@@ -456,8 +482,9 @@ def test_jit_eager_and_vmap_agree_member_by_member_over_20_updates():
   n, b = 5, 64
   tx = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
   lrs = jnp.array([1e-4, 1e-3, 1e-2, 3e-2, 1e-1])
-  pop = init_population(jnp.linspace(-3.0, 1.0, n), initial_alpha=jnp.linspace(0.1, 1.0, n), optimizer=tx,
-                        learning_rate=lrs)
+  pop = init_population(
+    jnp.linspace(-3.0, 1.0, n), initial_alpha=jnp.linspace(0.1, 1.0, n), optimizer=tx, learning_rate=lrs
+  )
   batches = jax.random.normal(jax.random.key(7), (20, n, b)) - 1.0
   vstep = jax.jit(jax.vmap(continuous_update))
   pop_v = pop
@@ -484,9 +511,9 @@ def test_jit_eager_and_vmap_agree_member_by_member_over_20_updates():
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
 
 OPTIMIZERS = {
-    "adam": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
-    "sgd": optax.inject_hyperparams(optax.sgd)(learning_rate=1e-3, momentum=0.9),
-    "adamw": optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-2),
+  "adam": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
+  "sgd": optax.inject_hyperparams(optax.sgd)(learning_rate=1e-3, momentum=0.9),
+  "adamw": optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-2),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 BATCHES = [1, 6]
@@ -495,8 +522,15 @@ ACTIONS = [2, 5]
 # Explicit examples: plain SGD without bounds, where one large gradient moves
 # log_alpha by ~1000 (alpha would underflow to 0 or overflow to inf without
 # the clamp at alpha's float32 range).
-UNBOUNDED_SGD = {"target": 0.0, "initial_alpha": 1.0, "min_alpha": None, "max_alpha": None,
-                 "optimizer": "sgd", "learning_rate": 1e-3, "loss_form": "log"}
+UNBOUNDED_SGD = {
+  "target": 0.0,
+  "initial_alpha": 1.0,
+  "min_alpha": None,
+  "max_alpha": None,
+  "optimizer": "sgd",
+  "learning_rate": 1e-3,
+  "loss_form": "log",
+}
 
 
 VCU = jax.jit(jax.vmap(continuous_update))
@@ -509,20 +543,24 @@ def configs(draw):
   lo = alpha * math.exp(-draw(st.floats(0.1, 5.0))) if bounded else None
   hi = alpha * math.exp(draw(st.floats(0.1, 5.0))) if bounded else None
   return {
-      "target": draw(st.floats(-20.0, 20.0).map(lambda t: 0.0 if abs(t) < 1e-30 else t)),  # float32-representable
-      "initial_alpha": alpha,
-      "min_alpha": lo,
-      "max_alpha": hi,
-      "optimizer": draw(st.sampled_from(sorted(OPTIMIZERS))),
-      "learning_rate": math.exp(draw(st.floats(math.log(1e-4), math.log(0.3)))),
-      "loss_form": draw(st.sampled_from(["log", "alpha"])),
+    "target": draw(st.floats(-20.0, 20.0).map(lambda t: 0.0 if abs(t) < 1e-30 else t)),  # float32-representable
+    "initial_alpha": alpha,
+    "min_alpha": lo,
+    "max_alpha": hi,
+    "optimizer": draw(st.sampled_from(sorted(OPTIMIZERS))),
+    "learning_rate": math.exp(draw(st.floats(math.log(1e-4), math.log(0.3)))),
+    "loss_form": draw(st.sampled_from(["log", "alpha"])),
   }
 
 
 def make_state(cfg):
   state = init_entropy_state(
-      cfg["target"], initial_alpha=cfg["initial_alpha"], optimizer=OPTIMIZERS[cfg["optimizer"]],
-      min_alpha=cfg["min_alpha"], max_alpha=cfg["max_alpha"], loss_form=cfg["loss_form"],
+    cfg["target"],
+    initial_alpha=cfg["initial_alpha"],
+    optimizer=OPTIMIZERS[cfg["optimizer"]],
+    min_alpha=cfg["min_alpha"],
+    max_alpha=cfg["max_alpha"],
+    loss_form=cfg["loss_form"],
   )
   opt_state = optax.tree_utils.tree_set(state.opt_state, learning_rate=jnp.float32(cfg["learning_rate"]))
   return state.replace(opt_state=opt_state)
@@ -536,8 +574,7 @@ def continuous_inputs(seed, batch, dtype, scale):
 def discrete_inputs(seed, batch, actions, dtype, scale):
   rng = np.random.default_rng(seed)
   logits = jnp.asarray(scale * rng.standard_normal((batch, actions)), jnp.float32)
-  return (jax.nn.softmax(logits).astype(DTYPES[dtype]),
-          jax.nn.log_softmax(logits).astype(DTYPES[dtype]))
+  return (jax.nn.softmax(logits).astype(DTYPES[dtype]), jax.nn.log_softmax(logits).astype(DTYPES[dtype]))
 
 
 def assert_sane(state):
@@ -583,10 +620,20 @@ def assert_same_step(old, a, b, metrics_a, metrics_b):
 
 
 @SETTINGS
-@example(cfg=dict(UNBOUNDED_SGD, initial_alpha=50.0, learning_rate=0.3, loss_form="alpha"),
-         batch=6, dtype="float32", scale=30.0, seed=0)  # a step of ~-2e4 in log_alpha
-@given(cfg=configs(), batch=st.sampled_from(BATCHES), dtype=st.sampled_from(sorted(DTYPES)),
-       scale=st.floats(0.01, 30.0), seed=st.integers(0, 2**16))
+@example(
+  cfg=dict(UNBOUNDED_SGD, initial_alpha=50.0, learning_rate=0.3, loss_form="alpha"),
+  batch=6,
+  dtype="float32",
+  scale=30.0,
+  seed=0,
+)  # a step of ~-2e4 in log_alpha
+@given(
+  cfg=configs(),
+  batch=st.sampled_from(BATCHES),
+  dtype=st.sampled_from(sorted(DTYPES)),
+  scale=st.floats(0.01, 30.0),
+  seed=st.integers(0, 2**16),
+)
 def test_continuous_alpha_stays_finite_positive_and_bounded(cfg, batch, dtype, scale, seed):
   state = make_state(cfg)
   for i in range(6):
@@ -597,8 +644,14 @@ def test_continuous_alpha_stays_finite_positive_and_bounded(cfg, batch, dtype, s
 
 
 @SETTINGS
-@given(cfg=configs(), batch=st.sampled_from(BATCHES), actions=st.sampled_from(ACTIONS),
-       dtype=st.sampled_from(sorted(DTYPES)), scale=st.floats(0.01, 30.0), seed=st.integers(0, 2**16))
+@given(
+  cfg=configs(),
+  batch=st.sampled_from(BATCHES),
+  actions=st.sampled_from(ACTIONS),
+  dtype=st.sampled_from(sorted(DTYPES)),
+  scale=st.floats(0.01, 30.0),
+  seed=st.integers(0, 2**16),
+)
 def test_discrete_alpha_stays_finite_positive_and_bounded(cfg, batch, actions, dtype, scale, seed):
   state = make_state(cfg)
   for i in range(6):
@@ -610,8 +663,12 @@ def test_discrete_alpha_stays_finite_positive_and_bounded(cfg, batch, actions, d
 
 
 @settings(SETTINGS, max_examples=int(os.environ.get("AGREE_EXAMPLES", 6)))
-@given(cfgs=st.lists(configs(), min_size=3, max_size=3), batch=st.sampled_from(BATCHES),
-       dtype=st.sampled_from(sorted(DTYPES)), seed=st.integers(0, 2**16))
+@given(
+  cfgs=st.lists(configs(), min_size=3, max_size=3),
+  batch=st.sampled_from(BATCHES),
+  dtype=st.sampled_from(sorted(DTYPES)),
+  seed=st.integers(0, 2**16),
+)
 def test_jit_eager_and_vmap_agree(cfgs, batch, dtype, seed):
   # One optimizer and loss form for the stacked population (static fields).
   cfgs = [dict(c, optimizer=cfgs[0]["optimizer"], loss_form=cfgs[0]["loss_form"]) for c in cfgs]
@@ -628,22 +685,28 @@ def test_jit_eager_and_vmap_agree(cfgs, batch, dtype, seed):
   for i, (state, lp) in enumerate(zip(states, inputs)):
     eager, eager_metrics = continuous_update(state, lp)
     jitted, jitted_metrics = CU(state, lp)
-    member = jax.tree.map(lambda x: x[i], batched)
+    one = member(batched, i)
     assert_same_step(state, jitted, eager, jitted_metrics, eager_metrics)
-    assert_same_step(state, member, jitted, jax.tree.map(lambda x: x[i], batched_metrics), jitted_metrics)
+    assert_same_step(state, one, jitted, member(batched_metrics, i), jitted_metrics)
 
 
 @SETTINGS
-@given(cfg=configs(), batch=st.sampled_from(BATCHES), actions=st.sampled_from(ACTIONS),
-       dtype=st.sampled_from(sorted(DTYPES)), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
-       where=st.sampled_from(["continuous", "probs", "log_probs"]), position=st.integers(0, 10**6),
-       seed=st.integers(0, 2**16))
+@given(
+  cfg=configs(),
+  batch=st.sampled_from(BATCHES),
+  actions=st.sampled_from(ACTIONS),
+  dtype=st.sampled_from(sorted(DTYPES)),
+  bad=st.sampled_from([math.nan, math.inf, -math.inf]),
+  where=st.sampled_from(["continuous", "probs", "log_probs"]),
+  position=st.integers(0, 10**6),
+  seed=st.integers(0, 2**16),
+)
 def test_non_finite_input_skips_the_update_bit_for_bit(cfg, batch, actions, dtype, bad, where, position, seed):
   state = make_state(cfg)
   state, _ = CU(state, continuous_inputs(seed, batch, "float32", 1.0))  # non-trivial moments
   if where == "continuous":
     lp = continuous_inputs(seed + 1, batch, dtype, 2.0)
-    new, metrics = CU(state, lp.at[position % batch].set(bad))
+    new, _ = CU(state, lp.at[position % batch].set(bad))
   else:
     probs, log_probs = discrete_inputs(seed + 1, batch, actions, dtype, 2.0)
     b, a = position % batch, (position // batch) % actions
@@ -653,7 +716,7 @@ def test_non_finite_input_skips_the_update_bit_for_bit(cfg, batch, actions, dtyp
       # -inf with probs > 0 (not the 0 * log 0 case): make the entry positive.
       probs = probs.at[b, a].set(jnp.maximum(probs[b, a], 0.1))
       log_probs = log_probs.at[b, a].set(bad)
-    new, metrics = DU(state, probs, log_probs)
+    new, _ = DU(state, probs, log_probs)
   assert int(new.skipped) == int(state.skipped) + 1
   assert_bit_identical(new.replace(skipped=state.skipped), state)
 
@@ -661,12 +724,18 @@ def test_non_finite_input_skips_the_update_bit_for_bit(cfg, batch, actions, dtyp
 @settings(SETTINGS, max_examples=25)  # cheap: one program per optimizer and loss form
 @example(cfg=UNBOUNDED_SGD, grads=[1e6])
 @example(cfg=dict(UNBOUNDED_SGD, loss_form="alpha"), grads=[-1e6, 3e38])
-@given(cfg=configs(), grads=st.lists(
+@given(
+  cfg=configs(),
+  grads=st.lists(
     st.one_of(
-        # sign * 10**e, e uniform in [-3, 38]: every magnitude float32 holds.
-        st.tuples(st.sampled_from([-1.0, 1.0]), st.floats(-3.0, 38.0)).map(lambda se: se[0] * 10.0**se[1]),
-        st.sampled_from([0.0, math.nan, math.inf, -math.inf])),
-    min_size=1, max_size=8))
+      # sign * 10**e, e uniform in [-3, 38]: every magnitude float32 holds.
+      st.tuples(st.sampled_from([-1.0, 1.0]), st.floats(-3.0, 38.0)).map(lambda se: se[0] * 10.0 ** se[1]),
+      st.sampled_from([0.0, math.nan, math.inf, -math.inf]),
+    ),
+    min_size=1,
+    max_size=8,
+  ),
+)
 def test_bounds_hold_for_any_gradient(cfg, grads):
   state = make_state(cfg)
   for g in grads:
@@ -747,7 +816,7 @@ def test_soak_discrete_population_updates():
     z = jax.random.normal(key, (CHUNK, 2, BATCH, 2 * actions + 1))
     scale = jnp.exp(3.0 * jnp.tanh(z[:, :, :1, -1:]))  # per step and member, in (e^-3, e^3)
     logits = scale * z[..., :actions]
-    mask = (z[..., actions:2 * actions] > -0.5).at[..., 0].set(True)  # ~70% of actions valid
+    mask = (z[..., actions : 2 * actions] > -0.5).at[..., 0].set(True)  # ~70% of actions valid
     logits = jnp.where(mask, logits, -jnp.inf)
     probs, log_probs = jax.nn.softmax(logits), jax.nn.log_softmax(logits)
     return probs.at[-1, 1, 0, 0].set(jnp.nan), log_probs, mask  # member 1: one NaN per chunk
@@ -758,8 +827,12 @@ def test_soak_discrete_population_updates():
     return jax.vmap(step)(pop, probs, log_probs, mask)
 
   adam = optax.adam(3e-3)  # one instance: the members share their static fields
-  pops = [init_population(0.5 * math.log(actions), optimizer=adam, loss_form="alpha",
-                          min_alpha=float(lo[i]), max_alpha=float(hi[i]), size=1) for i in range(2)]
+  pops = [
+    init_population(
+      0.5 * math.log(actions), optimizer=adam, loss_form="alpha", min_alpha=float(lo[i]), max_alpha=float(hi[i]), size=1
+    )
+    for i in range(2)
+  ]
   pop = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *pops)
   steps = 200_000
   final, low, high = soak(pop, update, draw, steps)

@@ -16,12 +16,14 @@ import subprocess
 import sys
 import time
 
+import _multihost_worker as worker
 import jax
 import numpy as np
 import pytest
 
-import _multihost_worker as worker
 from entropy_jax.update import continuous_update
+
+pytestmark = pytest.mark.slow  # two real processes: about 20 s to start
 
 WORKER = pathlib.Path(worker.__file__).resolve()
 NUM_PROCESSES = 2
@@ -57,9 +59,7 @@ def run_processes(argvs, logs, timeout_s, env, procs=None):
   try:
     for argv, log in zip(argvs, logs):
       with open(log, "wb") as f:
-        procs.append(
-            subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=WORKER.parent)
-        )
+        procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=WORKER.parent))
     deadline = time.monotonic() + timeout_s
     codes = []
     for proc in procs:
@@ -67,8 +67,8 @@ def run_processes(argvs, logs, timeout_s, env, procs=None):
         codes.append(proc.wait(timeout=max(deadline - time.monotonic(), 0.1)))
       except subprocess.TimeoutExpired:
         raise TimeoutError(
-            f"worker pid {proc.pid} still running after {timeout_s} s; logs:\n"
-            + "\n".join(f"--- {log}\n{_tail(log)}" for log in logs)
+          f"worker pid {proc.pid} still running after {timeout_s} s; logs:\n"
+          + "\n".join(f"--- {log}\n{_tail(log)}" for log in logs)
         ) from None
     return codes
   finally:
@@ -79,10 +79,7 @@ def run_processes(argvs, logs, timeout_s, env, procs=None):
 
 
 def _worker_argvs(address, prefix):
-  return [
-      [sys.executable, str(WORKER), address, str(NUM_PROCESSES), str(i), str(prefix)]
-      for i in range(NUM_PROCESSES)
-  ]
+  return [[sys.executable, str(WORKER), address, str(NUM_PROCESSES), str(i), str(prefix)] for i in range(NUM_PROCESSES)]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +89,7 @@ def two_process_results(tmp_path_factory):
   argvs = _worker_argvs(f"127.0.0.1:{_free_port()}", tmp / "out")
   codes = run_processes(argvs, logs, TIMEOUT_S, _worker_env(DEVICES_PER_PROCESS))
   assert codes == [0] * NUM_PROCESSES, "workers failed:\n" + "\n".join(
-      f"--- {log} (exit {code})\n{_tail(log)}" for log, code in zip(logs, codes)
+    f"--- {log} (exit {code})\n{_tail(log)}" for log, code in zip(logs, codes)
   )
   return [dict(np.load(tmp / f"out.{i}.npz")) for i in range(NUM_PROCESSES)]
 
@@ -110,13 +107,12 @@ def reference():
   size = worker.N // (NUM_PROCESSES * DEVICES_PER_PROCESS)
   blocks = []
   for start in range(0, worker.N, size):
-    block = jax.tree.map(lambda x: x[start:start + size], (population, log_probs, weights))
+    block = jax.tree.map(lambda x, start=start: x[start : start + size], (population, log_probs, weights))
     block = jax.device_put(block, jax.devices("cpu")[0])  # the workers' platform
     blocks.append(worker.run(lambda s, lp, weights: update(s, lp, weights), *block))
   state, metrics = jax.tree.map(lambda *xs: np.concatenate(xs), *blocks)
   return {
-      jax.tree_util.keystr(path): np.asarray(leaf)
-      for path, leaf in jax.tree_util.tree_leaves_with_path((state, metrics))
+    jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path((state, metrics))
   }
 
 
@@ -140,13 +136,11 @@ def test_gathered_result_equals_single_process_run_bitwise(two_process_results, 
   assert not np.array_equal(reference["[0].log_alpha"], np.asarray(start))
   assert np.all(reference["[0].step"] == worker.STEPS)
   for i, result in enumerate(two_process_results):
-    got = {k[len(name) + 1:]: v for k, v in result.items() if k.startswith(f"{name}/[")}
+    got = {k[len(name) + 1 :]: v for k, v in result.items() if k.startswith(f"{name}/[")}
     assert got.keys() == reference.keys()
     for key, expected in reference.items():
       assert got[key].dtype == expected.dtype and got[key].shape == expected.shape, (i, key)
-      assert got[key].tobytes() == expected.tobytes(), (
-          f"process {i}: {key}: {got[key]} != {expected}"
-      )
+      assert got[key].tobytes() == expected.tobytes(), f"process {i}: {key}: {got[key]} != {expected}"
 
 
 def test_compiled_multihost_update_has_no_collectives(two_process_results):
