@@ -1,6 +1,7 @@
 """Sphinx configuration of the entropy_jax documentation (`make docs`)."""
 
 import dataclasses
+import importlib
 import inspect
 import pathlib
 import re
@@ -9,12 +10,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # document the checkout, not an installed copy
 
-import entropy_jax  # noqa: E402
-
 project = "entropy_jax"
 author = "the entropy_jax authors"
 copyright = "the entropy_jax authors"
-release = version = entropy_jax.__version__
+release = version = importlib.import_module("entropy_jax").__version__
 
 extensions = [
     "myst_parser",
@@ -97,7 +96,7 @@ _FIELD_ALIAS = re.compile(r"^Alias for field number \d+$")
 def _field_comment(name):
   module_name, class_name, field = name.rsplit(".", 2)
   source = inspect.getsource(getattr(sys.modules[module_name], class_name))
-  match = re.search(rf"^\s+{re.escape(field)}:[^#\n]*#\s*(.+)$", source, flags=re.M)
+  match = re.search(rf"^\s+{re.escape(field)}:[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE)
   return match.group(1) if match else None
 
 
