@@ -63,9 +63,9 @@ def test_examples_run(page, tmp_path, monkeypatch):
 def built_site(tmp_path_factory):
   pytest.importorskip("sphinx", reason="the docs extra (pip install -e '.[docs]') is not installed")
   out = tmp_path_factory.mktemp("html")
+  command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
   run = subprocess.run(
-      [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
-      capture_output=True, text=True, cwd=ROOT, check=False,
+      [*command, str(DOCS), str(out)], capture_output=True, text=True, cwd=ROOT, check=False
   )
   assert run.returncode == 0, f"sphinx -W failed:\n{run.stdout}\n{run.stderr}"
   return out
