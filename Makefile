@@ -8,14 +8,14 @@ STAMP  := $(VENV)/.installed
 # would, on jax's default devices (8 virtual devices slow small XLA:CPU calls).
 TEST_XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The pinned CPU build of torch first, so nothing pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,examples]'
+	$(BIN)/python -m pip install -q -e '.[test,examples,docs]'
 	# Velora without its heavy declared extras, plus what its import needs.
 	$(BIN)/python -m pip install -q --no-deps velora==0.2.0
 	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel
@@ -30,5 +30,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
+# The documentation site, warnings as errors, into docs/_build/html.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) docs/_build
