@@ -61,7 +61,6 @@ def test_examples_run(page, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def built_site(tmp_path_factory):
-  pytest.importorskip("sphinx", reason="the docs extra (pip install -e '.[docs]') is not installed")
   out = tmp_path_factory.mktemp("html")
   command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
   run = subprocess.run(
