@@ -114,14 +114,17 @@ class _EntropyModuleBase:
 
   @property
   def action_dim(self) -> int:
+    """The action dimension (continuous) or the number of actions (discrete)."""
     return self._action_dim
 
   @property
   def initial_alpha(self) -> float:
+    """The starting temperature, as given to the constructor."""
     return self._initial_alpha
 
   @property
   def lr(self) -> float:
+    """The learning rate of `log_alpha`'s optimizer (read-only: the optimizer is built with it)."""
     return self._lr
 
   @property
@@ -156,6 +159,7 @@ class _EntropyModuleBase:
 
   @property
   def log_alpha(self) -> jax.Array:
+    """The trained log temperature, a float32 scalar."""
     return self.state.log_alpha
 
   @property

@@ -24,6 +24,8 @@ actions miss 1 by at most 3.6e-7 (float32), 8.7e-4 (float16) and 5.9e-3
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
@@ -100,34 +102,28 @@ def check_probs(
 
 
 def checked_discrete_update(
-  state: EntropyState,
-  probs: jax.Array,
-  log_probs: jax.Array,
-  *,
-  mask: jax.Array | None = None,
-  weights: jax.Array | None = None,
-  masked_target_ratio: float | None = None,
-  atol: float | None = None,
+  state: EntropyState, probs: jax.Array, log_probs: jax.Array, *, atol: float | None = None, **options: Any
 ) -> tuple[checkify.Error, tuple[EntropyState, Metrics]]:
   """`discrete_update` preceded by `check_probs`, under `checkify`.
+
+  Args:
+    state: the current state.
+    probs: `[B, A]` action probabilities of the current policy.
+    log_probs: `[B, A]` their logarithms.
+    atol: the tolerance of `check_probs`.
+    **options: `discrete_update`'s keyword arguments (`mask`, `weights`,
+      `masked_target_ratio`); the check honours `mask`.
 
   Returns:
     `(err, (new_state, metrics))`. `err.throw()` raises if a check failed;
     the update itself is computed as by `discrete_update` either way.
   """
 
-  def run(state, probs, log_probs, mask, weights):
-    check_probs(probs, log_probs, mask=mask, atol=atol)
-    return discrete_update(
-      state,
-      probs,
-      log_probs,
-      mask=mask,
-      weights=weights,
-      masked_target_ratio=masked_target_ratio,
-    )
+  def run(state, probs, log_probs, options):
+    check_probs(probs, log_probs, mask=options.get("mask"), atol=atol)
+    return discrete_update(state, probs, log_probs, **options)
 
-  return checkify.checkify(run)(state, probs, log_probs, mask, weights)
+  return checkify.checkify(run)(state, probs, log_probs, options)
 
 
 def _first_false_row(ok: jax.Array) -> jax.Array:

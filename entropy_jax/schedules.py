@@ -89,14 +89,7 @@ def _ramp(
   )
 
 
-def linear_schedule(
-  start: chex.Numeric,
-  end: chex.Numeric,
-  steps: chex.Numeric,
-  *,
-  begin: chex.Numeric = 0,
-  num_actions: int | None = None,
-) -> Partial:
+def linear_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Linear anneal from `start` to `end` over `steps` updates after `begin`.
 
   `target(k) = start + (end - start) * clip((k - begin) / steps, 0, 1)`, the
@@ -115,14 +108,7 @@ def linear_schedule(
   return _ramp(_linear, "linear_schedule", start, end, steps, begin, num_actions)
 
 
-def cosine_schedule(
-  start: chex.Numeric,
-  end: chex.Numeric,
-  steps: chex.Numeric,
-  *,
-  begin: chex.Numeric = 0,
-  num_actions: int | None = None,
-) -> Partial:
+def cosine_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Half-cosine anneal from `start` to `end` over `steps` updates after `begin`.
 
   `target(k) = end + (start - end) * (1 + cos(pi * f)) / 2` with
@@ -135,14 +121,7 @@ def cosine_schedule(
   return _ramp(_cosine, "cosine_schedule", start, end, steps, begin, num_actions)
 
 
-def exponential_schedule(
-  start: chex.Numeric,
-  end: chex.Numeric,
-  steps: chex.Numeric,
-  *,
-  begin: chex.Numeric = 0,
-  num_actions: int | None = None,
-) -> Partial:
+def exponential_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Geometric anneal from `start` to `end` over `steps` updates after `begin`.
 
   `target(k) = start * (end / start) ** clip((k - begin) / steps, 0, 1)`: a

@@ -577,6 +577,17 @@ def discrete_inputs(seed, batch, actions, dtype, scale):
   return (jax.nn.softmax(logits).astype(DTYPES[dtype]), jax.nn.log_softmax(logits).astype(DTYPES[dtype]))
 
 
+# The strategies every discrete property draws from: a configuration, a batch
+# size, a number of actions, an input dtype and a seed for the inputs.
+DISCRETE_CASES = dict(
+  cfg=configs(),
+  batch=st.sampled_from(BATCHES),
+  actions=st.sampled_from(ACTIONS),
+  dtype=st.sampled_from(sorted(DTYPES)),
+  seed=st.integers(0, 2**16),
+)
+
+
 def assert_sane(state):
   """alpha finite and positive; log_alpha within the state's bounds."""
   alpha = float(state.alpha)
@@ -644,14 +655,7 @@ def test_continuous_alpha_stays_finite_positive_and_bounded(cfg, batch, dtype, s
 
 
 @SETTINGS
-@given(
-  cfg=configs(),
-  batch=st.sampled_from(BATCHES),
-  actions=st.sampled_from(ACTIONS),
-  dtype=st.sampled_from(sorted(DTYPES)),
-  scale=st.floats(0.01, 30.0),
-  seed=st.integers(0, 2**16),
-)
+@given(**DISCRETE_CASES, scale=st.floats(0.01, 30.0))
 def test_discrete_alpha_stays_finite_positive_and_bounded(cfg, batch, actions, dtype, scale, seed):
   state = make_state(cfg)
   for i in range(6):
@@ -692,14 +696,10 @@ def test_jit_eager_and_vmap_agree(cfgs, batch, dtype, seed):
 
 @SETTINGS
 @given(
-  cfg=configs(),
-  batch=st.sampled_from(BATCHES),
-  actions=st.sampled_from(ACTIONS),
-  dtype=st.sampled_from(sorted(DTYPES)),
+  **DISCRETE_CASES,
   bad=st.sampled_from([math.nan, math.inf, -math.inf]),
   where=st.sampled_from(["continuous", "probs", "log_probs"]),
   position=st.integers(0, 10**6),
-  seed=st.integers(0, 2**16),
 )
 def test_non_finite_input_skips_the_update_bit_for_bit(cfg, batch, actions, dtype, bad, where, position, seed):
   state = make_state(cfg)
