@@ -1,9 +1,10 @@
-"""One measurement in a fresh Python process; prints one line of JSON.
+"""One compile-and-import measurement in a fresh Python process; prints JSON.
 
-Run by `benchmarks/run.py`, several times per measurement (the median is
-reported), so that nothing imported or compiled earlier is in any cache:
+Run by `benchmarks.compile_import`, several times (the median is reported),
+so that nothing imported or compiled earlier is in any cache:
 
-  python benchmarks/_fresh.py [N BATCH ACTION_DIM NUM_ACTIONS] [--cache DIR] [--only T1,T2]
+  python -m benchmarks._fresh [--n N] [--batch B] [--action-dim D] [--num-actions A]
+                              [--cache DIR] [--only T1,T2]
 
 In order, in one process: the seconds to `import jax, optax, flax, chex` (the
 baseline) and then the seconds that `import entropy_jax` adds on top of them;
@@ -29,18 +30,32 @@ import statistics
 import sys
 import time
 
-CACHE = sys.argv[sys.argv.index("--cache") + 1] if "--cache" in sys.argv[:-1] else None
-if CACHE is None:  # Nothing may come from a persistent compilation cache.
-  os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-  os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-else:
-  os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "true"
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE
-  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-
-
 TARGETS = ("continuous", "discrete", "population")
+
+
+def parse_args(argv: list[str]):
+  # Only the standard library: `import jax` is what is measured.
+  from benchmarks import _cli
+
+  p = _cli.parser("_fresh", __doc__)
+  p.add_argument("--n", type=_cli.positive_int, default=1024, help="members of the population target (default 1024)")
+  _cli.add_shapes(p)
+  p.add_argument("--cache", default=None, metavar="DIR", help="use jax's persistent compilation cache in DIR")
+  p.add_argument("--only", type=_cli.subset_of(TARGETS, "compile target(s)"), default=list(TARGETS),
+                 help="comma-separated subset of " + ",".join(TARGETS) + " (default all)")
+  return p.parse_args(argv)
+
+
+def use_cache(cache) -> None:
+  """Sets jax's persistent compilation cache up (in `cache`), or off."""
+  if cache is None:  # Nothing may come from a persistent compilation cache.
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+  else:
+    os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "true"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def measure_import() -> dict:
@@ -76,7 +91,7 @@ def measure_compile(which: str, n: int, batch: int, action_dim: int, num_actions
     args = (state, jax.random.normal(key, (n, batch)) - action_dim)
     fn = jax.jit(jax.vmap(ej.continuous_update))
   else:
-    raise SystemExit(f"_fresh.py: unknown compile target {which!r}; expected continuous, discrete or population.")
+    raise ValueError(f"measure_compile: unknown target {which!r}; expected one of {TARGETS}.")
   jax.block_until_ready(args)
 
   t0 = time.perf_counter()
@@ -101,24 +116,11 @@ def measure_compile(which: str, n: int, batch: int, action_dim: int, num_actions
 
 
 def main(argv: list[str]) -> int:
-  if "--cache" in argv:
-    i = argv.index("--cache")
-    argv = argv[:i] + argv[i + 2:]
-  targets = TARGETS
-  if "--only" in argv:
-    i = argv.index("--only")
-    targets = tuple(argv[i + 1].split(","))
-    argv = argv[:i] + argv[i + 2:]
-    unknown = set(targets) - set(TARGETS)
-    if unknown:
-      raise SystemExit(f"_fresh.py: unknown compile target(s) {sorted(unknown)}; expected some of {TARGETS}.")
-  defaults = ["1024", "256", "6", "6"]
-  if len(argv) > len(defaults):
-    raise SystemExit(f"_fresh.py: expected at most N BATCH ACTION_DIM NUM_ACTIONS; got {argv}.")
-  n, batch, action_dim, num_actions = (int(a) for a in argv + defaults[len(argv):])
+  args = parse_args(argv)
+  use_cache(args.cache)
   result = {"import": measure_import()}
-  for which in targets:
-    result[which] = measure_compile(which, n, batch, action_dim, num_actions)
+  for which in args.only:
+    result[which] = measure_compile(which, args.n, args.batch, args.action_dim, args.num_actions)
   print(json.dumps(result))
   return 0
 

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# The benchmark suite on a lent GPU machine, in one call of the workplace's
-# `device` tool (see the README's Benchmarks section for the figures).
+# The benchmark suite on a GPU machine that reaches no package registry.
 #
-#   bash benchmarks/device_run.sh [extra benchmarks/run.py flags]
+#   bash benchmarks/device_run.sh [extra python -m benchmarks.run flags]
 #
 # That machine's image already has jax (with CUDA), optax, flax, chex, torch
 # and matplotlib, and reaches no package registry. Velora and the examples'
 # libraries travel as wheels in $WHEELS (default .whl/, git-ignored), which
-# are installed into /tmp/site here. Results go to $OUT (the device tool's
-# output folder; /tmp/entropy_jax_gpu elsewhere): the suite up to N = 2**20,
-# then the SAC throughput benchmark.
+# are installed into /tmp/site here. Results go to $OUT (default
+# /tmp/entropy_jax_gpu): the suite, with populations
+# up to N = 2**20.
 set -uo pipefail
 out=${OUT:-/tmp/entropy_jax_gpu}
 wheels=${WHEELS:-.whl}
@@ -29,7 +28,5 @@ import entropy_jax as ej
 s, m = jax.jit(ej.continuous_update)(ej.init_entropy_state(-6.0), jax.numpy.full((256,), -5.0))
 print("smoke: alpha after one update", float(m["alpha"]), "on", s.log_alpha.devices())
 EOF
-timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/run.py --max-n 1048576 --out "$out/gpu" "$@" \
+timeout "${BENCH_TIMEOUT:-540}" python3 -m benchmarks.run --max-n 1048576 --out "$out/gpu" "$@" \
   2>&1 | tee "$out/run_log.txt"
-timeout "${SAC_TIMEOUT:-150}" python3 benchmarks/bench_sac.py ${SAC_ARGS:-} --json "$out/sac.json" \
-  2>&1 | tee "$out/sac_log.txt"

@@ -1,33 +1,34 @@
-#!/usr/bin/env python3
-"""What XLA makes of the updates: kernels, [N, B] temporaries, compile times.
+"""What XLA makes of the population update: its loops over [N], bytes, compile times.
 
-  python benchmarks/hlo_report.py             # N=16384, B=256
-  python benchmarks/hlo_report.py --n 1024 --repeats 5
-
-For the vmapped population updates it reports, from the optimized HLO, how many
-instructions read the [N, B] log_probs and whether any other [N, B] array is
-built (a naive loss builds one and runs far from the memory floor). For the
-update and its sub-steps it reports the number of kernels (fusions and copies
-in the entry computation) and the compile time, each sub-step compiled under a
-fresh name so that nothing comes from a cache: XLA's CPU compile time grows
-with the number of kernels, which is what the first-call compile goal hits.
+From the optimized HLO of each vmapped population update over N members x B
+log_probs (the default optimizer, `optax.adam`, the fused
+`continuous_update`, and the minimal population Adam over `[N]`), it lists
+the kernels of the entry computation: the loops over `[N]` (fusions and
+copies, one per output array, since XLA's CPU backend fuses no two outputs
+into one loop), how many instructions read the `[N, B]` log_probs and
+whether any other `[N, B]` array is built, and the bytes all kernels read
+and write per member. Then the compile time and kernel count of the update
+and its sub-steps, each compiled under a fresh name so that nothing comes
+from a cache: XLA's CPU compile time grows with the number of kernels.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-import jax
-import jax.numpy as jnp
-import optax
+from benchmarks import _cli
+from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
 
-import entropy_jax as ej
-from _forms import GRAD_THEN_APPLY, grad_then_apply
+NAME = "hlo"
+REPEATS, MIN_TIME = 5, 0.0  # --repeats: compiles per sub-step.
+SHAPES = True
+_SKIP = ("parameter(", "constant(", "tuple(", "bitcast(", "get-tuple-element(")
+_DTYPE_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
+                "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
 
 
 def entry(hlo: str) -> list[str]:
@@ -37,26 +38,45 @@ def entry(hlo: str) -> list[str]:
   return [line.strip() for line in body.splitlines() if "=" in line]
 
 
+def _split(line: str) -> tuple[str, str]:
+  name, rest = line.replace("ROOT ", "").split(" = ", 1)
+  return name, rest
+
+
+def _operands(rest: str) -> list[str]:
+  """The `%names` inside the outermost parentheses of an instruction."""
+  call = rest[rest.index("(") + 1:]
+  depth, args = 1, ""
+  for ch in call:
+    depth += ch == "("
+    depth -= ch == ")"
+    if depth == 0:
+      break
+    args += ch
+  return re.findall(r"%[\w.\-]+", args)
+
+
 def kernels(lines: list[str]) -> int:
   """Fusions, copies and other compute in the entry (parameters, constants,
   tuples and bitcasts excluded)."""
-  skip = ("parameter(", "constant(", "tuple(", "bitcast(", "get-tuple-element(")
-  return sum(1 for line in lines if not any(s in line for s in skip))
+  return sum(1 for line in lines if not any(s in line for s in _SKIP))
 
 
-def nb_report(hlo: str, n: int, b: int, dtype: str = "f32") -> dict[str, Any]:
-  """How the [n, b] input is used: readers, and [n, b] values other than it."""
+def n_loops(hlo: str, n: int) -> list[dict[str, Any]]:
+  """The entry's kernels whose result is one `[n]` array: name, kind, and
+  how many of their operands are `[n]` arrays."""
   lines = entry(hlo)
-  shape = re.compile(rf"= {dtype}\[{n},{b}\]")
-  params = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" in line]
-  temporaries = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" not in line]
-  readers = [line.split(" =")[0] for line in lines
-             if any(re.search(rf"[(, ]{re.escape(p)}[,)]", line) for p in params) and "parameter(" not in line]
-  return {"nb_temporaries": temporaries, "nb_readers": readers, "kernels": kernels(lines), **traffic(hlo)}
-
-
-_DTYPE_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
-                "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+  shape = re.compile(rf"^\w+\[{n}\]")
+  is_n = {_split(line)[0] for line in lines if shape.match(_split(line)[1])}
+  out = []
+  for line in lines:
+    if any(s in line for s in _SKIP):
+      continue
+    name, rest = _split(line)
+    if name in is_n:
+      kind = "copy" if re.match(r"^\w+\[\d+\]\{[\d,]*\} copy\(", rest) else "fusion"
+      out.append({"name": name, "kind": kind, "n_operands": sum(o in is_n for o in _operands(rest))})
+  return out
 
 
 def _array_bytes(shape_text: str) -> int:
@@ -78,32 +98,64 @@ def traffic(hlo: str) -> dict[str, int]:
   counted k times, which is what duplicated elementwise work costs.
   """
   lines = entry(hlo)
-  sizes = {}
-  for line in lines:
-    name, rest = line.replace("ROOT ", "").split(" = ", 1)
-    sizes[name] = _array_bytes(rest)
+  sizes = {_split(line)[0]: _array_bytes(_split(line)[1]) for line in lines}
   reads = writes = 0
-  skip = ("parameter(", "constant(", "tuple(", "bitcast(", "get-tuple-element(")
   for line in lines:
-    if any(t in line for t in skip):
+    if any(t in line for t in _SKIP):
       continue
-    name, rest = line.replace("ROOT ", "").split(" = ", 1)
-    call = rest[rest.index("(") + 1:]
-    depth, args = 1, ""
-    for ch in call:
-      depth += ch == "("
-      depth -= ch == ")"
-      if depth == 0:
-        break
-      args += ch
-    operands = re.findall(r"%[\w.\-]+", args)
-    reads += sum(sizes.get(o, 0) for o in operands)
+    name, rest = _split(line)
+    reads += sum(sizes.get(o, 0) for o in _operands(rest))
     writes += sizes[name]
   return {"read_bytes": reads, "written_bytes": writes}
 
 
+def nb_report(hlo: str, n: int, b: int, dtype: str = "f32") -> dict[str, Any]:
+  """How the `[n, b]` input is used: readers, and `[n, b]` values other than it."""
+  lines = entry(hlo)
+  shape = re.compile(rf"= {dtype}\[{n},{b}\]")
+  params = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" in line]
+  temporaries = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" not in line]
+  readers = [line.split(" =")[0] for line in lines
+             if any(re.search(rf"[(, ]{re.escape(p)}[,)]", line) for p in params) and "parameter(" not in line]
+  return {"nb_temporaries": temporaries, "nb_readers": readers, "kernels": kernels(lines), **traffic(hlo)}
+
+
+def population_forms(n: int, b: int, action_dim: int) -> dict[str, tuple[Callable, tuple]]:
+  """name -> (function, arguments) of each population update, ready to lower."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  import entropy_jax as ej
+  from benchmarks import _forms
+
+  target = ej.continuous_target(action_dim)
+  x = jnp.zeros((n, b), jnp.float32)
+  pop = ej.init_population(target, size=n)
+  return {
+      f"{GRAD_THEN_APPLY}, entropy_jax.adam (default)": (jax.vmap(_forms.grad_then_apply), (pop, x)),
+      f"{GRAD_THEN_APPLY}, optax.adam": (
+          jax.vmap(_forms.grad_then_apply), (ej.init_population(target, size=n, optimizer=optax.adam(3e-4)), x)),
+      "vmap(continuous_update)": (jax.vmap(ej.continuous_update), (pop, x)),
+      MINIMAL: (_forms.minimal_update, (_forms.minimal_init(n), x, jnp.full((n,), target))),
+  }
+
+
+def describe(hlo: str, n: int, b: int) -> dict[str, Any]:
+  """The kernels, `[n]` loops and bytes per member of a population update's HLO."""
+  r = nb_report(hlo, n, b)
+  loops = n_loops(hlo, n)
+  moved = r["read_bytes"] + r["written_bytes"]
+  return {"kernels": r["kernels"], "n_loops": len(loops), "copies": sum(lp["kind"] == "copy" for lp in loops),
+          "n_operands_read": sum(lp["n_operands"] for lp in loops), "loops": loops,
+          "nb_readers": r["nb_readers"], "nb_temporaries": r["nb_temporaries"],
+          "bytes_per_member_besides_log_probs": (moved - n * b * 4) / n}
+
+
 def compile_seconds(fn: Callable, args: tuple, repeats: int, tag: str) -> tuple[float, int]:
   """Median compile time of `fn` under fresh names, and its kernel count."""
+  import jax
+
   times, count = [], 0
   for r in range(repeats):
     def fresh(*a, fn=fn):
@@ -117,33 +169,33 @@ def compile_seconds(fn: Callable, args: tuple, repeats: int, tag: str) -> tuple[
   return statistics.median(times), count
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="benchmarks/hlo_report.py", description=__doc__.split("\n\n")[0])
-  p.add_argument("--n", type=int, default=16384, help="population size for the vmapped updates")
-  p.add_argument("--batch", type=int, default=256, help="log_probs per member")
-  p.add_argument("--repeats", type=int, default=5, help="compiles per sub-step; the median is reported")
-  args = p.parse_args(argv)
-  if args.n < 1 or args.batch < 1 or args.repeats < 1:
-    p.error(f"--n, --batch and --repeats must be >= 1; got {args.n}, {args.batch}, {args.repeats}")
+def add_arguments(p) -> None:
+  p.add_argument("--hlo-n", type=_cli.positive_int, default=16384, help="population size (default 16384)")
 
-  n, b = args.n, args.batch
-  pop = ej.init_population(-6.0, size=n)
-  x = jnp.zeros((n, b), jnp.float32)
-  forms = {
-      GRAD_THEN_APPLY: jax.vmap(grad_then_apply),
-      "vmap(continuous_update)": jax.vmap(ej.continuous_update),
-  }
-  nbytes = n * b * 4
-  floor = traffic(jax.jit(jnp.sum).lower(x).compile().as_text())
-  print(f"Population N={n} x B={b} ({jax.default_backend()}): uses of the [N, B] log_probs in the optimized HLO,"
-        f" and bytes read + written by all kernels (the floor, jnp.sum: {floor['read_bytes'] + floor['written_bytes']:,})")
-  for name, fn in forms.items():
-    r = nb_report(jax.jit(fn).lower(pop, x).compile().as_text(), n, b)
-    moved = r["read_bytes"] + r["written_bytes"]
-    print(f"  {name}: {len(r['nb_readers'])} instruction(s) read it {r['nb_readers']};"
-          f" other [N, B] arrays built: {r['nb_temporaries'] or 'none'}; {r['kernels']} kernels;"
-          f" {moved:,} bytes moved = {moved / nbytes:.2f}x the log_probs"
-          f" ({(moved - nbytes) / n:.0f} bytes per member besides them)")
+
+def finish(args) -> None:
+  del args
+
+
+def run(args, notes: list[str]) -> dict[str, Any]:
+  del notes
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  import entropy_jax as ej
+
+  n, b = args.hlo_n, args.batch
+  forms = {}
+  print(f"  N={n} x B={b} ({jax.default_backend()}): kernels of the optimized HLO's entry, loops over [N]"
+        " (copies among them), [N] operands those loops read, and bytes read + written per member besides the"
+        " log_probs:")
+  for name, (fn, fargs) in population_forms(n, b, args.action_dim).items():
+    forms[name] = describe(jax.jit(fn).lower(*fargs).compile().as_text(), n, b)
+    d = forms[name]
+    print(f"    {name}: {d['kernels']} kernels, {d['n_loops']} [N] loops ({d['copies']} copies),"
+          f" {d['n_operands_read']} [N] operands, {d['bytes_per_member_besides_log_probs']:.0f} bytes per member;"
+          f" {len(d['nb_readers'])} reader(s) of the log_probs, other [N, B] arrays: {d['nb_temporaries'] or 'none'}")
 
   state = ej.init_entropy_state(-6.0)
   sgd_state = ej.init_entropy_state(-6.0, optimizer=optax.sgd(3e-4))
@@ -157,17 +209,37 @@ def main(argv=None) -> int:
   steps = {
       "trivial: x * 2 + 1": (lambda v: v * 2.0 + 1.0, (lp,)),
       "value_and_grad(continuous_loss)": (jax.value_and_grad(ej.continuous_loss), (state.log_alpha, lp, state.target)),
-      "optax adam update + apply_updates": (adam_step, (state, grad)),
-      "apply_gradients (adam)": (ej.apply_gradients, (state, grad)),
-      "continuous_update (sgd)": (ej.continuous_update, (sgd_state, lp)),
-      "continuous_update (adam)": (ej.continuous_update, (state, lp)),
+      "entropy_jax.adam update + apply_updates": (adam_step, (state, grad)),
+      "apply_gradients (entropy_jax.adam)": (ej.apply_gradients, (state, grad)),
+      "continuous_update (optax.sgd)": (ej.continuous_update, (sgd_state, lp)),
+      "continuous_update (entropy_jax.adam)": (ej.continuous_update, (state, lp)),
   }
   jax.jit(lambda v: v - 1.0).lower(lp).compile()  # Start the compiler up first.
-  print(f"Compile time (median of {args.repeats}, fresh names) and kernels:")
-  for i, (name, (fn, a)) in enumerate(steps.items()):
-    seconds, count = compile_seconds(fn, a, args.repeats, f"step{i}")
-    print(f"  {name:36s} {seconds * 1e3:8.1f} ms  {count:3d} kernels")
-  return 0
+  print(f"  Compile time (median of {args.repeats}, fresh names) and kernels of one member's update:")
+  compiles = {}
+  for i, (name, (fn, fargs)) in enumerate(steps.items()):
+    seconds, count = compile_seconds(fn, fargs, args.repeats, f"step{i}")
+    compiles[name] = {"compile_s": seconds, "kernels": count}
+    print(f"    {name:42s} {seconds * 1e3:8.1f} ms  {count:3d} kernels")
+  return {NAME: {"n": n, "batch": b, "forms": forms, "compile": compiles}}
+
+
+def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
+  del args
+  r = results[NAME]
+  lines = [f"## The optimized HLO of the population update, N = {r['n']:,} x {r['batch']}", "",
+           "| form | kernels | loops over [N] (copies) | [N] operands read | bytes per member besides the log_probs |",
+           "|---|---:|---:|---:|---:|"]
+  for name, d in r["forms"].items():
+    lines.append(f"| {name} | {d['kernels']} | {d['n_loops']} ({d['copies']}) | {d['n_operands_read']}"
+                 f" | {d['bytes_per_member_besides_log_probs']:.0f} |")
+  lines += ["", "| one member's update | compile | kernels |", "|---|---:|---:|"]
+  lines += [f"| {name} | {c['compile_s'] * 1e3:.1f} ms | {c['kernels']} |" for name, c in r["compile"].items()]
+  return lines
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  return _cli.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""The goal sheet (`goals.toml`), graded against a run's results.
+
+  python -m benchmarks.goals benchmarks/results/results.json
+
+prints each goal with PASS, FAIL or n/a (not measured in that run).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import tomllib
+from typing import Any, Optional
+
+from benchmarks import _cli
+
+SHEET = pathlib.Path(__file__).resolve().parent / "goals.toml"
+COMPARISONS = {"at_least": (">=", lambda v, x: v >= x), "at_most": ("<=", lambda v, x: v <= x),
+               "below": ("<", lambda v, x: v < x)}
+
+
+def load(path: pathlib.Path = SHEET) -> list[dict[str, Any]]:
+  """The goals of the sheet, each checked to have one comparison."""
+  goals = tomllib.loads(path.read_text())["goal"]
+  for g in goals:
+    found = [k for k in COMPARISONS if k in g]
+    if len(found) != 1 or not {"text", "value", "format"} <= set(g):
+      raise ValueError(f"goals.load: goal {g.get('text')!r} in {path} needs text, value, format and exactly one of"
+                       f" {sorted(COMPARISONS)}; got keys {sorted(g)}.")
+  return goals
+
+
+def lookup(results: dict[str, Any], path: list[str]) -> Optional[float]:
+  node: Any = results
+  for key in path:
+    if not isinstance(node, dict) or key not in node:
+      return None
+    node = node[key]
+  return node if isinstance(node, (int, float)) else None
+
+
+def grade(results: dict[str, Any], goals: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+  """Each goal with its measured value and status: PASS, FAIL or n/a."""
+  out = []
+  for g in load() if goals is None else goals:
+    [kind] = [k for k in COMPARISONS if k in g]
+    symbol, holds = COMPARISONS[kind]
+    value = lookup(results, g["value"])
+    status = "n/a" if value is None else ("PASS" if holds(value, g[kind]) else "FAIL")
+    out.append({"goal": g["text"], "measured": value, "threshold": f"{symbol} {g[kind]:g}",
+                "shown": "not measured" if value is None else g["format"].format(value), "status": status})
+  return out
+
+
+def print_goals(graded: list[dict[str, Any]], only_measured: bool = False) -> None:
+  shown = [g for g in graded if not (only_measured and g["status"] == "n/a")]
+  if shown:
+    print("Goals:")
+  for g in shown:
+    print(f"  [{g['status']:>4s}] {g['goal']}: {g['shown']}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  p = _cli.parser("goals", __doc__)
+  p.add_argument("results", type=pathlib.Path, help="a results.json written by python -m benchmarks.run")
+  args = p.parse_args(argv)
+  try:
+    results = json.loads(args.results.read_text())
+  except (OSError, ValueError) as e:
+    p.error(f"argument results: cannot read {args.results}: {e}")
+  print_goals(grade(results))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,168 @@
+"""One update at batch 256, continuous and discrete, against Velora 0.2.0.
+
+Side by side (medians of interleaved repeats, `_timing.py`), each a training
+loop's update with the state threaded from call to call:
+
+* Velora's PyTorch module (and on CUDA, when torch sees a GPU);
+* the Velora-compatible class `entropy_jax.compat`, called as Velora is;
+* the fused update `jax.jit(continuous_update)` called from Python: this
+  measures JAX's per-call dispatch more than the update, so a trivial jitted
+  call (`x + 1`) is timed beside it as the dispatch floor;
+* the update inside `lax.scan`, per update: its cost inside a user's jitted
+  training step, where it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional
+
+from benchmarks import _cli, _machine
+
+NAME = "single"
+REPEATS, MIN_TIME = 9, 0.02
+SHAPES = True
+KINDS = ("continuous", "discrete")
+VELORA_CPU = "Velora 0.2.0 (PyTorch CPU)"
+VELORA_CUDA = "Velora 0.2.0 (PyTorch CUDA)"
+COMPAT = "compat class"
+JIT = "jax.jit(fused update) called from Python"
+TRIVIAL = "a trivial jitted call (x + 1), the dispatch floor"
+
+
+def scan_label(k: int) -> str:
+  return f"inside lax.scan ({k} updates per call), per update"
+
+
+def add_arguments(p) -> None:
+  p.add_argument("--scan-k", type=_cli.positive_int, default=None,
+                 help="updates per lax.scan call (default 1000, 100 with --quick)")
+
+
+def finish(args) -> None:
+  args.scan_k = args.scan_k or (100 if args.quick else 1000)
+
+
+def _threaded(fn: Callable, state: Any, *args: Any) -> Callable[[], Any]:
+  """A zero-argument step `state, _ = fn(state, *args)`, returning the state."""
+  box = [state]
+
+  def step():
+    box[0], _ = fn(box[0], *args)
+    return box[0]
+
+  return step
+
+
+def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
+  """NumPy inputs of one update (`leading` axes first): `(log_probs,)` or `(probs, log_probs)`."""
+  import numpy as np
+
+  if kind == "continuous":
+    return ((rng.standard_normal(leading + (args.batch,)) - args.action_dim).astype(np.float32),)
+  logits = rng.standard_normal(leading + (args.batch, args.num_actions))
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  return np.exp(log_probs).astype(np.float32), log_probs.astype(np.float32)
+
+
+def run(args, notes: list[str]) -> dict[str, Any]:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  import entropy_jax as ej
+  from benchmarks._timing import interleaved
+
+  velora, why = _machine.load_velora()
+  if velora is None:
+    notes.append(_machine.velora_note(why))
+  compat, why = _machine.load_compat()
+  if compat is None:
+    notes.append(f"entropy_jax.compat could not be imported ({why}): the compat row is left out.")
+  rng = np.random.default_rng(0)
+  out: dict[str, Any] = {}
+  for i, kind in enumerate(KINDS):
+    inputs = _inputs(kind, args, rng)
+    jin = tuple(jnp.asarray(a) for a in inputs)
+    dim = args.action_dim if kind == "continuous" else args.num_actions
+    target = ej.continuous_target(dim) if kind == "continuous" else ej.discrete_target(dim)
+    update = ej.continuous_update if kind == "continuous" else ej.discrete_update
+    fns: dict[str, Callable[[], Any]] = {}
+    if velora is not None:
+      torch = velora[2]
+      v_mod = velora[i](dim)
+      tin = tuple(torch.from_numpy(a) for a in inputs)
+      fns[VELORA_CPU] = lambda m=v_mod, tin=tin: m.gradient_step(m.compute_loss(*tin))
+      if torch.cuda.is_available():  # What a Velora user on a GPU machine runs.
+        cuda = torch.device("cuda")
+        g_mod = velora[i](dim, device=cuda)
+        gin = tuple(t.to(cuda) for t in tin)
+
+        def velora_cuda(m=g_mod, gin=gin, sync=torch.cuda.synchronize):
+          m.gradient_step(m.compute_loss(*gin))
+          return sync
+
+        fns[VELORA_CUDA] = velora_cuda
+    if compat is not None:
+      c_mod = compat[i](dim)
+
+      def compat_step(m=c_mod, jin=jin):
+        m.gradient_step(m.compute_loss(*jin))
+        return m.alpha  # What a SAC step reads after the update.
+
+      fns[COMPAT] = compat_step
+    fns[JIT] = _threaded(jax.jit(update), ej.init_entropy_state(target), *jin)
+    trivial = jax.jit(lambda v: v + 1.0)
+    fns[TRIVIAL] = lambda trivial=trivial, v=jin[0]: trivial(v)
+
+    def scan_fn(state, xs, update=update):
+      def body(s, x):
+        s, metrics = update(s, *x)
+        return s, metrics["alpha"]
+      return jax.lax.scan(body, state, xs)
+
+    xs = tuple(jnp.asarray(a) for a in _inputs(kind, args, rng, (args.scan_k,)))
+    fns[scan_label(args.scan_k)] = _threaded(jax.jit(scan_fn), ej.init_entropy_state(target), xs)
+
+    timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
+    rows = {}
+    for name, t in timings.items():
+      per_update = t.median / (args.scan_k if name == scan_label(args.scan_k) else 1)
+      rows[name] = {"seconds_per_update": per_update, "timing": t.as_dict()}
+    for name, row in rows.items():
+      for key, ref in (("speedup_vs_velora", VELORA_CPU), ("speedup_vs_velora_cuda", VELORA_CUDA)):
+        if ref in rows:
+          row[key] = rows[ref]["seconds_per_update"] / row["seconds_per_update"]
+      print(f"  {kind:10s} {name:56s} {_cli.fmt_time(row['seconds_per_update']):>10s}"
+            + (f"   {row['speedup_vs_velora']:8.1f}x vs Velora" if "speedup_vs_velora" in row else "")
+            + (f"   {row['speedup_vs_velora_cuda']:8.1f}x vs Velora on CUDA" if "speedup_vs_velora_cuda" in row else ""),
+            flush=True)
+    out[kind] = rows
+  return {NAME: out}
+
+
+def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
+  results = results[NAME]
+  lines = [f"## One update, batch {args['batch']} (continuous action_dim {args['action_dim']},"
+           f" discrete A {args['num_actions']})", ""]
+  ratios = {"speedup_vs_velora": ""}
+  if VELORA_CUDA in results["continuous"]:
+    ratios = {"speedup_vs_velora": " (CPU)", "speedup_vs_velora_cuda": " (CUDA)"}
+  head = ["method"] + [c for kind in KINDS for c in [kind] + [f"x faster than Velora{v}" for v in ratios.values()]]
+  lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  for name in results["continuous"]:
+    cells = []
+    for kind in KINDS:
+      r = results[kind].get(name, {})
+      cells += [_cli.fmt_time(r["seconds_per_update"]) if r else "-"]
+      cells += [f"{r[k]:.1f}x" if k in r else "-" for k in ratios]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  return _cli.standalone(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
