@@ -71,26 +71,40 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
   # float32's range is finite, and must not turn infinite in log_alpha's dtype.
   limited = jnp.clip(grad, -GRAD_LIMIT, GRAD_LIMIT).astype(state.log_alpha.dtype)
   updates, opt_state = state.tx.update(limited, state.opt_state, state.log_alpha)
-  log_alpha = optax.apply_updates(state.log_alpha, updates)
   lo = jnp.maximum(state.log_alpha_min, LOG_ALPHA_MIN)
   hi = jnp.minimum(state.log_alpha_max, LOG_ALPHA_MAX)
-  log_alpha = jnp.clip(log_alpha, lo, hi)
+  log_alpha = jnp.clip(optax.apply_updates(state.log_alpha, updates), lo, hi)
   step = state.step + 1
   target = state.target
   if state.target_schedule is not None:
     target = jnp.asarray(state.target_schedule(step), state.target.dtype)
-  updated = state.replace(log_alpha=log_alpha, opt_state=opt_state, target=target, step=step)
 
   # `log_alpha` is NaN only if the optimizer produced one.
   ok = jnp.isfinite(grad) & jnp.isfinite(log_alpha) & jnp.isfinite(target)
   # A leaf of the optimizer state that turns non-finite (a statistic that
   # overflows) would freeze alpha for good: skip such a step. Leaves that were
-  # already non-finite (e.g. a `best_value = inf` initial value) may stay so.
+  # already non-finite (e.g. a `best_value = inf` initial value) may stay so,
+  # and leaves the optimizer passes through unchanged need no check.
   for after, before in zip(jax.tree.leaves(opt_state), jax.tree.leaves(state.opt_state)):
-    if jnp.issubdtype(jnp.result_type(after), jnp.inexact):
+    if after is not before and jnp.issubdtype(jnp.result_type(after), jnp.inexact):
       ok &= jnp.all(jnp.isfinite(after) | ~jnp.isfinite(before))
-  kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, state)
-  return kept.replace(skipped=state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype))
+  skipped = state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype)
+  # The verdict is read back from the new counter, which is computed anyway:
+  # under vmap, XLA's CPU backend writes each output array in a loop of its
+  # own, and a verdict written out once lets every other field's loop read
+  # two [N] arrays instead of recomputing the checks from all their inputs.
+  ok = skipped == state.skipped
+
+  def keep(new, old):
+    return old if new is old else jnp.where(ok, new, old)
+
+  return state.replace(
+      log_alpha=keep(log_alpha, state.log_alpha),
+      opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+      target=keep(target, state.target),
+      step=keep(step, state.step),
+      skipped=skipped,
+  )
 
 
 def continuous_update(
