@@ -139,7 +139,8 @@ def standalone(module: Any, argv: Optional[list[str]] = None) -> int:
   entries of the results (`{NAME: ...}`, or more than one), and
   `markdown(results, args)`, which reads them back.
   """
-  p = parser(module.__name__.rsplit(".", 1)[-1], module.__doc__)
+  name = module.__spec__.name if module.__spec__ else module.__name__  # Not "__main__" under -m.
+  p = parser(name.rsplit(".", 1)[-1], module.__doc__)
   if module.REPEATS:
     add_timing(p, module.REPEATS, module.MIN_TIME)
   else:  # Timed in fresh processes, without `_timing.interleaved`.

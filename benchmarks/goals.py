@@ -1,8 +1,9 @@
 """The goal sheet (`goals.toml`), graded against a run's results.
 
-  python -m benchmarks.goals benchmarks/results/results.json
+  python -m benchmarks.goals [benchmarks/results/results.json]
 
-prints each goal with PASS, FAIL or n/a (not measured in that run).
+prints each goal of a run's results with PASS, FAIL or n/a (not measured in
+that run).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def print_goals(graded: list[dict[str, Any]], only_measured: bool = False) -> No
 
 def main(argv: Optional[list[str]] = None) -> int:
   p = _cli.parser("goals", __doc__)
-  p.add_argument("results", type=pathlib.Path, help="a results.json written by python -m benchmarks.run")
+  p.add_argument("results", type=pathlib.Path, nargs="?", default=SHEET.parent / "results" / "results.json",
+                 help="a results.json written by python -m benchmarks.run (default benchmarks/results/results.json)")
   args = p.parse_args(argv)
   try:
     results = json.loads(args.results.read_text())
