@@ -12,17 +12,17 @@ import json
 import math
 import pathlib
 import sys
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class _Parser(argparse.ArgumentParser):
-
   def error(self, message: str):  # type: ignore[override]
     self.print_usage(sys.stderr)
     self.exit(2, f"{self.prog}: error: {message}\nRun `{self.prog} --help` for the options.\n")
 
 
-def parser(module: str, doc: Optional[str]) -> argparse.ArgumentParser:
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
   """A parser for `python -m benchmarks.<module>`, described by the first
   paragraph of the module's docstring."""
   first = (doc or "").strip().split("\n\n")[0].replace("\n", " ")
@@ -75,7 +75,7 @@ def subset_of(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
     unknown = [n for n in names if n not in choices]
     if unknown or not names:
       raise argparse.ArgumentTypeError(
-          f"unknown {what} {unknown or [text]}; expected a comma-separated subset of {','.join(choices)}"
+        f"unknown {what} {unknown or [text]}; expected a comma-separated subset of {','.join(choices)}"
       )
     return [c for c in choices if c in names]
 
@@ -85,10 +85,18 @@ def subset_of(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
 def add_timing(p: argparse.ArgumentParser, repeats: int, min_time: float) -> None:
   """`--quick`, `--repeats` and `--min-time`, the flags of `_timing.interleaved`."""
   p.add_argument("--quick", action="store_true", help="a short run: fewer repeats, shorter samples, smaller sizes")
-  p.add_argument("--repeats", type=positive_int, default=None,
-                 help=f"timed samples per method; the median is reported (default {repeats}, 3 with --quick)")
-  p.add_argument("--min-time", type=positive_float, default=None,
-                 help=f"seconds each timed sample lasts at least (default {min_time:g}, {min_time / 4:g} with --quick)")
+  p.add_argument(
+    "--repeats",
+    type=positive_int,
+    default=None,
+    help=f"timed samples per method; the median is reported (default {repeats}, 3 with --quick)",
+  )
+  p.add_argument(
+    "--min-time",
+    type=positive_float,
+    default=None,
+    help=f"seconds each timed sample lasts at least (default {min_time:g}, {min_time / 4:g} with --quick)",
+  )
 
 
 def timing_defaults(args: argparse.Namespace, repeats: int, min_time: float) -> None:
@@ -103,7 +111,7 @@ def add_json(p: argparse.ArgumentParser) -> None:
   p.add_argument("--json", type=pathlib.Path, default=None, metavar="PATH", help="also write the results to this file")
 
 
-def write_json(path: Optional[pathlib.Path], results: Any) -> None:
+def write_json(path: pathlib.Path | None, results: Any) -> None:
   if path is not None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
@@ -123,12 +131,16 @@ def fmt_time(seconds: float) -> str:
 def add_shapes(p: argparse.ArgumentParser) -> None:
   """`--batch`, `--action-dim` and `--num-actions`: the shapes of one update."""
   p.add_argument("--batch", type=positive_int, default=256, help="log_probs per update, per member (default 256)")
-  p.add_argument("--action-dim", type=positive_int, default=6,
-                 help="continuous action dimension; the target is -action_dim (default 6)")
+  p.add_argument(
+    "--action-dim",
+    type=positive_int,
+    default=6,
+    help="continuous action dimension; the target is -action_dim (default 6)",
+  )
   p.add_argument("--num-actions", type=positive_int, default=6, help="discrete actions A (default 6)")
 
 
-def standalone(module: Any, argv: Optional[list[str]] = None) -> int:
+def standalone(module: Any, argv: list[str] | None = None) -> int:
   """`python -m benchmarks.<module>`: parses the module's flags, runs it, prints
   the goals it measured and writes `--json`.
 

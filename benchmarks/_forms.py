@@ -51,8 +51,13 @@ def minimal_init(n: int, log_alpha: float = 0.0) -> MinimalState:
 
 
 def minimal_update(
-    state: MinimalState, log_probs, target, learning_rate: float = 3e-4,
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+  state: MinimalState,
+  log_probs,
+  target,
+  learning_rate: float = 3e-4,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
 ) -> MinimalState:
   """One Adam step of `[N]` log temperatures on `[N, B]` log_probs.
 

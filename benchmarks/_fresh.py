@@ -41,8 +41,12 @@ def parse_args(argv: list[str]):
   p.add_argument("--n", type=_cli.positive_int, default=1024, help="members of the population target (default 1024)")
   _cli.add_shapes(p)
   p.add_argument("--cache", default=None, metavar="DIR", help="use jax's persistent compilation cache in DIR")
-  p.add_argument("--only", type=_cli.subset_of(TARGETS, "compile target(s)"), default=list(TARGETS),
-                 help="comma-separated subset of " + ",".join(TARGETS) + " (default all)")
+  p.add_argument(
+    "--only",
+    type=_cli.subset_of(TARGETS, "compile target(s)"),
+    default=list(TARGETS),
+    help="comma-separated subset of " + ",".join(TARGETS) + " (default all)",
+  )
   return p.parse_args(argv)
 
 
@@ -64,8 +68,10 @@ def measure_import() -> dict:
   import flax  # noqa: F401
   import jax  # noqa: F401
   import optax  # noqa: F401
+
   t1 = time.perf_counter()
   import entropy_jax  # noqa: F401
+
   t2 = time.perf_counter()
   return {"baseline_s": t1 - t0, "added_s": t2 - t1}
 
@@ -107,11 +113,11 @@ def measure_compile(which: str, n: int, batch: int, action_dim: int, num_actions
   jax.block_until_ready(jax.jit(lambda v: v * 2.0 + 1.0)(args[1]))
   trivial = time.perf_counter() - t0
   return {
-      "first_call_s": first,
-      "trivial_first_call_s": trivial,
-      "steady_call_s": statistics.median(steady),
-      "compile_s": first - statistics.median(steady),
-      "backend": jax.default_backend(),
+    "first_call_s": first,
+    "trivial_first_call_s": trivial,
+    "steady_call_s": statistics.median(steady),
+    "compile_s": first - statistics.median(steady),
+    "backend": jax.default_backend(),
   }
 
 

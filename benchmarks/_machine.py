@@ -8,17 +8,17 @@ import importlib.metadata
 import os
 import pathlib
 import platform
-from typing import Any, Optional
+from typing import Any
 
 VELORA_INSTALL = (
-    "pip install torch==2.13.0 && pip install --no-deps velora==0.2.0 &&"
-    " pip install gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel"
-    " (what `make .venv/.installed` does)"
+  "pip install torch==2.13.0 && pip install --no-deps velora==0.2.0 &&"
+  " pip install gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel"
+  " (what `make .venv/.installed` does)"
 )
 VERSIONED = ("entropy_jax", "jax", "jaxlib", "optax", "flax", "chex", "numpy", "torch", "velora")
 
 
-def version(dist: str) -> Optional[str]:
+def version(dist: str) -> str | None:
   try:
     return importlib.metadata.version(dist)
   except importlib.metadata.PackageNotFoundError:
@@ -35,7 +35,7 @@ def cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def loadavg() -> Optional[list[float]]:
+def loadavg() -> list[float] | None:
   """The 1, 5 and 15 minute load averages: how busy the CPUs were."""
   try:
     return [round(x, 2) for x in os.getloadavg()]
@@ -43,7 +43,7 @@ def loadavg() -> Optional[list[float]]:
     return None
 
 
-def meminfo(field: str) -> Optional[int]:
+def meminfo(field: str) -> int | None:
   """Bytes of a `/proc/meminfo` field such as `MemAvailable`, or None."""
   try:
     for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
@@ -64,22 +64,22 @@ def machine_info(command: str) -> dict[str, Any]:
     usable = os.cpu_count()
   total = meminfo("MemTotal")
   return {
-      "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": command,
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "cpu": cpu_model(),
-      "cpu_count": os.cpu_count(),
-      "cpus_usable": usable,
-      "memory_total_gb": round(total / 1e9, 1) if total else None,
-      "loadavg_start": loadavg(),
-      "backend": jax.default_backend(),
-      "devices": [f"{d.platform}:{d.id} {getattr(d, 'device_kind', '')}".strip() for d in jax.devices()],
-      "versions": {name: version(name) for name in VERSIONED},
+    "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "command": command,
+    "platform": platform.platform(),
+    "python": platform.python_version(),
+    "cpu": cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "cpus_usable": usable,
+    "memory_total_gb": round(total / 1e9, 1) if total else None,
+    "loadavg_start": loadavg(),
+    "backend": jax.default_backend(),
+    "devices": [f"{d.platform}:{d.id} {getattr(d, 'device_kind', '')}".strip() for d in jax.devices()],
+    "versions": {name: version(name) for name in VERSIONED},
   }
 
 
-def free_device_bytes() -> Optional[int]:
+def free_device_bytes() -> int | None:
   """Bytes free on jax's default device: from the allocator, or the OS for a CPU."""
   import jax
 
@@ -114,5 +114,7 @@ def load_compat():
 
 
 def velora_note(reason: str) -> str:
-  return (f"Velora 0.2.0 could not be imported ({reason}): its columns are left out and the rest still runs."
-          f" To include them: {VELORA_INSTALL}.")
+  return (
+    f"Velora 0.2.0 could not be imported ({reason}): its columns are left out and the rest still runs."
+    f" To include them: {VELORA_INSTALL}."
+  )

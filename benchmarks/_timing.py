@@ -17,7 +17,8 @@ import dataclasses
 import math
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -74,11 +75,11 @@ def calibrate(fn: Callable[[], Any], min_time: float, max_inner: int = 100_000) 
 
 
 def interleaved(
-    fns: dict[str, Callable[[], Any]],
-    *,
-    repeats: int,
-    min_time: float,
-    warmup: int = 2,
+  fns: dict[str, Callable[[], Any]],
+  *,
+  repeats: int,
+  min_time: float,
+  warmup: int = 2,
 ) -> dict[str, Timing]:
   """Times every method in `fns` side by side; returns seconds per call.
 
@@ -104,12 +105,12 @@ def interleaved(
     for name in names[shift:] + names[:shift]:
       samples[name].append(_sample(fns[name], inner[name]))
   return {
-      name: Timing(
-          median=statistics.median(s),
-          minimum=min(s),
-          maximum=max(s),
-          repeats=repeats,
-          inner=inner[name],
-      )
-      for name, s in samples.items()
+    name: Timing(
+      median=statistics.median(s),
+      minimum=min(s),
+      maximum=max(s),
+      repeats=repeats,
+      inner=inner[name],
+    )
+    for name, s in samples.items()
   }

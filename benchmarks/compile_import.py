@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 from benchmarks import _cli
 from benchmarks._fresh import TARGETS
@@ -31,15 +31,28 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def add_arguments(p) -> None:
-  p.add_argument("--fresh-repeats", type=_cli.positive_int, default=None,
-                 help="fresh processes timing compile and import (default 5, 2 with --quick)")
-  p.add_argument("--warm-cache-repeats", type=_cli.nonnegative_int, default=None,
-                 help="fresh processes timing first calls from a warm persistent compilation cache"
-                 " (0: skip; default 3, 1 with --quick)")
-  p.add_argument("--compile-targets", type=_cli.subset_of(TARGETS, "compile target(s)"), default=list(TARGETS),
-                 help="first calls to time: comma-separated subset of " + ",".join(TARGETS) + " (default all)")
-  p.add_argument("--compile-n", type=_cli.positive_int, default=1024,
-                 help="members of the vmapped first call (default 1024)")
+  p.add_argument(
+    "--fresh-repeats",
+    type=_cli.positive_int,
+    default=None,
+    help="fresh processes timing compile and import (default 5, 2 with --quick)",
+  )
+  p.add_argument(
+    "--warm-cache-repeats",
+    type=_cli.nonnegative_int,
+    default=None,
+    help="fresh processes timing first calls from a warm persistent compilation cache"
+    " (0: skip; default 3, 1 with --quick)",
+  )
+  p.add_argument(
+    "--compile-targets",
+    type=_cli.subset_of(TARGETS, "compile target(s)"),
+    default=list(TARGETS),
+    help="first calls to time: comma-separated subset of " + ",".join(TARGETS) + " (default all)",
+  )
+  p.add_argument(
+    "--compile-n", type=_cli.positive_int, default=1024, help="members of the vmapped first call (default 1024)"
+  )
 
 
 def finish(args) -> None:
@@ -51,9 +64,22 @@ def finish(args) -> None:
 def _fresh(args, *extra: str) -> dict[str, Any]:
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-  cmd = [sys.executable, "-m", "benchmarks._fresh", "--n", str(args.compile_n), "--batch", str(args.batch),
-         "--action-dim", str(args.action_dim), "--num-actions", str(args.num_actions),
-         "--only", ",".join(args.compile_targets), *extra]
+  cmd = [
+    sys.executable,
+    "-m",
+    "benchmarks._fresh",
+    "--n",
+    str(args.compile_n),
+    "--batch",
+    str(args.batch),
+    "--action-dim",
+    str(args.action_dim),
+    "--num-actions",
+    str(args.num_actions),
+    "--only",
+    ",".join(args.compile_targets),
+    *extra,
+  ]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
   if proc.returncode != 0:
     raise RuntimeError(f"{' '.join(cmd)} failed (rc={proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -89,10 +115,12 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     if warm:
       r["warm_cache_first_call_s"] = warm[which]["first_call_s"]
       r["warm_cache_samples"] = warm[which]["samples"]
-    print(f"  first call of jit({label(which, args.compile_n)}): {r['first_call_s']:.3f} s (steady call"
-          f" {_cli.fmt_time(r['steady_call_s'])}; a trivial jit's first call right after it"
-          f" {r['trivial_first_call_s']:.3f} s"
-          + (f"; with a warm persistent compilation cache {r['warm_cache_first_call_s']:.3f} s)" if warm else ")"))
+    print(
+      f"  first call of jit({label(which, args.compile_n)}): {r['first_call_s']:.3f} s (steady call"
+      f" {_cli.fmt_time(r['steady_call_s'])}; a trivial jit's first call right after it"
+      f" {r['trivial_first_call_s']:.3f} s"
+      + (f"; with a warm persistent compilation cache {r['warm_cache_first_call_s']:.3f} s)" if warm else ")")
+    )
   print(f"  import jax, optax, flax, chex: {imp['baseline_s']:.3f} s; import entropy_jax adds {imp['added_s']:.3f} s")
   return {"compile": results, "import": imp}
 
@@ -104,15 +132,16 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
     lines.append(f"| first call of jit({label(which, r.get('n', 0))}) | {r['first_call_s']:.3f} |")
     lines.append(f"| ... a trivial jit's first call in the same process | {r['trivial_first_call_s']:.3f} |")
     if "warm_cache_first_call_s" in r:
-      lines.append(f"| ... the same first call from a warm persistent compilation cache |"
-                   f" {r['warm_cache_first_call_s']:.3f} |")
+      lines.append(
+        f"| ... the same first call from a warm persistent compilation cache | {r['warm_cache_first_call_s']:.3f} |"
+      )
   imp = results["import"]
   lines.append(f"| import jax, optax, flax, chex | {imp['baseline_s']:.3f} |")
   lines.append(f"| import entropy_jax on top of them | {imp['added_s']:.3f} |")
   return lines
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   return _cli.standalone(sys.modules[__name__], argv)
 
 

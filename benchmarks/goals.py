@@ -12,13 +12,16 @@ import json
 import pathlib
 import sys
 import tomllib
-from typing import Any, Optional
+from typing import Any
 
 from benchmarks import _cli
 
 SHEET = pathlib.Path(__file__).resolve().parent / "goals.toml"
-COMPARISONS = {"at_least": (">=", lambda v, x: v >= x), "at_most": ("<=", lambda v, x: v <= x),
-               "below": ("<", lambda v, x: v < x)}
+COMPARISONS = {
+  "at_least": (">=", lambda v, x: v >= x),
+  "at_most": ("<=", lambda v, x: v <= x),
+  "below": ("<", lambda v, x: v < x),
+}
 
 
 def load(path: pathlib.Path = SHEET) -> list[dict[str, Any]]:
@@ -27,12 +30,14 @@ def load(path: pathlib.Path = SHEET) -> list[dict[str, Any]]:
   for g in goals:
     found = [k for k in COMPARISONS if k in g]
     if len(found) != 1 or not {"text", "value", "format"} <= set(g):
-      raise ValueError(f"goals.load: goal {g.get('text')!r} in {path} needs text, value, format and exactly one of"
-                       f" {sorted(COMPARISONS)}; got keys {sorted(g)}.")
+      raise ValueError(
+        f"goals.load: goal {g.get('text')!r} in {path} needs text, value, format and exactly one of"
+        f" {sorted(COMPARISONS)}; got keys {sorted(g)}."
+      )
   return goals
 
 
-def lookup(results: dict[str, Any], path: list[str]) -> Optional[float]:
+def lookup(results: dict[str, Any], path: list[str]) -> float | None:
   node: Any = results
   for key in path:
     if not isinstance(node, dict) or key not in node:
@@ -41,7 +46,7 @@ def lookup(results: dict[str, Any], path: list[str]) -> Optional[float]:
   return node if isinstance(node, (int, float)) else None
 
 
-def grade(results: dict[str, Any], goals: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+def grade(results: dict[str, Any], goals: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
   """Each goal with its measured value and status: PASS, FAIL or n/a."""
   out = []
   for g in load() if goals is None else goals:
@@ -49,8 +54,15 @@ def grade(results: dict[str, Any], goals: Optional[list[dict[str, Any]]] = None)
     symbol, holds = COMPARISONS[kind]
     value = lookup(results, g["value"])
     status = "n/a" if value is None else ("PASS" if holds(value, g[kind]) else "FAIL")
-    out.append({"goal": g["text"], "measured": value, "threshold": f"{symbol} {g[kind]:g}",
-                "shown": "not measured" if value is None else g["format"].format(value), "status": status})
+    out.append(
+      {
+        "goal": g["text"],
+        "measured": value,
+        "threshold": f"{symbol} {g[kind]:g}",
+        "shown": "not measured" if value is None else g["format"].format(value),
+        "status": status,
+      }
+    )
   return out
 
 
@@ -62,10 +74,15 @@ def print_goals(graded: list[dict[str, Any]], only_measured: bool = False) -> No
     print(f"  [{g['status']:>4s}] {g['goal']}: {g['shown']}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   p = _cli.parser("goals", __doc__)
-  p.add_argument("results", type=pathlib.Path, nargs="?", default=SHEET.parent / "results" / "results.json",
-                 help="a results.json written by python -m benchmarks.run (default benchmarks/results/results.json)")
+  p.add_argument(
+    "results",
+    type=pathlib.Path,
+    nargs="?",
+    default=SHEET.parent / "results" / "results.json",
+    help="a results.json written by python -m benchmarks.run (default benchmarks/results/results.json)",
+  )
   args = p.parse_args(argv)
   try:
     results = json.loads(args.results.read_text())

@@ -18,7 +18,8 @@ import re
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks import _cli
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
@@ -27,14 +28,27 @@ NAME = "hlo"
 REPEATS, MIN_TIME = 5, 0.0  # --repeats: compiles per sub-step.
 SHAPES = True
 _SKIP = ("parameter(", "constant(", "tuple(", "bitcast(", "get-tuple-element(")
-_DTYPE_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
-                "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+_DTYPE_BYTES = {
+  "f64": 8,
+  "s64": 8,
+  "u64": 8,
+  "f32": 4,
+  "s32": 4,
+  "u32": 4,
+  "bf16": 2,
+  "f16": 2,
+  "s16": 2,
+  "u16": 2,
+  "s8": 1,
+  "u8": 1,
+  "pred": 1,
+}
 
 
 def entry(hlo: str) -> list[str]:
   """The instruction lines of the entry computation of an HLO module's text."""
-  body = hlo[hlo.index("\nENTRY"):]
-  body = body[body.index("{") + 1:body.index("\n}")]
+  body = hlo[hlo.index("\nENTRY") :]
+  body = body[body.index("{") + 1 : body.index("\n}")]
   return [line.strip() for line in body.splitlines() if "=" in line]
 
 
@@ -45,7 +59,7 @@ def _split(line: str) -> tuple[str, str]:
 
 def _operands(rest: str) -> list[str]:
   """The `%names` inside the outermost parentheses of an instruction."""
-  call = rest[rest.index("(") + 1:]
+  call = rest[rest.index("(") + 1 :]
   depth, args = 1, ""
   for ch in call:
     depth += ch == "("
@@ -115,8 +129,11 @@ def nb_report(hlo: str, n: int, b: int, dtype: str = "f32") -> dict[str, Any]:
   shape = re.compile(rf"= {dtype}\[{n},{b}\]")
   params = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" in line]
   temporaries = [line.split(" =")[0] for line in lines if shape.search(line) and "parameter(" not in line]
-  readers = [line.split(" =")[0] for line in lines
-             if any(re.search(rf"[(, ]{re.escape(p)}[,)]", line) for p in params) and "parameter(" not in line]
+  readers = [
+    line.split(" =")[0]
+    for line in lines
+    if any(re.search(rf"[(, ]{re.escape(p)}[,)]", line) for p in params) and "parameter(" not in line
+  ]
   return {"nb_temporaries": temporaries, "nb_readers": readers, "kernels": kernels(lines), **traffic(hlo)}
 
 
@@ -133,11 +150,13 @@ def population_forms(n: int, b: int, action_dim: int) -> dict[str, tuple[Callabl
   x = jnp.zeros((n, b), jnp.float32)
   pop = ej.init_population(target, size=n)
   return {
-      f"{GRAD_THEN_APPLY}, entropy_jax.adam (default)": (jax.vmap(_forms.grad_then_apply), (pop, x)),
-      f"{GRAD_THEN_APPLY}, optax.adam": (
-          jax.vmap(_forms.grad_then_apply), (ej.init_population(target, size=n, optimizer=optax.adam(3e-4)), x)),
-      "vmap(continuous_update)": (jax.vmap(ej.continuous_update), (pop, x)),
-      MINIMAL: (_forms.minimal_update, (_forms.minimal_init(n), x, jnp.full((n,), target))),
+    f"{GRAD_THEN_APPLY}, entropy_jax.adam (default)": (jax.vmap(_forms.grad_then_apply), (pop, x)),
+    f"{GRAD_THEN_APPLY}, optax.adam": (
+      jax.vmap(_forms.grad_then_apply),
+      (ej.init_population(target, size=n, optimizer=optax.adam(3e-4)), x),
+    ),
+    "vmap(continuous_update)": (jax.vmap(ej.continuous_update), (pop, x)),
+    MINIMAL: (_forms.minimal_update, (_forms.minimal_init(n), x, jnp.full((n,), target))),
   }
 
 
@@ -146,10 +165,16 @@ def describe(hlo: str, n: int, b: int) -> dict[str, Any]:
   r = nb_report(hlo, n, b)
   loops = n_loops(hlo, n)
   moved = r["read_bytes"] + r["written_bytes"]
-  return {"kernels": r["kernels"], "n_loops": len(loops), "copies": sum(lp["kind"] == "copy" for lp in loops),
-          "n_operands_read": sum(lp["n_operands"] for lp in loops), "loops": loops,
-          "nb_readers": r["nb_readers"], "nb_temporaries": r["nb_temporaries"],
-          "bytes_per_member_besides_log_probs": (moved - n * b * 4) / n}
+  return {
+    "kernels": r["kernels"],
+    "n_loops": len(loops),
+    "copies": sum(lp["kind"] == "copy" for lp in loops),
+    "n_operands_read": sum(lp["n_operands"] for lp in loops),
+    "loops": loops,
+    "nb_readers": r["nb_readers"],
+    "nb_temporaries": r["nb_temporaries"],
+    "bytes_per_member_besides_log_probs": (moved - n * b * 4) / n,
+  }
 
 
 def compile_seconds(fn: Callable, args: tuple, repeats: int, tag: str) -> tuple[float, int]:
@@ -158,8 +183,10 @@ def compile_seconds(fn: Callable, args: tuple, repeats: int, tag: str) -> tuple[
 
   times, count = [], 0
   for r in range(repeats):
+
     def fresh(*a, fn=fn):
       return fn(*a)
+
     fresh.__name__ = fresh.__qualname__ = f"{tag}_{r}"
     lowered = jax.jit(fresh).lower(*args)
     t0 = time.perf_counter()
@@ -187,15 +214,19 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
   n, b = args.hlo_n, args.batch
   forms = {}
-  print(f"  N={n} x B={b} ({jax.default_backend()}): kernels of the optimized HLO's entry, loops over [N]"
-        " (copies among them), [N] operands those loops read, and bytes read + written per member besides the"
-        " log_probs:")
+  print(
+    f"  N={n} x B={b} ({jax.default_backend()}): kernels of the optimized HLO's entry, loops over [N]"
+    " (copies among them), [N] operands those loops read, and bytes read + written per member besides the"
+    " log_probs:"
+  )
   for name, (fn, fargs) in population_forms(n, b, args.action_dim).items():
     forms[name] = describe(jax.jit(fn).lower(*fargs).compile().as_text(), n, b)
     d = forms[name]
-    print(f"    {name}: {d['kernels']} kernels, {d['n_loops']} [N] loops ({d['copies']} copies),"
-          f" {d['n_operands_read']} [N] operands, {d['bytes_per_member_besides_log_probs']:.0f} bytes per member;"
-          f" {len(d['nb_readers'])} reader(s) of the log_probs, other [N, B] arrays: {d['nb_temporaries'] or 'none'}")
+    print(
+      f"    {name}: {d['kernels']} kernels, {d['n_loops']} [N] loops ({d['copies']} copies),"
+      f" {d['n_operands_read']} [N] operands, {d['bytes_per_member_besides_log_probs']:.0f} bytes per member;"
+      f" {len(d['nb_readers'])} reader(s) of the log_probs, other [N, B] arrays: {d['nb_temporaries'] or 'none'}"
+    )
 
   state = ej.init_entropy_state(-6.0)
   sgd_state = ej.init_entropy_state(-6.0, optimizer=optax.sgd(3e-4))
@@ -207,12 +238,12 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     return optax.apply_updates(s.log_alpha, updates), opt_state
 
   steps = {
-      "trivial: x * 2 + 1": (lambda v: v * 2.0 + 1.0, (lp,)),
-      "value_and_grad(continuous_loss)": (jax.value_and_grad(ej.continuous_loss), (state.log_alpha, lp, state.target)),
-      "entropy_jax.adam update + apply_updates": (adam_step, (state, grad)),
-      "apply_gradients (entropy_jax.adam)": (ej.apply_gradients, (state, grad)),
-      "continuous_update (optax.sgd)": (ej.continuous_update, (sgd_state, lp)),
-      "continuous_update (entropy_jax.adam)": (ej.continuous_update, (state, lp)),
+    "trivial: x * 2 + 1": (lambda v: v * 2.0 + 1.0, (lp,)),
+    "value_and_grad(continuous_loss)": (jax.value_and_grad(ej.continuous_loss), (state.log_alpha, lp, state.target)),
+    "entropy_jax.adam update + apply_updates": (adam_step, (state, grad)),
+    "apply_gradients (entropy_jax.adam)": (ej.apply_gradients, (state, grad)),
+    "continuous_update (optax.sgd)": (ej.continuous_update, (sgd_state, lp)),
+    "continuous_update (entropy_jax.adam)": (ej.continuous_update, (state, lp)),
   }
   jax.jit(lambda v: v - 1.0).lower(lp).compile()  # Start the compiler up first.
   print(f"  Compile time (median of {args.repeats}, fresh names) and kernels of one member's update:")
@@ -227,18 +258,23 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   del args
   r = results[NAME]
-  lines = [f"## The optimized HLO of the population update, N = {r['n']:,} x {r['batch']}", "",
-           "| form | kernels | loops over [N] (copies) | [N] operands read | bytes per member besides the log_probs |",
-           "|---|---:|---:|---:|---:|"]
+  lines = [
+    f"## The optimized HLO of the population update, N = {r['n']:,} x {r['batch']}",
+    "",
+    "| form | kernels | loops over [N] (copies) | [N] operands read | bytes per member besides the log_probs |",
+    "|---|---:|---:|---:|---:|",
+  ]
   for name, d in r["forms"].items():
-    lines.append(f"| {name} | {d['kernels']} | {d['n_loops']} ({d['copies']}) | {d['n_operands_read']}"
-                 f" | {d['bytes_per_member_besides_log_probs']:.0f} |")
+    lines.append(
+      f"| {name} | {d['kernels']} | {d['n_loops']} ({d['copies']}) | {d['n_operands_read']}"
+      f" | {d['bytes_per_member_besides_log_probs']:.0f} |"
+    )
   lines += ["", "| one member's update | compile | kernels |", "|---|---:|---:|"]
   lines += [f"| {name} | {c['compile_s'] * 1e3:.1f} ms | {c['kernels']} |" for name, c in r["compile"].items()]
   return lines
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   return _cli.standalone(sys.modules[__name__], argv)
 
 

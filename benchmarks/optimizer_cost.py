@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from benchmarks import _cli
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
@@ -34,8 +34,9 @@ FLOOR = "floor: jnp.sum"
 
 
 def add_arguments(p) -> None:
-  p.add_argument("--optimizer-n", type=_cli.positive_int, default=None,
-                 help="population size (default 16384, 1024 with --quick)")
+  p.add_argument(
+    "--optimizer-n", type=_cli.positive_int, default=None, help="population size (default 16384, 1024 with --quick)"
+  )
 
 
 def finish(args) -> None:
@@ -62,21 +63,22 @@ def run(args, notes: list[str]) -> dict[str, Any]:
   grad_only = jax.jit(jax.vmap(jax.grad(ej.continuous_loss)))
   pow_correction = jax.jit(lambda c: (1 - 0.9**c, 1 - 0.999**c))
   expm1_correction = jax.jit(
-      lambda c: (-jnp.expm1(c.astype(jnp.float32) * math.log(0.9)), -jnp.expm1(c.astype(jnp.float32) * math.log(0.999))))
+    lambda c: (-jnp.expm1(c.astype(jnp.float32) * math.log(0.9)), -jnp.expm1(c.astype(jnp.float32) * math.log(0.999)))
+  )
   update = jax.jit(jax.vmap(_forms.grad_then_apply))
   minimal = jax.jit(_forms.minimal_update)
   mini = _forms.minimal_init(n)
   fns = {
-      FLOOR: lambda: floor(x),
-      "the gradient alone (no step)": lambda: grad_only(jnp.zeros((n,)), x, targets),
-      "optax.adam's bias correction alone ([N] pows)": lambda: pow_correction(counts),
-      "entropy_jax.adam's bias correction alone ([N] expm1s)": lambda: expm1_correction(counts),
+    FLOOR: lambda: floor(x),
+    "the gradient alone (no step)": lambda: grad_only(jnp.zeros((n,)), x, targets),
+    "optax.adam's bias correction alone ([N] pows)": lambda: pow_correction(counts),
+    "entropy_jax.adam's bias correction alone ([N] expm1s)": lambda: expm1_correction(counts),
   }
   for name, tx in (
-      ("entropy_jax.adam(3e-4) (the default)", None),
-      ("optax.adam(3e-4)", optax.adam(3e-4)),
-      ("optax.sgd(3e-4)", optax.sgd(3e-4)),
-      ("optax.set_to_zero() (a fixed alpha)", optax.set_to_zero()),
+    ("entropy_jax.adam(3e-4) (the default)", None),
+    ("optax.adam(3e-4)", optax.adam(3e-4)),
+    ("optax.sgd(3e-4)", optax.sgd(3e-4)),
+    ("optax.set_to_zero() (a fixed alpha)", optax.set_to_zero()),
   ):
     pop = jax.jit(lambda tx=tx: ej.init_population(target, size=n, optimizer=tx))()
     fns[name] = lambda pop=pop: update(pop, x)
@@ -94,13 +96,17 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   del args
   r = results[NAME]
-  lines = [f"## Optimizer cost: {GRAD_THEN_APPLY} over N = {r['n']:,} x {r['batch']} log_probs", "",
-           "| method | time | x floor |", "|---|---:|---:|"]
+  lines = [
+    f"## Optimizer cost: {GRAD_THEN_APPLY} over N = {r['n']:,} x {r['batch']} log_probs",
+    "",
+    "| method | time | x floor |",
+    "|---|---:|---:|",
+  ]
   lines += [f"| {name} | {_cli.fmt_time(row['seconds'])} | {row['x_floor']:.2f} |" for name, row in r["rows"].items()]
   return lines
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   return _cli.standalone(sys.modules[__name__], argv)
 
 

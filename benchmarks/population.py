@@ -21,7 +21,8 @@ Every time is divided by the floor's (`x floor`).
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks import _cli, _machine
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
@@ -38,22 +39,45 @@ DEFAULT_DONATED = f"{GRAD_THEN_APPLY}, default, state donated"
 MINIMAL_DONATED = f"{MINIMAL}, state donated"
 LOOP_VELORA = "loop over Velora modules"
 LOOP_COMPAT = "loop over compat modules"
-SHORT = {DEFAULT: "default", OPTAX: "optax.adam", MINIMAL: "minimal", FUSED: "fused",
-         DEFAULT_DONATED: "default donated", MINIMAL_DONATED: "minimal donated",
-         LOOP_VELORA: "velora-loop", LOOP_COMPAT: "compat-loop"}
+SHORT = {
+  DEFAULT: "default",
+  OPTAX: "optax.adam",
+  MINIMAL: "minimal",
+  FUSED: "fused",
+  DEFAULT_DONATED: "default donated",
+  MINIMAL_DONATED: "minimal donated",
+  LOOP_VELORA: "velora-loop",
+  LOOP_COMPAT: "compat-loop",
+}
 
 
 def add_arguments(p) -> None:
-  p.add_argument("--max-n", type=_cli.positive_int, default=None,
-                 help="largest population; the sizes 1, 16, 256, 1024, 16384, 131072 up to it, and --max-n itself"
-                 " when larger (default 131072, 16384 with --quick)")
-  p.add_argument("--sizes", type=_cli.size_list, default=None,
-                 help="comma-separated population sizes instead of the default list (capped by --max-n)")
-  p.add_argument("--loop-max-n", type=_cli.positive_int, default=None,
-                 help="largest population looped over module by module; larger N are extrapolated"
-                 " linearly from it (default 1024, 256 with --quick)")
-  p.add_argument("--memory-budget-gb", type=_cli.positive_float, default=None,
-                 help="memory the population section may use (default half of what the device has free)")
+  p.add_argument(
+    "--max-n",
+    type=_cli.positive_int,
+    default=None,
+    help="largest population; the sizes 1, 16, 256, 1024, 16384, 131072 up to it, and --max-n itself"
+    " when larger (default 131072, 16384 with --quick)",
+  )
+  p.add_argument(
+    "--sizes",
+    type=_cli.size_list,
+    default=None,
+    help="comma-separated population sizes instead of the default list (capped by --max-n)",
+  )
+  p.add_argument(
+    "--loop-max-n",
+    type=_cli.positive_int,
+    default=None,
+    help="largest population looped over module by module; larger N are extrapolated"
+    " linearly from it (default 1024, 256 with --quick)",
+  )
+  p.add_argument(
+    "--memory-budget-gb",
+    type=_cli.positive_float,
+    default=None,
+    help="memory the population section may use (default half of what the device has free)",
+  )
 
 
 def finish(args) -> None:
@@ -102,6 +126,7 @@ def _loop(kind: str, velora, compat, action_dim: int, rows) -> Callable[[], Any]
     def loop():
       for mod, lp in zip(mods, batches):
         mod.gradient_step(mod.compute_loss(lp))
+
     return loop
   mods = [compat[0](action_dim) for _ in rows]
   batches = [jnp.asarray(r) for r in rows]
@@ -110,6 +135,7 @@ def _loop(kind: str, velora, compat, action_dim: int, rows) -> Callable[[], Any]
     for mod, lp in zip(mods, batches):
       mod.gradient_step(mod.compute_loss(lp))
     return [mod.alpha for mod in mods]
+
   return loop_compat
 
 
@@ -144,9 +170,11 @@ def run(args, notes: list[str]) -> dict[str, Any]:
   for n in args.sizes:
     need = population_bytes(n, args.batch)
     if budget is not None and need > budget:
-      msg = (f"N={n}: needs about {need / 1e9:.2f} GB (the [{n}, {args.batch}] float32 log_probs and a copy, plus"
-             f" the states) but the budget is {budget / 1e9:.2f} GB (half the free memory, or --memory-budget-gb);"
-             " skipped, the other sizes still run.")
+      msg = (
+        f"N={n}: needs about {need / 1e9:.2f} GB (the [{n}, {args.batch}] float32 log_probs and a copy, plus"
+        f" the states) but the budget is {budget / 1e9:.2f} GB (half the free memory, or --memory-budget-gb);"
+        " skipped, the other sizes still run."
+      )
       print("  " + msg, flush=True)
       results["skipped"][str(n)] = msg
       continue
@@ -154,18 +182,18 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     x = jax.device_put(host)
     targets = jnp.full((n,), target, jnp.float32)
     # Built by one compiled call rather than a dozen eager operations.
-    pop = jax.jit(lambda: ej.init_population(target, size=n))()
-    pop_optax = jax.jit(lambda: ej.init_population(target, size=n, optimizer=optax.adam(3e-4)))()
+    pop = jax.jit(lambda n=n: ej.init_population(target, size=n))()
+    pop_optax = jax.jit(lambda n=n: ej.init_population(target, size=n, optimizer=optax.adam(3e-4)))()
     mini = _forms.minimal_init(n)
     jax.block_until_ready((x, pop, pop_optax, mini))
     fns: dict[str, Callable[[], Any]] = {
-        FLOOR: lambda x=x: floor_fn(x),
-        DEFAULT: lambda pop=pop, x=x: vmapped(pop, x),
-        OPTAX: lambda pop=pop_optax, x=x: vmapped(pop, x),
-        MINIMAL: lambda mini=mini, x=x, t=targets: minimal(mini, x, t),
-        FUSED: lambda pop=pop, x=x: fused(pop, x),
-        DEFAULT_DONATED: _threaded(donated, jax.tree.map(jnp.copy, pop), x),
-        MINIMAL_DONATED: _threaded(minimal_donated, jax.tree.map(jnp.copy, mini), x, targets),
+      FLOOR: lambda x=x: floor_fn(x),
+      DEFAULT: lambda pop=pop, x=x: vmapped(pop, x),
+      OPTAX: lambda pop=pop_optax, x=x: vmapped(pop, x),
+      MINIMAL: lambda mini=mini, x=x, t=targets: minimal(mini, x, t),
+      FUSED: lambda pop=pop, x=x: fused(pop, x),
+      DEFAULT_DONATED: _threaded(donated, jax.tree.map(jnp.copy, pop), x),
+      MINIMAL_DONATED: _threaded(minimal_donated, jax.tree.map(jnp.copy, mini), x, targets),
     }
     m = min(n, args.loop_max_n)
     loops = [name for name, lib in ((LOOP_VELORA, velora), (LOOP_COMPAT, compat)) if lib is not None]
@@ -175,8 +203,11 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
     for loop in loops:
       if loop in timings:
-        per_member[(loop, m)] = {"seconds_per_member": timings[loop].median / m, "measured_at_n": m,
-                                 "timing": timings[loop].as_dict()}
+        per_member[(loop, m)] = {
+          "seconds_per_member": timings[loop].median / m,
+          "measured_at_n": m,
+          "timing": timings[loop].as_dict(),
+        }
 
     floor_t = timings[FLOOR].median
     nbytes = n * args.batch * 4
@@ -186,32 +217,48 @@ def run(args, notes: list[str]) -> dict[str, Any]:
         row[name] = {"seconds": t.median, "measured": True, "timing": t.as_dict()}
     for loop in loops:
       pm = per_member[(loop, m)]
-      row[loop] = {"seconds": pm["seconds_per_member"] * n, "measured": m == n, "measured_members": m,
-                   "extrapolated_from_n": None if m == n else pm["measured_at_n"], "timing": pm["timing"]}
+      row[loop] = {
+        "seconds": pm["seconds_per_member"] * n,
+        "measured": m == n,
+        "measured_members": m,
+        "extrapolated_from_n": None if m == n else pm["measured_at_n"],
+        "timing": pm["timing"],
+      }
     for name, r in row.items():
       r["gb_per_s"] = nbytes / r["seconds"] / 1e9
       r["x_floor"] = r["seconds"] / floor_t
       if LOOP_VELORA in row and name != LOOP_VELORA:
         r["x_faster_than_velora_loop"] = row[LOOP_VELORA]["seconds"] / r["seconds"]
     results["sizes"][str(n)] = row
-    print(f"  N={n:>8d}  floor {_cli.fmt_time(floor_t):>9s} ({nbytes / floor_t / 1e9:6.2f} GB/s); x floor:" + "".join(
-        f" {SHORT[name]} {r['x_floor']:.2f}{'' if r['measured'] else '*'} |" for name, r in row.items()
-        if name != FLOOR).rstrip("|"), flush=True)
+    print(
+      f"  N={n:>8d}  floor {_cli.fmt_time(floor_t):>9s} ({nbytes / floor_t / 1e9:6.2f} GB/s); x floor:"
+      + "".join(
+        f" {SHORT[name]} {r['x_floor']:.2f}{'' if r['measured'] else '*'} |" for name, r in row.items() if name != FLOOR
+      ).rstrip("|"),
+      flush=True,
+    )
   return {NAME: results}
 
 
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   results = results[NAME]
-  lines = [f"## Population scaling: one update of N members x {args['batch']} log_probs", "",
-           "Time for the whole population; GB/s counts the float32 log_probs read once; * marks a loop"
-           " extrapolated linearly from the per-member cost measured at the largest looped N"
-           f" ({args['loop_max_n']}).", "",
-           "| N | method | time | per member | GB/s | x floor |", "|---:|---|---:|---:|---:|---:|"]
+  lines = [
+    f"## Population scaling: one update of N members x {args['batch']} log_probs",
+    "",
+    "Time for the whole population; GB/s counts the float32 log_probs read once; * marks a loop"
+    " extrapolated linearly from the per-member cost measured at the largest looped N"
+    f" ({args['loop_max_n']}).",
+    "",
+    "| N | method | time | per member | GB/s | x floor |",
+    "|---:|---|---:|---:|---:|---:|",
+  ]
   for n, row in results["sizes"].items():
     for name, r in row.items():
       star = "" if r["measured"] else "*"
-      lines.append(f"| {int(n):,} | {name} | {_cli.fmt_time(r['seconds'])}{star}"
-                   f" | {_cli.fmt_time(r['seconds'] / int(n))} | {r['gb_per_s']:.3g} | {r['x_floor']:.2f} |")
+      lines.append(
+        f"| {int(n):,} | {name} | {_cli.fmt_time(r['seconds'])}{star}"
+        f" | {_cli.fmt_time(r['seconds'] / int(n))} | {r['gb_per_s']:.3g} | {r['x_floor']:.2f} |"
+      )
   lines += [f"- skipped: {msg}" for msg in results["skipped"].values()]
   return lines
 
@@ -228,15 +275,28 @@ def plot(results: dict[str, Any], machine: dict[str, Any], batch: int, path) -> 
   for name in methods:
     pts = [(int(n), r[name]["seconds"], r[name]["measured"]) for n, r in sizes.items() if name in r]
     if name == FLOOR:
-      ax.plot([p[0] for p in pts], [p[1] for p in pts], color="black", lw=3, alpha=0.6,
-              label="floor: jnp.sum over the same [N, B] array")
+      ax.plot(
+        [p[0] for p in pts],
+        [p[1] for p in pts],
+        color="black",
+        lw=3,
+        alpha=0.6,
+        label="floor: jnp.sum over the same [N, B] array",
+      )
       continue
     measured = [p for p in pts if p[2]]
-    line, = ax.plot([p[0] for p in measured], [p[1] for p in measured], marker="o", label=name)
+    (line,) = ax.plot([p[0] for p in measured], [p[1] for p in measured], marker="o", label=name)
     ext = measured[-1:] + [p for p in pts if not p[2]]
     if len(ext) > 1:
-      ax.plot([p[0] for p in ext], [p[1] for p in ext], ls="--", marker="o", mfc="none",
-              color=line.get_color(), label=name + " (extrapolated)")
+      ax.plot(
+        [p[0] for p in ext],
+        [p[1] for p in ext],
+        ls="--",
+        marker="o",
+        mfc="none",
+        color=line.get_color(),
+        label=name + " (extrapolated)",
+      )
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel(f"population size N (members x {batch} log_probs)")
@@ -250,7 +310,7 @@ def plot(results: dict[str, Any], machine: dict[str, Any], batch: int, path) -> 
   plt.close(fig)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   return _cli.standalone(sys.modules[__name__], argv)
 
 

@@ -18,18 +18,18 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 from benchmarks import (
-    _cli,
-    _machine,
-    compile_import,
-    goals,
-    hlo_report,
-    optimizer_cost,
-    population,
-    sac,
-    single_update,
+  _cli,
+  _machine,
+  compile_import,
+  goals,
+  hlo_report,
+  optimizer_cost,
+  population,
+  sac,
+  single_update,
 )
 
 MODULES = {m.NAME: m for m in (single_update, population, optimizer_cost, hlo_report, sac, compile_import)}
@@ -37,17 +37,29 @@ SECTIONS = tuple(MODULES)
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def parse_args(argv: Optional[list[str]] = None):
+def parse_args(argv: list[str] | None = None):
   p = _cli.parser("run", __doc__)
-  p.add_argument("--sections", type=_cli.subset_of(SECTIONS, "section(s)"), default=list(SECTIONS),
-                 help="comma-separated subset of " + ",".join(SECTIONS) + " (default all)")
+  p.add_argument(
+    "--sections",
+    type=_cli.subset_of(SECTIONS, "section(s)"),
+    default=list(SECTIONS),
+    help="comma-separated subset of " + ",".join(SECTIONS) + " (default all)",
+  )
   p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output directory (default benchmarks/results)")
   p.add_argument("--no-plot", action="store_true", help="skip population.png")
   p.add_argument("--quick", action="store_true", help="a short run: fewer repeats, shorter samples, smaller sizes")
-  p.add_argument("--repeats", type=_cli.positive_int, default=None,
-                 help="timed samples per method, for every section (default: each section's own, 3 with --quick)")
-  p.add_argument("--min-time", type=_cli.positive_float, default=None,
-                 help="seconds each timed sample lasts at least (default: each section's own)")
+  p.add_argument(
+    "--repeats",
+    type=_cli.positive_int,
+    default=None,
+    help="timed samples per method, for every section (default: each section's own, 3 with --quick)",
+  )
+  p.add_argument(
+    "--min-time",
+    type=_cli.positive_float,
+    default=None,
+    help="seconds each timed sample lasts at least (default: each section's own)",
+  )
   _cli.add_shapes(p)
   for module in MODULES.values():
     module.add_arguments(p)
@@ -67,33 +79,43 @@ def markdown(results: dict[str, Any]) -> str:
   m = results["machine"]
   v = m["versions"]
   lines = [
-      "# entropy_jax benchmarks", "",
-      f"Produced by `{m['command']}` on {m['date_utc']}: {m['cpu']} ({m['cpus_usable']} usable CPUs,"
-      f" {m['memory_total_gb']} GB), backend `{m['backend']}` ({', '.join(m['devices'])}), load average"
-      f" {m['loadavg_start']} at the start and {m.get('loadavg_end')} at the end. Python {m['python']}, jax {v['jax']},"
-      f" jaxlib {v['jaxlib']}, optax {v['optax']}, flax {v['flax']}, chex {v['chex']}, torch {v['torch']},"
-      f" velora {v['velora']}.", "",
-      "Medians of interleaved repeats (see benchmarks/README.md). Ratios are the figures to quote; absolute"
-      " times depend on the machine and its load.",
+    "# entropy_jax benchmarks",
+    "",
+    f"Produced by `{m['command']}` on {m['date_utc']}: {m['cpu']} ({m['cpus_usable']} usable CPUs,"
+    f" {m['memory_total_gb']} GB), backend `{m['backend']}` ({', '.join(m['devices'])}), load average"
+    f" {m['loadavg_start']} at the start and {m.get('loadavg_end')} at the end. Python {m['python']}, jax {v['jax']},"
+    f" jaxlib {v['jaxlib']}, optax {v['optax']}, flax {v['flax']}, chex {v['chex']}, torch {v['torch']},"
+    f" velora {v['velora']}.",
+    "",
+    "Medians of interleaved repeats (see benchmarks/README.md). Ratios are the figures to quote; absolute"
+    " times depend on the machine and its load.",
   ]
   lines += [""] + [f"- {note}" for note in results["notes"]] if results["notes"] else []
   for name in results["sections"]:
-    lines += [""] + MODULES[name].markdown(results, results["args"][name])
+    lines += ["", *MODULES[name].markdown(results, results["args"][name])]
   lines += ["", "## Goals", "", "| goal | measured | result |", "|---|---:|---|"]
   lines += [f"| {g['goal']} | {g['shown']} | {g['status']} |" for g in results["goals"]]
   return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   start = time.perf_counter()
   import jax
 
   command = " ".join(["python -m benchmarks.run"] + (sys.argv[1:] if argv is None else list(argv)))
-  results: dict[str, Any] = {"machine": _machine.machine_info(command), "sections": args.sections,
-                             "args": {}, "notes": [], "section_wall_s": {}}
-  print(f"entropy_jax benchmarks on {jax.default_backend()} ({results['machine']['cpu']}), load average"
-        f" {results['machine']['loadavg_start']}; sections {','.join(args.sections)}", flush=True)
+  results: dict[str, Any] = {
+    "machine": _machine.machine_info(command),
+    "sections": args.sections,
+    "args": {},
+    "notes": [],
+    "section_wall_s": {},
+  }
+  print(
+    f"entropy_jax benchmarks on {jax.default_backend()} ({results['machine']['cpu']}), load average"
+    f" {results['machine']['loadavg_start']}; sections {','.join(args.sections)}",
+    flush=True,
+  )
   for i, name in enumerate(args.sections, 1):
     module = MODULES[name]
     margs = section_args(args, module)
@@ -118,8 +140,10 @@ def main(argv: Optional[list[str]] = None) -> int:
   for note in results["notes"]:
     print("note: " + note)
   goals.print_goals(results["goals"])
-  print(f"Load average {results['machine']['loadavg_start']} at the start, {results['machine']['loadavg_end']} at"
-        f" the end. Wrote {', '.join(written)} to {args.out} in {results['wall_s']:.0f} s.")
+  print(
+    f"Load average {results['machine']['loadavg_start']} at the start, {results['machine']['loadavg_end']} at"
+    f" the end. Wrote {', '.join(written)} to {args.out} in {results['wall_s']:.0f} s."
+  )
   return 0
 
 

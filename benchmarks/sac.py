@@ -18,7 +18,8 @@ to call and donated, as a training loop runs:
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks import _cli
 
@@ -33,8 +34,12 @@ ALONE = "continuous_update alone, population"
 
 def add_arguments(p) -> None:
   p.add_argument("--members", type=_cli.positive_int, default=8, help="population size (default 8)")
-  p.add_argument("--steps", type=_cli.positive_int, default=None,
-                 help="training steps per timed lax.scan (default 200, 50 with --quick)")
+  p.add_argument(
+    "--steps",
+    type=_cli.positive_int,
+    default=None,
+    help="training steps per timed lax.scan (default 200, 50 with --quick)",
+  )
 
 
 def finish(args) -> None:
@@ -79,22 +84,24 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
   log_probs = -jax.random.uniform(jax.random.key(1), (n, k, sac.cfg.batch_size))
   fns = {
-      CHUNK_ONE: _threaded(chunk, jax.tree.map(lambda x: x[:1].copy(), pop)),
-      CHUNK_POP: _threaded(chunk, copy(pop)),
-      FULL: _threaded(jax.jit(jax.vmap(full_steps), donate_argnums=0), copy(pop)),
-      ALONE: _threaded(jax.jit(jax.vmap(alone_steps), donate_argnums=0), copy(pop.entropy), log_probs),
+    CHUNK_ONE: _threaded(chunk, jax.tree.map(lambda x: x[:1].copy(), pop)),
+    CHUNK_POP: _threaded(chunk, copy(pop)),
+    FULL: _threaded(jax.jit(jax.vmap(full_steps), donate_argnums=0), copy(pop)),
+    ALONE: _threaded(jax.jit(jax.vmap(alone_steps), donate_argnums=0), copy(pop.entropy), log_probs),
   }
-  t = {name: timing.median for name, timing in
-       interleaved(fns, repeats=args.repeats, min_time=args.min_time).items()}
+  t = {name: timing.median for name, timing in interleaved(fns, repeats=args.repeats, min_time=args.min_time).items()}
   results = {
-      "device": str(jax.devices()[0]), "members": n, "steps_per_call": k,
-      "hidden": list(sac.cfg.hidden), "batch_size": sac.cfg.batch_size,
-      "env_steps_per_s_one_agent": k / t[CHUNK_ONE],
-      "env_steps_per_s_population": n * k / t[CHUNK_POP],
-      "train_step_s": t[FULL] / k,
-      "entropy_update_alone_s": t[ALONE] / k,
-      "entropy_update_per_member_s": t[ALONE] / k / n,
-      "entropy_update_share": t[ALONE] / t[FULL],
+    "device": str(jax.devices()[0]),
+    "members": n,
+    "steps_per_call": k,
+    "hidden": list(sac.cfg.hidden),
+    "batch_size": sac.cfg.batch_size,
+    "env_steps_per_s_one_agent": k / t[CHUNK_ONE],
+    "env_steps_per_s_population": n * k / t[CHUNK_POP],
+    "train_step_s": t[FULL] / k,
+    "entropy_update_alone_s": t[ALONE] / k,
+    "entropy_update_per_member_s": t[ALONE] / k / n,
+    "entropy_update_share": t[ALONE] / t[FULL],
   }
   results["population_speedup_vs_one"] = results["env_steps_per_s_population"] / results["env_steps_per_s_one_agent"]
   for line in lines(results):
@@ -105,24 +112,26 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 def lines(r: dict[str, Any]) -> list[str]:
   n = r["members"]
   return [
-      f"environment steps per second, one agent: {r['env_steps_per_s_one_agent']:,.0f}",
-      f"environment steps per second, population of {n}: {r['env_steps_per_s_population']:,.0f}"
-      f" ({r['population_speedup_vs_one']:.1f}x one agent)",
-      f"SAC training step of {n} members (lax.scan): {_cli.fmt_time(r['train_step_s'])}",
-      f"entropy update of {n} members alone (lax.scan): {_cli.fmt_time(r['entropy_update_alone_s'])}"
-      f" ({_cli.fmt_time(r['entropy_update_per_member_s'])} per member)",
-      f"entropy update's share of a SAC training step: {100 * r['entropy_update_share']:.2f}%",
+    f"environment steps per second, one agent: {r['env_steps_per_s_one_agent']:,.0f}",
+    f"environment steps per second, population of {n}: {r['env_steps_per_s_population']:,.0f}"
+    f" ({r['population_speedup_vs_one']:.1f}x one agent)",
+    f"SAC training step of {n} members (lax.scan): {_cli.fmt_time(r['train_step_s'])}",
+    f"entropy update of {n} members alone (lax.scan): {_cli.fmt_time(r['entropy_update_alone_s'])}"
+    f" ({_cli.fmt_time(r['entropy_update_per_member_s'])} per member)",
+    f"entropy update's share of a SAC training step: {100 * r['entropy_update_share']:.2f}%",
   ]
 
 
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   r = results[NAME]
-  return [f"## SAC on Pendulum: throughput and the entropy update's share (hidden {tuple(r['hidden'])},"
-          f" batch {r['batch_size']}, {r['steps_per_call']} steps per lax.scan, {r['device']})", ""] + [
-              f"- {line}" for line in lines(r)]
+  return [
+    f"## SAC on Pendulum: throughput and the entropy update's share (hidden {tuple(r['hidden'])},"
+    f" batch {r['batch_size']}, {r['steps_per_call']} steps per lax.scan, {r['device']})",
+    "",
+  ] + [f"- {line}" for line in lines(r)]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   return _cli.standalone(sys.modules[__name__], argv)
 
 

@@ -15,7 +15,8 @@ loop's update with the state threaded from call to call:
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks import _cli, _machine
 
@@ -35,8 +36,9 @@ def scan_label(k: int) -> str:
 
 
 def add_arguments(p) -> None:
-  p.add_argument("--scan-k", type=_cli.positive_int, default=None,
-                 help="updates per lax.scan call (default 1000, 100 with --quick)")
+  p.add_argument(
+    "--scan-k", type=_cli.positive_int, default=None, help="updates per lax.scan call (default 1000, 100 with --quick)"
+  )
 
 
 def finish(args) -> None:
@@ -59,8 +61,8 @@ def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
   import numpy as np
 
   if kind == "continuous":
-    return ((rng.standard_normal(leading + (args.batch,)) - args.action_dim).astype(np.float32),)
-  logits = rng.standard_normal(leading + (args.batch, args.num_actions))
+    return ((rng.standard_normal((*leading, args.batch)) - args.action_dim).astype(np.float32),)
+  logits = rng.standard_normal((*leading, args.batch, args.num_actions))
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   return np.exp(log_probs).astype(np.float32), log_probs.astype(np.float32)
 
@@ -119,6 +121,7 @@ def run(args, notes: list[str]) -> dict[str, Any]:
       def body(s, x):
         s, metrics = update(s, *x)
         return s, metrics["alpha"]
+
       return jax.lax.scan(body, state, xs)
 
     xs = tuple(jnp.asarray(a) for a in _inputs(kind, args, rng, (args.scan_k,)))
@@ -133,18 +136,23 @@ def run(args, notes: list[str]) -> dict[str, Any]:
       for key, ref in (("speedup_vs_velora", VELORA_CPU), ("speedup_vs_velora_cuda", VELORA_CUDA)):
         if ref in rows:
           row[key] = rows[ref]["seconds_per_update"] / row["seconds_per_update"]
-      print(f"  {kind:10s} {name:56s} {_cli.fmt_time(row['seconds_per_update']):>10s}"
-            + (f"   {row['speedup_vs_velora']:8.1f}x vs Velora" if "speedup_vs_velora" in row else "")
-            + (f"   {row['speedup_vs_velora_cuda']:8.1f}x vs Velora on CUDA" if "speedup_vs_velora_cuda" in row else ""),
-            flush=True)
+      print(
+        f"  {kind:10s} {name:56s} {_cli.fmt_time(row['seconds_per_update']):>10s}"
+        + (f"   {row['speedup_vs_velora']:8.1f}x vs Velora" if "speedup_vs_velora" in row else "")
+        + (f"   {row['speedup_vs_velora_cuda']:8.1f}x vs Velora on CUDA" if "speedup_vs_velora_cuda" in row else ""),
+        flush=True,
+      )
     out[kind] = rows
   return {NAME: out}
 
 
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   results = results[NAME]
-  lines = [f"## One update, batch {args['batch']} (continuous action_dim {args['action_dim']},"
-           f" discrete A {args['num_actions']})", ""]
+  lines = [
+    f"## One update, batch {args['batch']} (continuous action_dim {args['action_dim']},"
+    f" discrete A {args['num_actions']})",
+    "",
+  ]
   ratios = {"speedup_vs_velora": ""}
   if VELORA_CUDA in results["continuous"]:
     ratios = {"speedup_vs_velora": " (CPU)", "speedup_vs_velora_cuda": " (CUDA)"}
@@ -160,7 +168,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   return lines
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   return _cli.standalone(sys.modules[__name__], argv)
 
 

@@ -17,8 +17,17 @@ import pytest
 from benchmarks import population, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ["run", "single_update", "population", "optimizer_cost", "hlo_report", "sac", "compile_import",
-           "goals", "_fresh"]
+SCRIPTS = [
+  "run",
+  "single_update",
+  "population",
+  "optimizer_cost",
+  "hlo_report",
+  "sac",
+  "compile_import",
+  "goals",
+  "_fresh",
+]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:
@@ -41,23 +50,37 @@ def test_the_runner_lists_every_sections_flags(capsys):
     run.parse_args(["--help"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  for flag in ("--quick", "--sections", "--out", "--repeats", "--max-n", "--sizes", "--loop-max-n", "--scan-k",
-               "--optimizer-n", "--hlo-n", "--members", "--steps", "--fresh-repeats", "--compile-targets"):
+  for flag in (
+    "--quick",
+    "--sections",
+    "--out",
+    "--repeats",
+    "--max-n",
+    "--sizes",
+    "--loop-max-n",
+    "--scan-k",
+    "--optimizer-n",
+    "--hlo-n",
+    "--members",
+    "--steps",
+    "--fresh-repeats",
+    "--compile-targets",
+  ):
     assert flag in out
 
 
 @pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--repeats", "0"], "argument --repeats: expected a positive integer; got 0"),
-        (["--max-n", "many"], "argument --max-n: expected a positive integer; got 'many'"),
-        (["--sizes", "16,x"], "argument --sizes: expected a positive integer; got 'x'"),
-        (["--sizes", ","], "argument --sizes: expected comma-separated positive integers; got ','"),
-        (["--sections", "single,warp"], "argument --sections: unknown section(s) ['warp']"),
-        (["--min-time", "nan"], "argument --min-time: expected a positive number; got 'nan'"),
-        (["--warm-cache-repeats", "-1"], "argument --warm-cache-repeats: expected an integer >= 0; got -1"),
-        (["--compile-targets", "continuous,gpu"], "argument --compile-targets: unknown compile target(s) ['gpu']"),
-    ],
+  "argv, message",
+  [
+    (["--repeats", "0"], "argument --repeats: expected a positive integer; got 0"),
+    (["--max-n", "many"], "argument --max-n: expected a positive integer; got 'many'"),
+    (["--sizes", "16,x"], "argument --sizes: expected a positive integer; got 'x'"),
+    (["--sizes", ","], "argument --sizes: expected comma-separated positive integers; got ','"),
+    (["--sections", "single,warp"], "argument --sections: unknown section(s) ['warp']"),
+    (["--min-time", "nan"], "argument --min-time: expected a positive number; got 'nan'"),
+    (["--warm-cache-repeats", "-1"], "argument --warm-cache-repeats: expected an integer >= 0; got -1"),
+    (["--compile-targets", "continuous,gpu"], "argument --compile-targets: unknown compile target(s) ['gpu']"),
+  ],
 )
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
   with pytest.raises(SystemExit) as e:

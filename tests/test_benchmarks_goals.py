@@ -51,10 +51,16 @@ def test_the_population_goals_are_at_most_their_limit_times_the_floor(n, limit):
 
 def test_velora_loop_compile_and_import_goals():
   results = {
-      "population": {"sizes": {"1024": {population.FUSED: {"x_faster_than_velora_loop": 499.0},
-                                        population.DEFAULT: {"x_faster_than_velora_loop": 500.0}}}},
-      "compile": {"continuous": {"first_call_s": 0.49}, "discrete": {"first_call_s": 0.5}},
-      "import": {"added_s": 0.2},
+    "population": {
+      "sizes": {
+        "1024": {
+          population.FUSED: {"x_faster_than_velora_loop": 499.0},
+          population.DEFAULT: {"x_faster_than_velora_loop": 500.0},
+        }
+      }
+    },
+    "compile": {"continuous": {"first_call_s": 0.49}, "discrete": {"first_call_s": 0.5}},
+    "import": {"added_s": 0.2},
   }
   assert _status(results, "N=1024, vmap(continuous_update)")[0] == "FAIL"
   assert _status(results, "N=1024, vmap(apply_gradients")[0] == "PASS"

@@ -19,8 +19,21 @@ TINY = ["--repeats", "1", "--min-time", "1e-4", "--batch", "8", "--scan-k", "3",
 
 def test_single_and_population_write_results_extrapolate_loops_and_skip_over_budget(tmp_path, capsys):
   # Budget 10 kB: N=4 needs 2*4*8*4 + 64*4*4 = 1,280 bytes, N=512 needs 163,840.
-  rc = run.main(["--sections", "single,population", "--sizes", "1,4,512", "--memory-budget-gb", "1e-5",
-                 "--out", str(tmp_path)] + TINY + ["--loop-max-n", "1"])
+  rc = run.main(
+    [
+      "--sections",
+      "single,population",
+      "--sizes",
+      "1,4,512",
+      "--memory-budget-gb",
+      "1e-5",
+      "--out",
+      str(tmp_path),
+      *TINY,
+      "--loop-max-n",
+      "1",
+    ]
+  )
   assert rc == 0
   out = capsys.readouterr().out
   assert "N=512: needs about 0.00 GB" in out and "skipped, the other sizes still run" in out
@@ -33,22 +46,31 @@ def test_single_and_population_write_results_extrapolate_loops_and_skip_over_bud
   for kind in single_update.KINDS:
     rows = results["single"][kind]
     scan = single_update.scan_label(3)
-    assert set(rows) == {single_update.VELORA_CPU, single_update.COMPAT, single_update.JIT,
-                         single_update.TRIVIAL, scan}
+    assert set(rows) == {single_update.VELORA_CPU, single_update.COMPAT, single_update.JIT, single_update.TRIVIAL, scan}
     assert rows[single_update.VELORA_CPU]["speedup_vs_velora"] == 1.0
     assert rows[scan]["seconds_per_update"] == pytest.approx(rows[scan]["timing"]["median"] / 3)
 
   sizes = results["population"]["sizes"]
   assert list(sizes) == ["1", "4"] and list(results["population"]["skipped"]) == ["512"]
-  methods = {population.FLOOR, population.DEFAULT, population.OPTAX, MINIMAL, population.FUSED,
-             population.DEFAULT_DONATED, population.MINIMAL_DONATED, population.LOOP_VELORA, population.LOOP_COMPAT}
+  methods = {
+    population.FLOOR,
+    population.DEFAULT,
+    population.OPTAX,
+    MINIMAL,
+    population.FUSED,
+    population.DEFAULT_DONATED,
+    population.MINIMAL_DONATED,
+    population.LOOP_VELORA,
+    population.LOOP_COMPAT,
+  }
   for n, row in sizes.items():
     assert set(row) == methods
     assert row[population.FLOOR]["x_floor"] == 1.0
     for r in row.values():
       assert r["gb_per_s"] == pytest.approx(int(n) * 8 * 4 / r["seconds"] / 1e9)
     assert row[population.DEFAULT]["x_faster_than_velora_loop"] == pytest.approx(
-        row[population.LOOP_VELORA]["seconds"] / row[population.DEFAULT]["seconds"])
+      row[population.LOOP_VELORA]["seconds"] / row[population.DEFAULT]["seconds"]
+    )
   # --loop-max-n 1: at N=4 the loops are the N=1 per-member cost times 4, and marked so.
   for loop in (population.LOOP_VELORA, population.LOOP_COMPAT):
     assert sizes["1"][loop]["measured"] and sizes["1"][loop]["extrapolated_from_n"] is None
@@ -68,7 +90,7 @@ def test_single_and_population_write_results_extrapolate_loops_and_skip_over_bud
 def test_without_velora_the_jax_parts_still_run(tmp_path, monkeypatch, capsys):
   for name in [m for m in sys.modules if m == "velora" or m.startswith("velora.")] + ["velora"]:
     monkeypatch.setitem(sys.modules, name, None)  # As if not installed.
-  rc = run.main(["--sections", "population", "--sizes", "1", "--out", str(tmp_path), "--no-plot"] + TINY)
+  rc = run.main(["--sections", "population", "--sizes", "1", "--out", str(tmp_path), "--no-plot", *TINY])
   assert rc == 0
   out = capsys.readouterr().out
   assert "Velora 0.2.0 could not be imported (ModuleNotFoundError:" in out
@@ -81,9 +103,27 @@ def test_without_velora_the_jax_parts_still_run(tmp_path, monkeypatch, capsys):
 
 
 def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
-  rc = run.main(["--sections", "optimizer,hlo,compile", "--optimizer-n", "8", "--hlo-n", "8",
-                 "--fresh-repeats", "1", "--warm-cache-repeats", "1", "--compile-targets", "population",
-                 "--compile-n", "4", "--out", str(tmp_path)] + TINY)
+  rc = run.main(
+    [
+      "--sections",
+      "optimizer,hlo,compile",
+      "--optimizer-n",
+      "8",
+      "--hlo-n",
+      "8",
+      "--fresh-repeats",
+      "1",
+      "--warm-cache-repeats",
+      "1",
+      "--compile-targets",
+      "population",
+      "--compile-n",
+      "4",
+      "--out",
+      str(tmp_path),
+      *TINY,
+    ]
+  )
   assert rc == 0
   results = json.loads((tmp_path / "results.json").read_text())
   rows = results["optimizer"]["rows"]

@@ -11,7 +11,7 @@ def test_interleaved_rotates_the_order_and_reports_per_call_seconds():
   log = []
   fns = {name: (lambda name=name: log.append(name)) for name in "abc"}
   timings = _timing.interleaved(fns, repeats=3, min_time=0.0, warmup=0)
-  assert log[-9:] == list("abc" "bca" "cab")
+  assert log[-9:] == list("abcbcacab")
   assert set(timings) == set("abc")
   for t in timings.values():
     assert t.repeats == 3 and t.inner == 1
@@ -33,7 +33,7 @@ def test_interleaved_rejects_zero_repeats():
 def test_timing_waits_on_a_synchronizing_callable():
   # PyTorch work queued on a GPU is waited for by calling what the method returns.
   calls = []
-  t = _timing.interleaved({"sync": lambda: (lambda: calls.append(1))}, repeats=2, min_time=1e-4, warmup=1)
+  t = _timing.interleaved({"sync": lambda: lambda: calls.append(1)}, repeats=2, min_time=1e-4, warmup=1)
   assert t["sync"].repeats == 2
   # One wait per warm-up call, per calibration sample and per timed sample: never none.
   assert len(calls) >= 1 + 1 + 2

@@ -24,8 +24,10 @@ DEFAULT = f"{GRAD_THEN_APPLY}, entropy_jax.adam (default)"
 
 @pytest.fixture(scope="module")
 def forms():
-  return {name: hlo_report.describe(jax.jit(fn).lower(*args).compile().as_text(), N, B)
-          for name, (fn, args) in hlo_report.population_forms(N, B, action_dim=6).items()}
+  return {
+    name: hlo_report.describe(jax.jit(fn).lower(*args).compile().as_text(), N, B)
+    for name, (fn, args) in hlo_report.population_forms(N, B, action_dim=6).items()
+  }
 
 
 def test_every_population_update_reads_the_log_probs_once_and_builds_no_n_by_b_array(forms):
