@@ -7,16 +7,25 @@ writes the `skipped` counter, and every other field's loop reads it back,
 instead of each recomputing the finiteness checks from all their inputs.
 These tests hold the number of `[N]` loops and of `[N]` arrays they read
 where that brings them, and that the `[N, B]` log_probs are read once.
+
+XLA compiles the same update differently in different programs (alone, under
+`vmap`, in `lax.scan`, in the compat classes' packed call), and contracts
+multiplies and adds into fused multiply-adds as each program's fusions allow;
+the last tests hold that the default optimizer steps to the same bits in all
+of them.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+import entropy_jax as ej
 from benchmarks import hlo_report
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
+from entropy_jax.compat import EntropyModule, EntropyModuleDiscrete
 
 N, B = 64, 32
 DEFAULT = f"{GRAD_THEN_APPLY}, entropy_jax.adam (default)"
@@ -78,3 +87,36 @@ def test_hlo_report_sees_an_n_by_b_temporary_when_there_is_one():
   assert len(report["nb_temporaries"]) == 2 and len(report["nb_readers"]) == 2, report
   # Each of the two elementwise kernels reads the 8x4 float32 input and writes 8x4.
   assert report["read_bytes"] == 2 * 8 * 4 * 4 and report["written_bytes"] == 2 * 8 * 4 * 4, report
+
+
+def _bits(tree):
+  return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
+
+
+def test_the_default_optimizer_steps_to_the_same_bits_in_every_program():
+  steps = 400
+  lps = np.random.default_rng(1).normal(-1.0, 2.0, size=(steps, 16)).astype(np.float32)
+  single, pop, module = ej.init_entropy_state(-2.0), ej.init_population(-2.0, size=3), EntropyModule(2)
+  update, vmapped = jax.jit(ej.continuous_update), jax.jit(jax.vmap(ej.continuous_update))
+  for lp in lps:
+    single, _ = update(single, lp)
+    pop, _ = vmapped(pop, jnp.tile(lp, (3, 1)))
+    module.gradient_step(module.compute_loss(lp))
+    assert _bits(jax.tree.map(lambda x: x[1], pop)) == _bits(single)
+    assert _bits(module.state) == _bits(single)
+  scanned, _ = jax.jit(lambda s, xs: jax.lax.scan(lambda s, x: (ej.continuous_update(s, x)[0], None), s, xs))(
+    ej.init_entropy_state(-2.0), lps
+  )
+  assert _bits(scanned) == _bits(single)
+  assert int(single.step) == steps and float(single.log_alpha) != 0.0
+
+
+def test_the_discrete_update_steps_to_the_same_bits_in_the_compat_class():
+  logits = np.random.default_rng(2).normal(size=(200, 16, 4)).astype(np.float32)
+  probs, log_probs = np.asarray(jax.nn.softmax(logits)), np.asarray(jax.nn.log_softmax(logits))
+  state, module = ej.init_entropy_state(ej.discrete_target(4)), EntropyModuleDiscrete(4)
+  update = jax.jit(ej.discrete_update)
+  for p, lp in zip(probs, log_probs):
+    state, _ = update(state, p, lp)
+    module.gradient_step(module.compute_loss(p, lp))
+    assert _bits(module.state) == _bits(state)
