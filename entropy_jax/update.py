@@ -99,11 +99,11 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
     return old if new is old else jnp.where(ok, new, old)
 
   return state.replace(
-      log_alpha=keep(log_alpha, state.log_alpha),
-      opt_state=jax.tree.map(keep, opt_state, state.opt_state),
-      target=keep(target, state.target),
-      step=keep(step, state.step),
-      skipped=skipped,
+    log_alpha=keep(log_alpha, state.log_alpha),
+    opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+    target=keep(target, state.target),
+    step=keep(step, state.step),
+    skipped=skipped,
   )
 
 
