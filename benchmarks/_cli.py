@@ -29,24 +29,22 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
   return _Parser(prog=f"python -m benchmarks.{module}", description=first)
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str, minimum: int, expected: str) -> int:
   try:
     value = int(text.replace("_", ""))
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+  if value < minimum:
+    raise argparse.ArgumentTypeError(f"expected {expected}; got {value}")
   return value
+
+
+def positive_int(text: str) -> int:
+  return _integer(text, 1, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-  try:
-    value = int(text.replace("_", ""))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
-  return value
+  return _integer(text, 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
@@ -115,6 +113,12 @@ def write_json(path: pathlib.Path | None, results: Any) -> None:
   if path is not None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+  """The lines of a markdown table: the first column left-aligned, the others right-aligned."""
+  lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def fmt_time(seconds: float) -> str:

@@ -113,8 +113,16 @@ def load_compat():
   return (EntropyModule, EntropyModuleDiscrete), None
 
 
-def velora_note(reason: str) -> str:
-  return (
-    f"Velora 0.2.0 could not be imported ({reason}): its columns are left out and the rest still runs."
-    f" To include them: {VELORA_INSTALL}."
-  )
+def load_libraries(notes: list[str]):
+  """`(velora, compat)` as `load_velora` and `load_compat` return them, with a
+  note in `notes` for each that cannot be imported (its rows are left out)."""
+  velora, why = load_velora()
+  if velora is None:
+    notes.append(
+      f"Velora 0.2.0 could not be imported ({why}): its rows are left out and the rest still runs."
+      f" To include them: {VELORA_INSTALL}."
+    )
+  compat, why = load_compat()
+  if compat is None:
+    notes.append(f"entropy_jax.compat could not be imported ({why}): its rows are left out.")
+  return velora, compat

@@ -74,6 +74,23 @@ def calibrate(fn: Callable[[], Any], min_time: float, max_inner: int = 100_000) 
     inner = min(max_inner, max(2 * inner, math.ceil(inner * grow)))
 
 
+def threaded(fn: Callable[..., Any], state: Any, *args: Any, carry: bool = False) -> Callable[[], Any]:
+  """A method that threads a state through `fn`, as a training loop does.
+
+  Each call runs `state = fn(state, *args)` (with `carry=True`, keeps the
+  first element of what `fn` returns, as for `(state, metrics)`) and returns
+  the new state to wait for. `fn` may donate its state argument.
+  """
+  box = [state]
+
+  def step():
+    out = fn(box[0], *args)
+    box[0] = out[0] if carry else out
+    return box[0]
+
+  return step
+
+
 def interleaved(
   fns: dict[str, Callable[[], Any]],
   *,

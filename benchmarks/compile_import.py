@@ -127,18 +127,18 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   del args
-  lines = ["## Compile and import (fresh processes, medians)", "", "| measurement | seconds |", "|---|---:|"]
+  rows = []
   for which, r in results["compile"].items():
-    lines.append(f"| first call of jit({label(which, r.get('n', 0))}) | {r['first_call_s']:.3f} |")
-    lines.append(f"| ... a trivial jit's first call in the same process | {r['trivial_first_call_s']:.3f} |")
+    rows.append([f"first call of jit({label(which, r.get('n', 0))})", f"{r['first_call_s']:.3f}"])
+    rows.append(["... a trivial jit's first call in the same process", f"{r['trivial_first_call_s']:.3f}"])
     if "warm_cache_first_call_s" in r:
-      lines.append(
-        f"| ... the same first call from a warm persistent compilation cache | {r['warm_cache_first_call_s']:.3f} |"
+      rows.append(
+        ["... the same first call from a warm persistent compilation cache", f"{r['warm_cache_first_call_s']:.3f}"]
       )
   imp = results["import"]
-  lines.append(f"| import jax, optax, flax, chex | {imp['baseline_s']:.3f} |")
-  lines.append(f"| import entropy_jax on top of them | {imp['added_s']:.3f} |")
-  return lines
+  rows.append(["import jax, optax, flax, chex", f"{imp['baseline_s']:.3f}"])
+  rows.append(["import entropy_jax on top of them", f"{imp['added_s']:.3f}"])
+  return ["## Compile and import (fresh processes, medians)", "", *_cli.table(["measurement", "seconds"], rows)]
 
 
 def main(argv: list[str] | None = None) -> int:

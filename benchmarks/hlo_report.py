@@ -1,8 +1,9 @@
 """What XLA makes of the population update: its loops over [N], bytes, compile times.
 
-From the optimized HLO of each vmapped population update over N members x B
-log_probs (the default optimizer, `optax.adam`, the fused
-`continuous_update`, and the minimal population Adam over `[N]`), it lists
+From the optimized HLO of each population update that `benchmarks.population`
+times, over N members x B log_probs (the default optimizer, `optax.adam`,
+the fused `continuous_update`, the minimal population Adam over `[N]`, and
+the default and the minimal form with their state donated), it lists
 the kernels of the entry computation: the loops over `[N]` (fusions and
 copies, one per output array, since XLA's CPU backend fuses no two outputs
 into one loop), how many instructions read the `[N, B]` log_probs and
@@ -21,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import _cli
-from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
+from benchmarks import _cli, population
+from benchmarks._forms import MINIMAL
 
 NAME = "hlo"
 REPEATS, MIN_TIME = 5, 0.0  # --repeats: compiles per sub-step.
@@ -138,7 +139,8 @@ def nb_report(hlo: str, n: int, b: int, dtype: str = "f32") -> dict[str, Any]:
 
 
 def population_forms(n: int, b: int, action_dim: int) -> dict[str, tuple[Callable, tuple]]:
-  """name -> (function, arguments) of each population update, ready to lower."""
+  """name -> (jitted function, arguments) of each population update of the
+  population benchmark, ready to lower; the donated ones donate their state."""
   import jax
   import jax.numpy as jnp
   import optax
@@ -149,14 +151,16 @@ def population_forms(n: int, b: int, action_dim: int) -> dict[str, tuple[Callabl
   target = ej.continuous_target(action_dim)
   x = jnp.zeros((n, b), jnp.float32)
   pop = ej.init_population(target, size=n)
+  pop_optax = ej.init_population(target, size=n, optimizer=optax.adam(3e-4))
+  mini, targets = _forms.minimal_init(n), jnp.full((n,), target)
+  library = jax.vmap(_forms.grad_then_apply)
   return {
-    f"{GRAD_THEN_APPLY}, entropy_jax.adam (default)": (jax.vmap(_forms.grad_then_apply), (pop, x)),
-    f"{GRAD_THEN_APPLY}, optax.adam": (
-      jax.vmap(_forms.grad_then_apply),
-      (ej.init_population(target, size=n, optimizer=optax.adam(3e-4)), x),
-    ),
-    "vmap(continuous_update)": (jax.vmap(ej.continuous_update), (pop, x)),
-    MINIMAL: (_forms.minimal_update, (_forms.minimal_init(n), x, jnp.full((n,), target))),
+    population.DEFAULT: (jax.jit(library), (pop, x)),
+    population.OPTAX: (jax.jit(library), (pop_optax, x)),
+    population.FUSED: (jax.jit(jax.vmap(ej.continuous_update)), (pop, x)),
+    population.DEFAULT_DONATED: (jax.jit(library, donate_argnums=0), (pop, x)),
+    MINIMAL: (jax.jit(_forms.minimal_update), (mini, x, targets)),
+    population.MINIMAL_DONATED: (jax.jit(_forms.minimal_update, donate_argnums=0), (mini, x, targets)),
   }
 
 
@@ -220,7 +224,7 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     " log_probs:"
   )
   for name, (fn, fargs) in population_forms(n, b, args.action_dim).items():
-    forms[name] = describe(jax.jit(fn).lower(*fargs).compile().as_text(), n, b)
+    forms[name] = describe(fn.lower(*fargs).compile().as_text(), n, b)
     d = forms[name]
     print(
       f"    {name}: {d['kernels']} kernels, {d['n_loops']} [N] loops ({d['copies']} copies),"
@@ -261,17 +265,21 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   lines = [
     f"## The optimized HLO of the population update, N = {r['n']:,} x {r['batch']}",
     "",
-    "| form | kernels | loops over [N] (copies) | [N] operands read | bytes per member besides the log_probs |",
-    "|---|---:|---:|---:|---:|",
   ]
-  for name, d in r["forms"].items():
-    lines.append(
-      f"| {name} | {d['kernels']} | {d['n_loops']} ({d['copies']}) | {d['n_operands_read']}"
-      f" | {d['bytes_per_member_besides_log_probs']:.0f} |"
-    )
-  lines += ["", "| one member's update | compile | kernels |", "|---|---:|---:|"]
-  lines += [f"| {name} | {c['compile_s'] * 1e3:.1f} ms | {c['kernels']} |" for name, c in r["compile"].items()]
-  return lines
+  head = ["form", "kernels", "loops over [N] (copies)", "[N] operands read", "bytes per member besides the log_probs"]
+  rows = [
+    [
+      name,
+      str(d["kernels"]),
+      f"{d['n_loops']} ({d['copies']})",
+      str(d["n_operands_read"]),
+      f"{d['bytes_per_member_besides_log_probs']:.0f}",
+    ]
+    for name, d in r["forms"].items()
+  ]
+  lines += [*_cli.table(head, rows), ""]
+  rows = [[name, f"{c['compile_s'] * 1e3:.1f} ms", str(c["kernels"])] for name, c in r["compile"].items()]
+  return lines + _cli.table(["one member's update", "compile", "kernels"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,11 +99,9 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   lines = [
     f"## Optimizer cost: {GRAD_THEN_APPLY} over N = {r['n']:,} x {r['batch']} log_probs",
     "",
-    "| method | time | x floor |",
-    "|---|---:|---:|",
   ]
-  lines += [f"| {name} | {_cli.fmt_time(row['seconds'])} | {row['x_floor']:.2f} |" for name, row in r["rows"].items()]
-  return lines
+  rows = [[name, _cli.fmt_time(row["seconds"]), f"{row['x_floor']:.2f}"] for name, row in r["rows"].items()]
+  return lines + _cli.table(["method", "time", "x floor"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,17 +103,6 @@ def population_bytes(n: int, batch: int) -> int:
   return 2 * n * batch * 4 + 64 * n * 4
 
 
-def _threaded(fn: Callable, state: Any, *args: Any) -> Callable[[], Any]:
-  """A zero-argument step `state = fn(state, *args)`, as a training loop runs."""
-  box = [state]
-
-  def step():
-    box[0] = fn(box[0], *args)
-    return box[0]
-
-  return step
-
-
 def _loop(kind: str, velora, compat, action_dim: int, rows) -> Callable[[], Any]:
   """One update of each of `len(rows)` modules, one after the other."""
   import jax.numpy as jnp
@@ -147,14 +136,9 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
   import entropy_jax as ej
   from benchmarks import _forms
-  from benchmarks._timing import interleaved
+  from benchmarks._timing import interleaved, threaded
 
-  velora, why = _machine.load_velora()
-  if velora is None:
-    notes.append(_machine.velora_note(why))
-  compat, why = _machine.load_compat()
-  if compat is None:
-    notes.append(f"entropy_jax.compat could not be imported ({why}): the compat loop is left out.")
+  velora, compat = _machine.load_libraries(notes)
   target = ej.continuous_target(args.action_dim)
   floor_fn = jax.jit(jnp.sum)
   vmapped = jax.jit(jax.vmap(_forms.grad_then_apply))
@@ -192,8 +176,8 @@ def run(args, notes: list[str]) -> dict[str, Any]:
       OPTAX: lambda pop=pop_optax, x=x: vmapped(pop, x),
       MINIMAL: lambda mini=mini, x=x, t=targets: minimal(mini, x, t),
       FUSED: lambda pop=pop, x=x: fused(pop, x),
-      DEFAULT_DONATED: _threaded(donated, jax.tree.map(jnp.copy, pop), x),
-      MINIMAL_DONATED: _threaded(minimal_donated, jax.tree.map(jnp.copy, mini), x, targets),
+      DEFAULT_DONATED: threaded(donated, jax.tree.map(jnp.copy, pop), x),
+      MINIMAL_DONATED: threaded(minimal_donated, jax.tree.map(jnp.copy, mini), x, targets),
     }
     m = min(n, args.loop_max_n)
     loops = [name for name, lib in ((LOOP_VELORA, velora), (LOOP_COMPAT, compat)) if lib is not None]
@@ -249,16 +233,20 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
     " extrapolated linearly from the per-member cost measured at the largest looped N"
     f" ({args['loop_max_n']}).",
     "",
-    "| N | method | time | per member | GB/s | x floor |",
-    "|---:|---|---:|---:|---:|---:|",
   ]
-  for n, row in results["sizes"].items():
-    for name, r in row.items():
-      star = "" if r["measured"] else "*"
-      lines.append(
-        f"| {int(n):,} | {name} | {_cli.fmt_time(r['seconds'])}{star}"
-        f" | {_cli.fmt_time(r['seconds'] / int(n))} | {r['gb_per_s']:.3g} | {r['x_floor']:.2f} |"
-      )
+  rows = [
+    [
+      f"{int(n):,}",
+      name,
+      _cli.fmt_time(r["seconds"]) + ("" if r["measured"] else "*"),
+      _cli.fmt_time(r["seconds"] / int(n)),
+      f"{r['gb_per_s']:.3g}",
+      f"{r['x_floor']:.2f}",
+    ]
+    for n, row in results["sizes"].items()
+    for name, r in row.items()
+  ]
+  lines += _cli.table(["N", "method", "time", "per member", "GB/s", "x floor"], rows)
   lines += [f"- skipped: {msg}" for msg in results["skipped"].values()]
   return lines
 

@@ -93,8 +93,8 @@ def markdown(results: dict[str, Any]) -> str:
   lines += [""] + [f"- {note}" for note in results["notes"]] if results["notes"] else []
   for name in results["sections"]:
     lines += ["", *MODULES[name].markdown(results, results["args"][name])]
-  lines += ["", "## Goals", "", "| goal | measured | result |", "|---|---:|---|"]
-  lines += [f"| {g['goal']} | {g['shown']} | {g['status']} |" for g in results["goals"]]
+  rows = [[g["goal"], g["shown"], g["status"]] for g in results["goals"]]
+  lines += ["", "## Goals", "", *_cli.table(["goal", "measured", "result"], rows)]
   return "\n".join(lines) + "\n"
 
 

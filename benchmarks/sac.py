@@ -18,7 +18,6 @@ to call and donated, as a training loop runs:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from benchmarks import _cli
@@ -46,22 +45,11 @@ def finish(args) -> None:
   args.steps = args.steps or (50 if args.quick else 200)
 
 
-def _threaded(fn: Callable, state: Any, *args: Any) -> Callable[[], Any]:
-  """A zero-argument step `state = fn(state, *args)[0]`, as a training loop runs."""
-  box = [state]
-
-  def step():
-    box[0] = fn(box[0], *args)[0]
-    return box[0]
-
-  return step
-
-
 def run(args, notes: list[str]) -> dict[str, Any]:
   del notes
   import jax
 
-  from benchmarks._timing import interleaved
+  from benchmarks._timing import interleaved, threaded
   from entropy_jax import continuous_update
   from examples.sac_continuous import SAC, Config, default_population
 
@@ -84,10 +72,10 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
   log_probs = -jax.random.uniform(jax.random.key(1), (n, k, sac.cfg.batch_size))
   fns = {
-    CHUNK_ONE: _threaded(chunk, jax.tree.map(lambda x: x[:1].copy(), pop)),
-    CHUNK_POP: _threaded(chunk, copy(pop)),
-    FULL: _threaded(jax.jit(jax.vmap(full_steps), donate_argnums=0), copy(pop)),
-    ALONE: _threaded(jax.jit(jax.vmap(alone_steps), donate_argnums=0), copy(pop.entropy), log_probs),
+    CHUNK_ONE: threaded(chunk, jax.tree.map(lambda x: x[:1].copy(), pop), carry=True),
+    CHUNK_POP: threaded(chunk, copy(pop), carry=True),
+    FULL: threaded(jax.jit(jax.vmap(full_steps), donate_argnums=0), copy(pop), carry=True),
+    ALONE: threaded(jax.jit(jax.vmap(alone_steps), donate_argnums=0), copy(pop.entropy), log_probs, carry=True),
   }
   t = {name: timing.median for name, timing in interleaved(fns, repeats=args.repeats, min_time=args.min_time).items()}
   results = {

@@ -45,17 +45,6 @@ def finish(args) -> None:
   args.scan_k = args.scan_k or (100 if args.quick else 1000)
 
 
-def _threaded(fn: Callable, state: Any, *args: Any) -> Callable[[], Any]:
-  """A zero-argument step `state, _ = fn(state, *args)`, returning the state."""
-  box = [state]
-
-  def step():
-    box[0], _ = fn(box[0], *args)
-    return box[0]
-
-  return step
-
-
 def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
   """NumPy inputs of one update (`leading` axes first): `(log_probs,)` or `(probs, log_probs)`."""
   import numpy as np
@@ -73,14 +62,9 @@ def run(args, notes: list[str]) -> dict[str, Any]:
   import numpy as np
 
   import entropy_jax as ej
-  from benchmarks._timing import interleaved
+  from benchmarks._timing import interleaved, threaded
 
-  velora, why = _machine.load_velora()
-  if velora is None:
-    notes.append(_machine.velora_note(why))
-  compat, why = _machine.load_compat()
-  if compat is None:
-    notes.append(f"entropy_jax.compat could not be imported ({why}): the compat row is left out.")
+  velora, compat = _machine.load_libraries(notes)
   rng = np.random.default_rng(0)
   out: dict[str, Any] = {}
   for i, kind in enumerate(KINDS):
@@ -113,7 +97,7 @@ def run(args, notes: list[str]) -> dict[str, Any]:
         return m.alpha  # What a SAC step reads after the update.
 
       fns[COMPAT] = compat_step
-    fns[JIT] = _threaded(jax.jit(update), ej.init_entropy_state(target), *jin)
+    fns[JIT] = threaded(jax.jit(update), ej.init_entropy_state(target), *jin, carry=True)
     trivial = jax.jit(lambda v: v + 1.0)
     fns[TRIVIAL] = lambda trivial=trivial, v=jin[0]: trivial(v)
 
@@ -125,7 +109,7 @@ def run(args, notes: list[str]) -> dict[str, Any]:
       return jax.lax.scan(body, state, xs)
 
     xs = tuple(jnp.asarray(a) for a in _inputs(kind, args, rng, (args.scan_k,)))
-    fns[scan_label(args.scan_k)] = _threaded(jax.jit(scan_fn), ej.init_entropy_state(target), xs)
+    fns[scan_label(args.scan_k)] = threaded(jax.jit(scan_fn), ej.init_entropy_state(target), xs, carry=True)
 
     timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
     rows = {}
@@ -157,15 +141,15 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   if VELORA_CUDA in results["continuous"]:
     ratios = {"speedup_vs_velora": " (CPU)", "speedup_vs_velora_cuda": " (CUDA)"}
   head = ["method"] + [c for kind in KINDS for c in [kind] + [f"x faster than Velora{v}" for v in ratios.values()]]
-  lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  rows = []
   for name in results["continuous"]:
-    cells = []
+    cells = [name]
     for kind in KINDS:
       r = results[kind].get(name, {})
       cells += [_cli.fmt_time(r["seconds_per_update"]) if r else "-"]
       cells += [f"{r[k]:.1f}x" if k in r else "-" for k in ratios]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  return lines
+    rows.append(cells)
+  return lines + _cli.table(head, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
