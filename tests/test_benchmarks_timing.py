@@ -37,3 +37,10 @@ def test_timing_waits_on_a_synchronizing_callable():
   assert t["sync"].repeats == 2
   # One wait per warm-up call, per calibration sample and per timed sample: never none.
   assert len(calls) >= 1 + 1 + 2
+
+
+def test_threaded_carries_the_state_from_call_to_call():
+  step = _timing.threaded(lambda s, a: s + a, 0, 2)
+  assert [step(), step(), step()] == [2, 4, 6]
+  with_metrics = _timing.threaded(lambda s: (s * 2, "metrics"), 1, carry=True)
+  assert [with_metrics(), with_metrics()] == [2, 4]
