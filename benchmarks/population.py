@@ -28,7 +28,7 @@ from benchmarks import _cli, _machine
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
 
 NAME = "population"
-REPEATS, MIN_TIME = 9, 0.02
+REPEATS, MIN_TIME = 15, 0.02
 SHAPES = True
 SIZES = (1, 16, 256, 1024, 16384, 131072, 1048576)
 FLOOR = "floor: jnp.sum"
