@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -50,7 +49,12 @@ def rejax_recipe(steps: int, seeds: int, members: int, key: int) -> dict:
   import rejax
   from rejax.evaluate import evaluate
 
-  from examples.integrations.rejax_sac import EntropySAC, as_rejax_state, log_alpha, rejax_env
+  from examples.integrations.rejax_sac import (
+    EntropySAC,
+    as_rejax_state,
+    log_alpha,
+    rejax_env,
+  )
 
   env, env_params = rejax_env("CartPole-v1")
   eval_freq = max(steps // 20, 1)
