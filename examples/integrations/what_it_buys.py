@@ -40,6 +40,7 @@ import entropy_jax as ej
 from examples import common
 
 EVAL_EPISODES = 32
+SBX_LEARNING_STARTS = 100  # sbx.SAC's default: the first update follows step 100
 
 
 # --------------------------------------------------------------- rejax run --
@@ -178,44 +179,59 @@ def sbx_table(r: dict) -> list[list]:
   return rows
 
 
-def plot(r_rejax: dict | None, r_sbx: dict | None, out: str) -> list[str]:
+def two_panels(arms: list, title: str, xlabel: str, ylabel: str, path: str,
+               vline: float | None = None) -> str:
+  """Returns (left) and alpha (right, log scale) of every run, one colour per arm.
+
+  Args:
+    arms: `(label, colour, runs)` triples; a run is `((x, returns), (x, alphas))`.
+    vline: an optional step to mark with a dotted line on both panels.
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for label, color, runs in arms:
+    for i, run in enumerate(runs):
+      for ax, (x, y) in zip(axes, run):
+        ax.plot(x, y, color=color, alpha=0.7, label=label if i == 0 else None)
+  if vline is not None:
+    for ax in axes:
+      ax.axvline(vline, color="k", ls=":", lw=1)
+  axes[0].set(title=title, xlabel=xlabel, ylabel=ylabel)
+  axes[1].set(title="alpha (NaN is not drawn)", xlabel=xlabel, yscale="log")
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot(r_rejax: dict | None, r_sbx: dict | None, out: str) -> list[str]:
+  """The two figures (those whose results are given); returns their paths."""
   paths = []
   if r_rejax:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     steps = np.asarray(r_rejax["steps"])
-    for arm, color in (("default", "tab:gray"), ("recipe", "tab:blue")):
-      for i, (ret, alpha) in enumerate(zip(r_rejax[arm]["return"], r_rejax[arm]["alpha"])):
-        label = ("rejax temperature" if arm == "default" else "entropy_jax recipe") if i == 0 else None
-        axes[0].plot(steps, ret, color=color, alpha=0.7, label=label)
-        axes[1].plot(steps, alpha, color=color, alpha=0.7, label=label)
-    axes[0].set(title="rejax discrete SAC, CartPole-v1", xlabel="env steps", ylabel="eval return")
-    axes[1].set(title="alpha", xlabel="env steps", yscale="log")
-    axes[0].legend()
-    paths.append(os.path.join(out, "rejax_cartpole.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    arms = [(label, color, [((steps, ret), (steps, alpha))
+                            for ret, alpha in zip(r_rejax[arm]["return"], r_rejax[arm]["alpha"])])
+            for arm, label, color in (("default", "rejax temperature", "tab:gray"),
+                                      ("recipe", "entropy_jax recipe", "tab:blue"))]
+    paths.append(two_panels(arms, "rejax discrete SAC, CartPole-v1", "env steps", "eval return",
+                            os.path.join(out, "rejax_cartpole.png")))
   if r_sbx:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, color in (("sbx", "tab:red"), ("entropy_jax", "tab:blue")):
-      for i, run in enumerate(r_sbx[name]):
-        label = f"{'SBX' if name == 'sbx' else 'entropy_jax'} temperature" if i == 0 else None
+    def runs(name):
+      series = []
+      for run in r_sbx[name]:
         ep = np.asarray(run["episodes"], np.float64).reshape(-1, 2)
-        axes[0].plot(ep[:, 0], ep[:, 1], color=color, alpha=0.7, label=label)
-        axes[1].plot(np.arange(len(run["alpha"])) * 10, run["alpha"], color=color, alpha=0.7, label=label)
-    for ax in axes:
-      ax.axvline(r_sbx["fault_at"] + 100, color="k", ls=":", lw=1)
-    axes[0].set(title="SBX SAC, Pendulum-v1: one NaN entropy", xlabel="env steps", ylabel="episode return")
-    axes[1].set(title="alpha (NaN is not drawn)", xlabel="env steps", yscale="log")
-    axes[0].legend()
-    paths.append(os.path.join(out, "sbx_nonfinite.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+        series.append(((ep[:, 0], ep[:, 1]), (np.arange(len(run["alpha"])) * 10, run["alpha"])))
+      return series
+
+    arms = [("SBX temperature", "tab:red", runs("sbx")),
+            ("entropy_jax temperature", "tab:blue", runs("entropy_jax"))]
+    paths.append(two_panels(arms, "SBX SAC, Pendulum-v1: one NaN entropy", "env steps",
+                            "episode return", os.path.join(out, "sbx_nonfinite.png"),
+                            vline=r_sbx["fault_at"] + SBX_LEARNING_STARTS))
   return paths
 
 
