@@ -34,7 +34,7 @@ from examples.integrations.rejax_sac import (
   rejax_env,
 )
 
-TOTAL = 2_500   # env steps (num_envs=1), one update each after FILL
+TOTAL = 2_000   # env steps (num_envs=1), one update each after FILL
 FILL = 500
 SEED = 0
 ENVS = ("Pendulum-v1", "CartPole-v1")
@@ -115,7 +115,7 @@ def lockstep_runs(env_name: str):
     `(algo, final train states [2], per-update records [2, N])`.
   """
   algo = make(LockstepSAC, env_name)
-  ts = algo.init_state(jax.random.key(SEED))
+  ts = jax.jit(algo.init_state)(jax.random.key(SEED))
   both = jax.tree.map(lambda x: jnp.stack([x, x]), ts)
   both = both.replace(alpha_ts=both.alpha_ts.replace(ours_drives=jnp.array([False, True])))
   final, records = jax.jit(jax.vmap(lambda t: algo.train(train_state=t)))(both)
@@ -166,9 +166,8 @@ def test_initial_state_is_rejax_s_with_an_entropy_state():
   """`EntropySAC`'s initial state: rejax's, with an `EntropyState` in the place of
   rejax's alpha `TrainState` at the same log_alpha, optimizer state and target."""
   for env_name in ENVS:
-    algo = make(EntropySAC, env_name)
-    theirs = jax.jit(make(rejax.SAC, env_name).init_state)(jax.random.key(SEED))
-    ours = jax.jit(algo.init_state)(jax.random.key(SEED))
+    algo, client = make(EntropySAC, env_name), make(rejax.SAC, env_name)
+    theirs, ours = jax.jit(lambda k: (client.init_state(k), algo.init_state(k)))(jax.random.key(SEED))
     alpha = ours.alpha_ts
     assert isinstance(alpha, RejaxEntropyState) and alpha.loss_form == "alpha"
     assert np.array_equal(alpha.log_alpha, theirs.alpha_ts.params["log_alpha"])

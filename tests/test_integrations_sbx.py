@@ -24,7 +24,7 @@ from examples.integrations.sbx_sac import (
   temperature_gradient,
 )
 
-TOTAL = 1_500
+TOTAL = 1_200
 LEARNING_STARTS = 100
 SEED = 0
 # SBX's gradient is `(entropy - target) * exp(-x) * exp(x)` (the backward pass
