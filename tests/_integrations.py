@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from flax import struct
 
-U = 2.0 ** -24  # float32 unit roundoff
+U = 2.0**-24  # float32 unit roundoff
 
 
 def gamma(n: float) -> float:
@@ -54,8 +54,8 @@ def capture() -> optax.GradientTransformation:
   leaves its exact float32 gradient in `opt_state` (and its parameters unchanged).
   """
   return optax.GradientTransformation(
-      lambda params: jax.tree.map(jnp.zeros_like, params),
-      lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
+    lambda params: jax.tree.map(jnp.zeros_like, params),
+    lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
   )
 
 
@@ -63,9 +63,18 @@ def empty_record() -> dict[str, jax.Array]:
   """The record of one lockstep update, before the first one."""
   f = jnp.zeros((), jnp.float32)
   return {
-      "n": jnp.zeros((), jnp.int32), "count": jnp.zeros((), jnp.int32), "log_alpha": f, "mu": f, "nu": f,
-      "g_client": f, "g_ours": f, "next_client": f, "next_ours": f,
-      "abs_terms": f, "exact_diff": f, "target": f,
+    "n": jnp.zeros((), jnp.int32),
+    "count": jnp.zeros((), jnp.int32),
+    "log_alpha": f,
+    "mu": f,
+    "nu": f,
+    "g_client": f,
+    "g_ours": f,
+    "next_client": f,
+    "next_ours": f,
+    "abs_terms": f,
+    "exact_diff": f,
+    "target": f,
   }
 
 
@@ -98,23 +107,28 @@ class Lockstep(struct.PyTreeNode):
     leaves = [pick(o, c) for o, c in zip(jax.tree.leaves(ours.opt_state), jax.tree.leaves(client.opt_state))]
     log_alpha = pick(ours.log_alpha, client.params[self.key])
     client = client.replace(
-        params=type(client.params)({self.key: log_alpha}),
-        opt_state=jax.tree.unflatten(jax.tree.structure(client.opt_state), leaves),
+      params=type(client.params)({self.key: log_alpha}),
+      opt_state=jax.tree.unflatten(jax.tree.structure(client.opt_state), leaves),
     )
-    ours = ours.replace(
-        log_alpha=log_alpha, opt_state=jax.tree.unflatten(jax.tree.structure(ours.opt_state), leaves)
-    )
+    ours = ours.replace(log_alpha=log_alpha, opt_state=jax.tree.unflatten(jax.tree.structure(ours.opt_state), leaves))
     return client, ours
 
-  def stepped(self, client, ours, client_next, ours_next, g_client, g_ours,
-              abs_terms, exact_diff) -> Lockstep:
+  def stepped(self, client, ours, client_next, ours_next, g_client, g_ours, abs_terms, exact_diff) -> Lockstep:
     """The pair after one update, with its record (see the module doc)."""
     count, mu, nu = jax.tree.leaves(ours.opt_state)
     record = {
-        "n": count + 1, "count": count, "log_alpha": ours.log_alpha, "mu": mu, "nu": nu,
-        "g_client": g_client, "g_ours": g_ours,
-        "next_client": client_next.params[self.key], "next_ours": ours_next.log_alpha,
-        "abs_terms": abs_terms, "exact_diff": exact_diff, "target": ours.target,
+      "n": count + 1,
+      "count": count,
+      "log_alpha": ours.log_alpha,
+      "mu": mu,
+      "nu": nu,
+      "g_client": g_client,
+      "g_ours": g_ours,
+      "next_client": client_next.params[self.key],
+      "next_ours": ours_next.log_alpha,
+      "abs_terms": abs_terms,
+      "exact_diff": exact_diff,
+      "target": ours.target,
     }
     record = {k: jnp.asarray(v, empty_record()[k].dtype) for k, v in record.items()}
     return self.replace(client=client_next, ours=ours_next, record=record)
@@ -130,6 +144,7 @@ def strong(x: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------ checks --
+
 
 def pow_rel_error(beta: float, t: np.ndarray) -> np.ndarray:
   """A bound on the relative error of float32 `beta ** t`.
@@ -167,7 +182,7 @@ def adam_rounding_bound(record: dict, g: np.ndarray, lr: float, b1=0.9, b2=0.999
   nu = (1 - b2) * g * g + b2 * record["nu"]
   err_mu = gamma(3) * ((1 - b1) * abs(g) + b1 * abs(record["mu"]))
   rel_nu = gamma(4)
-  p1, p2 = b1 ** t, b2 ** t
+  p1, p2 = b1**t, b2**t
   c1, c2 = 1 - p1, 1 - p2
   rel_c1 = (p1 * pow_rel_error(b1, t) + U * c1) / c1
   rel_c2 = (p2 * pow_rel_error(b2, t) + U * c2) / c2
@@ -205,25 +220,28 @@ def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
   grad_err = np.abs(g_c - g_e)
   bad = np.nonzero(grad_err > grad_bound)[0]
   assert bad.size == 0, (
-      f"gradients differ beyond float32 rounding at updates {bad[:5]}:"
-      f" |dg| {grad_err[bad[:5]]} > bound {grad_bound[bad[:5]]}"
+    f"gradients differ beyond float32 rounding at updates {bad[:5]}:"
+    f" |dg| {grad_err[bad[:5]]} > bound {grad_bound[bad[:5]]}"
   )
-  step_bound = (np.abs(adam_reference(r, g_c, lr) - adam_reference(r, g_e, lr))
-                + adam_rounding_bound(r, g_c, lr) + adam_rounding_bound(r, g_e, lr))
+  step_bound = (
+    np.abs(adam_reference(r, g_c, lr) - adam_reference(r, g_e, lr))
+    + adam_rounding_bound(r, g_c, lr)
+    + adam_rounding_bound(r, g_e, lr)
+  )
   step_err = np.abs(r["next_client"] - r["next_ours"])
   bad = np.nonzero(step_err > step_bound)[0]
   assert bad.size == 0, (
-      f"log_alpha steps differ beyond float32 rounding at updates {bad[:5]}:"
-      f" {step_err[bad[:5]]} > bound {step_bound[bad[:5]]}"
+    f"log_alpha steps differ beyond float32 rounding at updates {bad[:5]}:"
+    f" {step_err[bad[:5]]} > bound {step_bound[bad[:5]]}"
   )
   # The reference itself: each implementation's step within its rounding bound.
   for name, g in (("client", g_c), ("ours", g_e)):
     err = np.abs(r[f"next_{name}"] - adam_reference(r, g, lr))
     assert np.all(err <= adam_rounding_bound(r, g, lr)), f"{name}'s Adam step off the float64 reference"
   return {
-      "grad": float(np.max(grad_err / grad_bound)),
-      "step": float(np.max(step_err / step_bound)),
-      "n": int(g_c.size),
+    "grad": float(np.max(grad_err / grad_bound)),
+    "step": float(np.max(step_err / step_bound)),
+    "n": int(g_c.size),
   }
 
 

@@ -34,7 +34,7 @@ from examples.integrations.rejax_sac import (
   rejax_env,
 )
 
-TOTAL = 2_000   # env steps (num_envs=1), one update each after FILL
+TOTAL = 2_000  # env steps (num_envs=1), one update each after FILL
 FILL = 500
 SEED = 0
 ENVS = ("Pendulum-v1", "CartPole-v1")
@@ -71,8 +71,9 @@ class LockstepSAC(EntropySAC):
     values = rejax.SAC.initialize_network_params(self, rng)  # rejax's own, alpha included
     client = values["alpha_ts"]
     client = client.replace(params=FrozenDict({"log_alpha": strong(client.params["log_alpha"])}))
-    values["alpha_ts"] = Lockstep(client=client, ours=self.init_entropy_state(),
-                                  record=empty_record(), ours_drives=jnp.zeros((), bool))
+    values["alpha_ts"] = Lockstep(
+      client=client, ours=self.init_entropy_state(), record=empty_record(), ours_drives=jnp.zeros((), bool)
+    )
     return values
 
   def update_alpha(self, ts, logprob):
@@ -84,8 +85,7 @@ class LockstepSAC(EntropySAC):
     g_client = rejax.SAC.update_alpha(self, ts.replace(alpha_ts=probe), logprob).alpha_ts.opt_state
     g_ours = self.alpha_gradient(ours, logprob)
     abs_terms, exact_diff = gradient_terms(self.discrete, ours, logprob)
-    pair = pair.stepped(client, ours, client_next, ours_next, g_client["log_alpha"], g_ours,
-                        abs_terms, exact_diff)
+    pair = pair.stepped(client, ours, client_next, ours_next, g_client["log_alpha"], g_ours, abs_terms, exact_diff)
     return ts.replace(alpha_ts=pair)
 
 
@@ -102,8 +102,15 @@ def member(tree, i: int):
 
 def make(cls, env_name, **fields):
   env, params = rejax_env(env_name)
-  algo = cls.create(env=env, env_params=params, total_timesteps=TOTAL, fill_buffer=FILL,
-                    eval_freq=1, skip_initial_evaluation=True, **fields)
+  algo = cls.create(
+    env=env,
+    env_params=params,
+    total_timesteps=TOTAL,
+    fill_buffer=FILL,
+    eval_freq=1,
+    skip_initial_evaluation=True,
+    **fields,
+  )
   return algo.replace(eval_callback=record)
 
 
@@ -165,9 +172,13 @@ def test_actor_and_critic_read_the_entropy_state_as_rejax_reads_its_own(env_name
 def test_initial_state_is_rejax_s_with_an_entropy_state():
   """`EntropySAC`'s initial state: rejax's, with an `EntropyState` in the place of
   rejax's alpha `TrainState` at the same log_alpha, optimizer state and target."""
+
+  def both(client, algo, key):
+    return client.init_state(key), algo.init_state(key)
+
   for env_name in ENVS:
-    algo, client = make(EntropySAC, env_name), make(rejax.SAC, env_name)
-    theirs, ours = jax.jit(lambda k: (client.init_state(k), algo.init_state(k)))(jax.random.key(SEED))
+    algo = make(EntropySAC, env_name)
+    theirs, ours = jax.jit(functools.partial(both, make(rejax.SAC, env_name), algo))(jax.random.key(SEED))
     alpha = ours.alpha_ts
     assert isinstance(alpha, RejaxEntropyState) and alpha.loss_form == "alpha"
     assert np.array_equal(alpha.log_alpha, theirs.alpha_ts.params["log_alpha"])

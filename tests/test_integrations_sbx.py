@@ -46,8 +46,11 @@ class LockstepSAC(EntropySAC):
     client = self.ent_coef_state
     client = client.replace(params={"log_ent_coef": strong(client.params["log_ent_coef"])})
     self.ent_coef_state = Lockstep(
-        client=client, ours=self.init_entropy_state(), record=empty_record(),
-        ours_drives=jnp.asarray(self.ours_drives), key="log_ent_coef",
+      client=client,
+      ours=self.init_entropy_state(),
+      record=empty_record(),
+      ours_drives=jnp.asarray(self.ours_drives),
+      key="log_ent_coef",
     )
 
   @staticmethod
@@ -61,8 +64,9 @@ class LockstepSAC(EntropySAC):
     g_client = sbx.SAC.update_temperature(target_entropy, probe, entropy)[0].opt_state
     g_ours = temperature_gradient(ours.log_alpha, ours, entropy)
     abs_terms = jnp.abs(entropy) + jnp.abs(ours.target)
-    pair = pair.stepped(client, ours, client_next, ours_next, g_client["log_ent_coef"], g_ours,
-                        abs_terms, jnp.zeros(()))
+    pair = pair.stepped(
+      client, ours, client_next, ours_next, g_client["log_ent_coef"], g_ours, abs_terms, jnp.zeros(())
+    )
     return pair, loss
 
   def train(self, gradient_steps: int, batch_size: int) -> None:
@@ -96,8 +100,10 @@ def test_initial_state_is_sbx_s_with_an_entropy_state():
     # SBX's alpha read (apply_fn on params) gives the same bits from either state.
     read = lambda s: s.apply_fn({"params": s.params})
     assert np.array_equal(read(state), read(client))
-    for a, b in zip(ours_opt + jax.tree.leaves(ours.policy.actor_state.params),
-                    their_opt + jax.tree.leaves(theirs.policy.actor_state.params)):
+    for a, b in zip(
+      ours_opt + jax.tree.leaves(ours.policy.actor_state.params),
+      their_opt + jax.tree.leaves(theirs.policy.actor_state.params),
+    ):
       np.testing.assert_array_equal(a, b)
 
 
@@ -133,9 +139,10 @@ def test_actor_and_critic_read_the_entropy_state_as_sbx_reads_its_own():
   nxt, done, rew = data.next_observations.numpy(), data.dones.numpy().ravel(), data.rewards.numpy().ravel()
   disc = np.full_like(rew, model.gamma)
   policy, key = model.policy, jax.random.key(1)
-  critic = [sbx.SAC.update_critic(policy.actor_state, policy.qf_state, s, obs, act, nxt, rew, done,
-                                  disc, key)[0].params for s in (client, ours)]
-  actor = [sbx.SAC.update_actor(policy.actor_state, policy.qf_state, s, obs, key)[0].params
-           for s in (client, ours)]
+  critic = [
+    sbx.SAC.update_critic(policy.actor_state, policy.qf_state, s, obs, act, nxt, rew, done, disc, key)[0].params
+    for s in (client, ours)
+  ]
+  actor = [sbx.SAC.update_actor(policy.actor_state, policy.qf_state, s, obs, key)[0].params for s in (client, ours)]
   for a, b in zip(jax.tree.leaves((critic[0], actor[0])), jax.tree.leaves((critic[1], actor[1]))):
     np.testing.assert_array_equal(a, b)

@@ -83,9 +83,7 @@ class EntropySAC(rejax.SAC):
     alpha_loss_form: `"alpha"` (rejax's) or `"log"`.
   """
 
-  alpha_optimizer: optax.GradientTransformation | None = struct.field(
-      pytree_node=False, default=None
-  )
+  alpha_optimizer: optax.GradientTransformation | None = struct.field(pytree_node=False, default=None)
   initial_alpha: float = struct.field(pytree_node=False, default=1.0)
   min_alpha: float | None = struct.field(pytree_node=False, default=None)
   max_alpha: float | None = struct.field(pytree_node=False, default=None)
@@ -98,10 +96,16 @@ class EntropySAC(rejax.SAC):
     if tx is None:  # rejax's own chain for every TrainState, alpha's included
       tx = optax.chain(optax.clip(self.max_grad_norm), optax.adam(learning_rate=self.learning_rate))
     target = self.target_entropy if self.entropy_target is None else self.entropy_target
-    return as_rejax_state(ej.init_entropy_state(
-        target, initial_alpha=self.initial_alpha, optimizer=tx,
-        min_alpha=self.min_alpha, max_alpha=self.max_alpha, loss_form=self.alpha_loss_form,
-    ))
+    return as_rejax_state(
+      ej.init_entropy_state(
+        target,
+        initial_alpha=self.initial_alpha,
+        optimizer=tx,
+        min_alpha=self.min_alpha,
+        max_alpha=self.max_alpha,
+        loss_form=self.alpha_loss_form,
+      )
+    )
 
   @register_init
   def initialize_network_params(self, rng: jax.Array) -> dict[str, Any]:
@@ -122,11 +126,10 @@ class EntropySAC(rejax.SAC):
     Returns:
       A scalar gradient.
     """
+
     def loss(log_alpha):
       if self.discrete:
-        return ej.discrete_loss(
-            log_alpha, jnp.exp(logprob), logprob, state.target, form=state.loss_form
-        )
+        return ej.discrete_loss(log_alpha, jnp.exp(logprob), logprob, state.target, form=state.loss_form)
       return ej.continuous_loss(log_alpha, logprob, state.target, form=state.loss_form)
 
     return jax.grad(loss)(state.log_alpha)
@@ -151,6 +154,7 @@ def log_alpha(alpha_ts: Any) -> jax.Array:
 
 
 # ------------------------------------------------------------ environments --
+
 
 class FiveTupleStep:
   """A gymnax environment whose `step` returns rejax 0.1.3's five values.

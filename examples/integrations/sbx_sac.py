@@ -86,14 +86,14 @@ class EntropySAC(sbx.SAC):
   """
 
   def __init__(
-      self,
-      *args: Any,
-      alpha_optimizer: optax.GradientTransformation | None = None,
-      min_alpha: float | None = None,
-      max_alpha: float | None = None,
-      entropy_target: Target | None = None,
-      alpha_loss_form: str = "log",
-      **kwargs: Any,
+    self,
+    *args: Any,
+    alpha_optimizer: optax.GradientTransformation | None = None,
+    min_alpha: float | None = None,
+    max_alpha: float | None = None,
+    entropy_target: Target | None = None,
+    alpha_loss_form: str = "log",
+    **kwargs: Any,
   ):
     # Set before SB3's __init__, which calls _setup_model.
     self.alpha_optimizer = alpha_optimizer
@@ -112,17 +112,23 @@ class EntropySAC(sbx.SAC):
     """The `EntropyState` this agent starts from (after SBX's `_setup_model`)."""
     if not str(self.ent_coef_init).startswith("auto"):
       raise ValueError(
-          "EntropySAC: `ent_coef` must be 'auto' or 'auto_<initial alpha>' (a learned"
-          f" temperature); got {self.ent_coef_init!r}."
+        "EntropySAC: `ent_coef` must be 'auto' or 'auto_<initial alpha>' (a learned"
+        f" temperature); got {self.ent_coef_init!r}."
       )
     tx = self.alpha_optimizer
     if tx is None:  # SBX's: Adam at the initial learning rate
       tx = optax.adam(learning_rate=self.lr_schedule(1))
     target = self.target_entropy if self.entropy_target is None else self.entropy_target
-    return as_sbx_state(ej.init_entropy_state(
-        target, initial_alpha=self.ent_coef.ent_coef_init, optimizer=tx,
-        min_alpha=self.min_alpha, max_alpha=self.max_alpha, loss_form=self.alpha_loss_form,
-    ))
+    return as_sbx_state(
+      ej.init_entropy_state(
+        target,
+        initial_alpha=self.ent_coef.ent_coef_init,
+        optimizer=tx,
+        min_alpha=self.min_alpha,
+        max_alpha=self.max_alpha,
+        loss_form=self.alpha_loss_form,
+      )
+    )
 
   @staticmethod
   @jax.jit
@@ -138,9 +144,7 @@ class EntropySAC(sbx.SAC):
       `(new_state, loss)`, as SBX's; `loss` is the loss before the step.
     """
     del target_entropy
-    loss, grad = jax.value_and_grad(temperature_loss)(
-        ent_coef_state.log_alpha, ent_coef_state, entropy
-    )
+    loss, grad = jax.value_and_grad(temperature_loss)(ent_coef_state.log_alpha, ent_coef_state, entropy)
     return ej.apply_gradients(ent_coef_state, grad), loss
 
 

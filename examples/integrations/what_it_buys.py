@@ -45,6 +45,7 @@ SBX_LEARNING_STARTS = 100  # sbx.SAC's default: the first update follows step 10
 
 # --------------------------------------------------------------- rejax run --
 
+
 def rejax_recipe(steps: int, seeds: int, members: int, key: int) -> dict:
   """rejax's discrete SAC on CartPole: its own temperature vs the entropy_jax recipe."""
   import rejax
@@ -80,27 +81,34 @@ def rejax_recipe(steps: int, seeds: int, members: int, key: int) -> dict:
   ratios = np.linspace(0.05, 0.25, members) if members > 1 else np.array([0.15])
   lrs = common.log_uniform_spread(3e-4, 3e-3, members)
   ours = EntropySAC.create(
-      **base, initial_alpha=0.1, max_alpha=0.2,
-      alpha_optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
+    **base,
+    initial_alpha=0.1,
+    max_alpha=0.2,
+    alpha_optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=3e-4),
   )
   population = ej.init_population(
-      np.array([ej.discrete_target(2, float(r)) for r in ratios], np.float32),
-      initial_alpha=0.1, max_alpha=0.2, optimizer=ours.alpha_optimizer, loss_form="alpha",
-      learning_rate=lrs,
+    np.array([ej.discrete_target(2, float(r)) for r in ratios], np.float32),
+    initial_alpha=0.1,
+    max_alpha=0.2,
+    optimizer=ours.alpha_optimizer,
+    loss_form="alpha",
+    learning_rate=lrs,
   )
   states = jax.vmap(ours.init_state)(keys[:members])
   states = states.replace(alpha_ts=as_rejax_state(population))
   recipe_ev, recipe_wall = run(ours, states)
   return {
-      "steps": (np.arange(default_ev["return"].shape[1]) * eval_freq).tolist(),
-      "default": {k: np.asarray(v).tolist() for k, v in default_ev.items()},
-      "recipe": {k: np.asarray(v).tolist() for k, v in recipe_ev.items()},
-      "ratios": ratios.tolist(), "lrs": np.asarray(lrs).tolist(),
-      "wall_s": {"default": default_wall, "recipe": recipe_wall},
+    "steps": (np.arange(default_ev["return"].shape[1]) * eval_freq).tolist(),
+    "default": {k: np.asarray(v).tolist() for k, v in default_ev.items()},
+    "recipe": {k: np.asarray(v).tolist() for k, v in recipe_ev.items()},
+    "ratios": ratios.tolist(),
+    "lrs": np.asarray(lrs).tolist(),
+    "wall_s": {"default": default_wall, "recipe": recipe_wall},
   }
 
 
 # ----------------------------------------------------------------- SBX run --
+
 
 def sbx_fault(steps: int, seeds: int, fault_at: int, key: int) -> dict:
   """SBX's SAC on Pendulum with one NaN entropy estimate at update `fault_at`."""
@@ -146,8 +154,7 @@ def sbx_fault(steps: int, seeds: int, fault_at: int, key: int) -> dict:
       with common.Timer() as t:
         model.learn(steps, callback=rec)
       skipped = int(getattr(model.ent_coef_state, "skipped", -1))
-      runs.append({"episodes": rec.episodes, "alpha": rec.alphas[::10], "wall_s": t.seconds,
-                   "skipped": skipped})
+      runs.append({"episodes": rec.episodes, "alpha": rec.alphas[::10], "wall_s": t.seconds, "skipped": skipped})
     out[name] = runs
   out["fault_at"] = fault_at
   return out
@@ -155,17 +162,21 @@ def sbx_fault(steps: int, seeds: int, fault_at: int, key: int) -> dict:
 
 # ------------------------------------------------------------------ report --
 
+
 def last_mean(values, n: int = 3) -> float:
   """Mean of the last `n` values, NaN-aware (a NaN run reports NaN)."""
   return float(np.mean(np.asarray(values, np.float64)[-n:]))
 
 
 def rejax_table(r: dict) -> list[list]:
-  rows = [[f"rejax default, seed {i}", "0.98 log 2", "1.0 (no bound)", "3e-4",
-           f"{last_mean(ret):.0f}"] for i, ret in enumerate(r["default"]["return"])]
-  rows += [[f"entropy_jax member {i}", f"{ratio:.3f} log 2", "0.1 (max 0.2)", f"{lr:.1e}",
-            f"{last_mean(ret):.0f}"]
-           for i, (ratio, lr, ret) in enumerate(zip(r["ratios"], r["lrs"], r["recipe"]["return"]))]
+  rows = [
+    [f"rejax default, seed {i}", "0.98 log 2", "1.0 (no bound)", "3e-4", f"{last_mean(ret):.0f}"]
+    for i, ret in enumerate(r["default"]["return"])
+  ]
+  rows += [
+    [f"entropy_jax member {i}", f"{ratio:.3f} log 2", "0.1 (max 0.2)", f"{lr:.1e}", f"{last_mean(ret):.0f}"]
+    for i, (ratio, lr, ret) in enumerate(zip(r["ratios"], r["lrs"], r["recipe"]["return"]))
+  ]
   return rows
 
 
@@ -174,13 +185,18 @@ def sbx_table(r: dict) -> list[list]:
   for name in ("sbx", "entropy_jax"):
     for i, run in enumerate(r[name]):
       returns = [ret for _, ret in run["episodes"]]
-      rows.append([f"{name}, seed {i}", f"{last_mean(returns, 5):.0f}",
-                   f"{run['alpha'][-1]:.3g}", run["skipped"] if run["skipped"] >= 0 else "n/a"])
+      rows.append(
+        [
+          f"{name}, seed {i}",
+          f"{last_mean(returns, 5):.0f}",
+          f"{run['alpha'][-1]:.3g}",
+          run["skipped"] if run["skipped"] >= 0 else "n/a",
+        ]
+      )
   return rows
 
 
-def two_panels(arms: list, title: str, xlabel: str, ylabel: str, path: str,
-               vline: float | None = None) -> str:
+def two_panels(arms: list, title: str, xlabel: str, ylabel: str, path: str, vline: float | None = None) -> str:
   """Returns (left) and alpha (right, log scale) of every run, one colour per arm.
 
   Args:
@@ -188,6 +204,7 @@ def two_panels(arms: list, title: str, xlabel: str, ylabel: str, path: str,
     vline: an optional step to mark with a dotted line on both panels.
   """
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -213,13 +230,24 @@ def plot(r_rejax: dict | None, r_sbx: dict | None, out: str) -> list[str]:
   paths = []
   if r_rejax:
     steps = np.asarray(r_rejax["steps"])
-    arms = [(label, color, [((steps, ret), (steps, alpha))
-                            for ret, alpha in zip(r_rejax[arm]["return"], r_rejax[arm]["alpha"])])
-            for arm, label, color in (("default", "rejax temperature", "tab:gray"),
-                                      ("recipe", "entropy_jax recipe", "tab:blue"))]
-    paths.append(two_panels(arms, "rejax discrete SAC, CartPole-v1", "env steps", "eval return",
-                            os.path.join(out, "rejax_cartpole.png")))
+    arms = [
+      (
+        label,
+        color,
+        [((steps, ret), (steps, alpha)) for ret, alpha in zip(r_rejax[arm]["return"], r_rejax[arm]["alpha"])],
+      )
+      for arm, label, color in (
+        ("default", "rejax temperature", "tab:gray"),
+        ("recipe", "entropy_jax recipe", "tab:blue"),
+      )
+    ]
+    paths.append(
+      two_panels(
+        arms, "rejax discrete SAC, CartPole-v1", "env steps", "eval return", os.path.join(out, "rejax_cartpole.png")
+      )
+    )
   if r_sbx:
+
     def runs(name):
       series = []
       for run in r_sbx[name]:
@@ -227,31 +255,32 @@ def plot(r_rejax: dict | None, r_sbx: dict | None, out: str) -> list[str]:
         series.append(((ep[:, 0], ep[:, 1]), (np.arange(len(run["alpha"])) * 10, run["alpha"])))
       return series
 
-    arms = [("SBX temperature", "tab:red", runs("sbx")),
-            ("entropy_jax temperature", "tab:blue", runs("entropy_jax"))]
-    paths.append(two_panels(arms, "SBX SAC, Pendulum-v1: one NaN entropy", "env steps",
-                            "episode return", os.path.join(out, "sbx_nonfinite.png"),
-                            vline=r_sbx["fault_at"] + SBX_LEARNING_STARTS))
+    arms = [("SBX temperature", "tab:red", runs("sbx")), ("entropy_jax temperature", "tab:blue", runs("entropy_jax"))]
+    paths.append(
+      two_panels(
+        arms,
+        "SBX SAC, Pendulum-v1: one NaN entropy",
+        "env steps",
+        "episode return",
+        os.path.join(out, "sbx_nonfinite.png"),
+        vline=r_sbx["fault_at"] + SBX_LEARNING_STARTS,
+      )
+    )
   return paths
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      description="Measure what entropy_jax's temperature buys inside rejax's and SBX's SAC"
-      " (returns side by side, plots, wall times)."
+    description="Measure what entropy_jax's temperature buys inside rejax's and SBX's SAC"
+    " (returns side by side, plots, wall times)."
   )
   parser.add_argument("--which", choices=("rejax", "sbx", "both"), default="both")
-  parser.add_argument("--rejax-steps", type=int, default=50_000,
-                      help="CartPole env steps per run (default 50000)")
-  parser.add_argument("--seeds", type=int, default=4,
-                      help="seeds of rejax's own temperature (default 4)")
-  parser.add_argument("--members", type=int, default=8,
-                      help="entropy_jax population size in rejax (default 8)")
-  parser.add_argument("--sbx-steps", type=int, default=10_000,
-                      help="Pendulum env steps per SBX run (default 10000)")
+  parser.add_argument("--rejax-steps", type=int, default=50_000, help="CartPole env steps per run (default 50000)")
+  parser.add_argument("--seeds", type=int, default=4, help="seeds of rejax's own temperature (default 4)")
+  parser.add_argument("--members", type=int, default=8, help="entropy_jax population size in rejax (default 8)")
+  parser.add_argument("--sbx-steps", type=int, default=10_000, help="Pendulum env steps per SBX run (default 10000)")
   parser.add_argument("--sbx-seeds", type=int, default=2, help="SBX seeds per arm (default 2)")
-  parser.add_argument("--fault-at", type=int, default=2_000,
-                      help="the SBX update whose entropy is NaN (default 2000)")
+  parser.add_argument("--fault-at", type=int, default=2_000, help="the SBX update whose entropy is NaN (default 2000)")
   parser.add_argument("--seed", type=int, default=0, help="first PRNG seed (default 0)")
   parser.add_argument("--out", default="integrations_out", help="output folder")
   args = parser.parse_args(argv)
@@ -260,13 +289,13 @@ def main(argv=None):
   results: dict = {"jax": jax.__version__, "devices": str(jax.devices())}
   if args.which in ("rejax", "both"):
     results["rejax"] = rejax_recipe(args.rejax_steps, args.seeds, args.members, args.seed)
-    common.print_table(["run", "target", "alpha start", "alpha lr", "return (last 3 evals)"],
-                       rejax_table(results["rejax"]))
+    common.print_table(
+      ["run", "target", "alpha start", "alpha lr", "return (last 3 evals)"], rejax_table(results["rejax"])
+    )
     print("wall seconds:", results["rejax"]["wall_s"])
   if args.which in ("sbx", "both"):
     results["sbx"] = sbx_fault(args.sbx_steps, args.sbx_seeds, args.fault_at, args.seed)
-    common.print_table(["run", "return (last 5 episodes)", "final alpha", "skipped"],
-                       sbx_table(results["sbx"]))
+    common.print_table(["run", "return (last 5 episodes)", "final alpha", "skipped"], sbx_table(results["sbx"]))
     print("wall seconds:", {k: [r["wall_s"] for r in results["sbx"][k]] for k in ("sbx", "entropy_jax")})
   with open(os.path.join(args.out, "what_it_buys.json"), "w") as f:
     json.dump(results, f)
