@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The pinned CPU build of torch first, so nothing pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,examples,docs]'
+	$(BIN)/python -m pip install -q -e '.[test,examples,docs,integrations]'
 	# Velora without its heavy declared extras, plus what its import needs.
 	$(BIN)/python -m pip install -q --no-deps velora==0.2.0
 	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel
