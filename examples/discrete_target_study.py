@@ -59,7 +59,9 @@ EVAL_EPISODES = 10
 COLORS = {
   "paper": "tab:red",
   "cleanrl": "tab:orange",
+  "mid_0.7": "yellowgreen",
   "mid": "tab:olive",
+  "mid_0.5": "darkolivegreen",
   "low": "tab:blue",
   "low_bounded": "tab:cyan",
   "linear": "tab:green",
@@ -79,10 +81,10 @@ class Task(NamedTuple):
 
 TASKS = {
   "cartpole": Task("CartPole-v1", Config(), 50_000, 1_000, 5),
-  "breakout": Task("Breakout-MinAtar", MINATAR_CONFIG, 200_000, 5_000, 3),
-  "asterix": Task("Asterix-MinAtar", MINATAR_CONFIG._replace(env_name="Asterix-MinAtar"), 200_000, 5_000, 3),
+  "breakout": Task("Breakout-MinAtar", MINATAR_CONFIG, 150_000, 5_000, 3),
+  "asterix": Task("Asterix-MinAtar", MINATAR_CONFIG._replace(env_name="Asterix-MinAtar"), 150_000, 5_000, 3),
 }
-DEFAULT_RULES = ("paper", "low", "low_bounded", "tes", "linear", "staircase", "cleanrl", "mid")
+DEFAULT_RULES = tuple(target_rules.RULES)  # all of them, Velora's for the parity ablation
 
 
 def run_rules(
@@ -204,7 +206,7 @@ def table_rows(results: dict) -> list[list]:
 TABLE_HEADER = ["task", "rule", "final return", "AUC", "greedy", "alpha bounded", "final alpha", "entropy / target"]
 
 
-def plot_task(task: str, histories: dict, labels: dict, path: str) -> str:
+def plot_task(task: str, histories: dict, labels: dict, path: str, title: str = "target rules") -> str:
   """Return, alpha and entropy (targets dashed) per rule: median and range over seeds."""
   steps = next(iter(histories.values()))["steps"][:, 0]
   return plotting.plot_groups(
@@ -216,10 +218,25 @@ def plot_task(task: str, histories: dict, labels: dict, path: str) -> str:
     ],
     colors=COLORS,
     labels=labels,
-    title=f"Discrete SAC on {task}: target rules",
+    title=f"Discrete SAC on {task}: {title}",
     path=path,
     dashed={r: np.median(h["target"], axis=1) for r, h in histories.items()},
   )
+
+
+# Rules drawn beside the anneals for reference, when they ran.
+REFERENCE_RULES = ("paper", "mid")
+
+
+def figure_groups(rules: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+  """`{file suffix: (title, rules)}`: the fixed targets, and the moving ones beside the references."""
+  kinds = {r: target_rules.RULES[r].kind for r in rules}
+  fixed = [r for r in rules if kinds[r] in ("fixed", "velora")]
+  moving = [r for r in rules if kinds[r] not in ("fixed", "velora")]
+  groups = {"fixed": ("fixed targets", fixed)}
+  if moving:
+    groups["annealed"] = ("annealed targets", [r for r in rules if r in REFERENCE_RULES or r in moving])
+  return {k: v for k, v in groups.items() if v[1]}
 
 
 def run_task(
@@ -267,7 +284,7 @@ def main(argv=None):
     nargs="+",
     default=list(DEFAULT_RULES),
     choices=target_rules.RULES,
-    help="rules (default: all but velora)",
+    help="rules (default: all)",
   )
   parser.add_argument(
     "--seeds", type=int, nargs="+", default=None, help="members per rule, one per task (default: 5 CartPole, 3 MinAtar)"
@@ -277,7 +294,7 @@ def main(argv=None):
     type=int,
     nargs="+",
     default=None,
-    help="env steps per member, one per task (default: 50000 CartPole, 200000 MinAtar)",
+    help="env steps per member, one per task (default: 50000 CartPole, 150000 MinAtar)",
   )
   parser.add_argument(
     "--chunk", type=int, default=None, help="env steps per progress tick (default: 1000 CartPole, 5000 MinAtar)"
@@ -305,7 +322,9 @@ def main(argv=None):
     results[task.name] = summaries
     seconds[task.name] = sum(s["seconds"] for s in summaries.values())
     labels = {r: target_rules.RULES[r].label() for r in args.rules}
-    print(f"Wrote {plot_task(task.name, histories, labels, os.path.join(args.out, f'{task.name}.png'))}")
+    for group, title in figure_groups(args.rules).items():
+      path = os.path.join(args.out, f"{task.name}_{group}.png")
+      print(f"Wrote {plot_task(task.name, {r: histories[r] for r in title[1]}, labels, path, title[0])}")
   plotting.print_table(TABLE_HEADER, table_rows(results))
   meta = {
     "date": datetime.date.today().isoformat(),

@@ -7,6 +7,7 @@ progress tick, one column per population member.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,7 +144,8 @@ def plot_groups(
   fig, axes = plt.subplots(1, len(panels), figsize=(w * len(panels), h + 0.9), dpi=DPI, squeeze=False)
   for ax, (ylabel, groups, logy) in zip(axes[0], panels):
     for name, values in groups.items():
-      with np.errstate(all="ignore"):
+      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
+        warnings.simplefilter("ignore", RuntimeWarning)
         mid = np.nanmedian(values, axis=1)
         lo, hi = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
       ax.plot(steps, mid, color=colors[name], lw=1.3, label=labels[name])

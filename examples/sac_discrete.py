@@ -38,12 +38,13 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 import entropy_jax as ej
-from examples import common, plotting
+from examples import common, plotting, target_rules
 from examples.common import EpisodeStats, Transition
 
 RETURN_BAR = 475.0  # CartPole-v1's "solved" threshold
-# The default population's target ratios, `ratio * log(A)`, spread from LOW to HIGH.
-RATIO_LOW, RATIO_HIGH = 0.05, 0.25
+# Every member's target is `TARGET_RATIO * log(A)`: the ratio that served on both
+# CartPole and MinAtar Breakout without tuning (docs/discrete_targets.md).
+TARGET_RATIO = target_rules.MID_RATIO
 
 
 class Config(NamedTuple):
@@ -60,7 +61,7 @@ class Config(NamedTuple):
   buffer_size: int = 50_000
   learning_starts: int = 1_000  # env steps per member of uniform-random actions
   initial_alpha: float = 0.1
-  max_alpha: float | None = 0.2  # upper bound on alpha (None: unbounded)
+  max_alpha: float | None = None  # upper bound on alpha (None: unbounded)
   obs_dtype: str = "float32"  # how the buffer stores observations ("uint8" for 0/1 grids)
 
 
@@ -336,12 +337,10 @@ class DiscreteSAC(common.ScanLoop):
 def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-member `[N]` targets and alpha learning rates.
 
-  Targets are `ratio * log(A)` with ratios spread evenly over
-  `[RATIO_LOW, RATIO_HIGH]`; alpha learning rates log-uniformly from 3e-4 to
-  3e-3. See docs/discrete_targets.md for why the ratio is low.
+  Every target is `TARGET_RATIO * log(A)`; alpha learning rates are spread
+  log-uniformly from 3e-4 to 3e-3.
   """
-  ratios = np.linspace(RATIO_LOW, RATIO_HIGH, n) if n > 1 else np.array([0.15])
-  targets = np.array([sac.default_target(float(r)) for r in ratios], np.float32)
+  targets = np.full(n, sac.default_target(TARGET_RATIO), np.float32)
   lrs = common.log_uniform_spread(3e-4, 3e-3, n)
   return targets, lrs
 

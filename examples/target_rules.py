@@ -32,6 +32,8 @@ import entropy_jax as ej
 PAPER_RATIO = ej.DISCRETE_TARGET_RATIO  # Christodoulou 2019
 CLEANRL_RATIO = 0.89  # CleanRL's sac_atari `target_entropy_scale`
 MID_RATIO = 0.6
+# Its neighbours, to see how sharp the optimum is.
+MID_RATIOS = (0.5, 0.7)
 LOW_RATIO = 0.15
 LOW_MAX_ALPHA = 0.2
 # The linear anneal runs from PAPER_RATIO to LOW_RATIO over this fraction of the updates.
@@ -64,7 +66,9 @@ class Rule(NamedTuple):
 RULES = {
   "paper": Rule("paper", "fixed", PAPER_RATIO),
   "cleanrl": Rule("cleanrl", "fixed", CLEANRL_RATIO),
+  "mid_0.7": Rule("mid_0.7", "fixed", MID_RATIOS[1]),
   "mid": Rule("mid", "fixed", MID_RATIO),
+  "mid_0.5": Rule("mid_0.5", "fixed", MID_RATIOS[0]),
   "low": Rule("low", "fixed", LOW_RATIO),
   "low_bounded": Rule("low_bounded", "fixed", LOW_RATIO, max_alpha=LOW_MAX_ALPHA),
   "linear": Rule("linear", "linear", PAPER_RATIO, LOW_RATIO),
