@@ -64,7 +64,8 @@ def test_writes_results_plots_and_histories(out):
   assert list(results["results"]["CartPole-v1"]) == MOVING
   for row in results["results"]["CartPole-v1"].values():
     assert row["seeds"] == 2 and np.isfinite(row["final_return_mean"]) and row["seconds"] > 0
-  with open(os.path.join(out, "CartPole-v1.png"), "rb") as f:
+  assert not os.path.exists(os.path.join(out, "CartPole-v1_fixed.png"))  # no fixed rule ran
+  with open(os.path.join(out, "CartPole-v1_annealed.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   for rule in MOVING:
     h = _history(out, CARTPOLE, rule)
