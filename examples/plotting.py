@@ -81,39 +81,39 @@ def member_labels(history: dict) -> list[str]:
   return [f"{i}: target {t[i]:.2f}" + ("" if lr is None else f", lr {lr[i]:.1e}") for i in range(len(t))]
 
 
+# `plot_history`'s figures: (curve, title, y label, log scale).
+HISTORY_FIGURES = (
+  ("return", "mean return of the last 10 episodes", "return", False),
+  ("alpha", "temperature alpha", "alpha (log scale)", True),
+  ("entropy", "policy entropy (solid) and target (dashed)", "entropy estimate (nats)", False),
+)
+
+
 def plot_history(history: dict, out: str, title: str, bar: float | None = None) -> list[str]:
-  """`return.png`, `alpha.png`, `entropy.png` in `out`, one line per member; their paths."""
+  """`return.png`, `alpha.png`, `entropy.png` in `out`, one line per member; their paths.
+
+  Row 0 (after the warm-up, no update yet) is left out of the entropy plot; `bar`
+  is drawn on the return plot.
+  """
   steps = history["steps"][:, 0]
   names = member_labels(history)
-  return [
-    plot_members(
-      steps,
-      history["return"],
-      title=f"{title}: mean return of the last 10 episodes",
-      ylabel="return",
-      path=os.path.join(out, "return.png"),
-      labels=names,
-      hline=bar,
-    ),
-    plot_members(
-      steps,
-      history["alpha"],
-      title=f"{title}: temperature alpha",
-      ylabel="alpha (log scale)",
-      path=os.path.join(out, "alpha.png"),
-      labels=names,
-      logy=True,
-    ),
-    plot_members(
-      steps[1:],
-      history["entropy"][1:],
-      title=f"{title}: policy entropy (solid) and target (dashed)",
-      ylabel="entropy estimate (nats)",
-      path=os.path.join(out, "entropy.png"),
-      labels=names,
-      dashed=history["target"][1:],
-    ),
-  ]
+  paths = []
+  for name, what, ylabel, logy in HISTORY_FIGURES:
+    rows = slice(1, None) if name == "entropy" else slice(None)
+    paths.append(
+      plot_members(
+        steps[rows],
+        history[name][rows],
+        title=f"{title}: {what}",
+        ylabel=ylabel,
+        path=os.path.join(out, f"{name}.png"),
+        labels=names,
+        logy=logy,
+        hline=bar if name == "return" else None,
+        dashed=history["target"][rows] if name == "entropy" else None,
+      )
+    )
+  return paths
 
 
 def plot_groups(
