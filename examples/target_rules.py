@@ -29,7 +29,7 @@ import optax
 import entropy_jax as ej
 
 # Fractions of log A.
-PAPER_RATIO = ej.DISCRETE_TARGET_RATIO  # Christodoulou 2019
+PAPER_RATIO = 0.98  # Christodoulou 2019
 CLEANRL_RATIO = 0.89  # CleanRL's sac_atari `target_entropy_scale`
 MID_RATIO = 0.6
 # Its neighbours, to see how sharp the optimum is.
