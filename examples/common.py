@@ -1,20 +1,18 @@
 """Building blocks shared by the SAC examples.
 
 Networks (flax.linen), the replay buffer (flashbax), episode bookkeeping that
-runs inside `lax.scan`, population helpers (`vmap` over members), the
-exploit/explore step of population-based training (Jaderberg et al. 2017,
-"Population Based Training of Neural Networks", arXiv:1711.09846), a chunked
-training loop with a tqdm progress bar, and plotting.
-
-Nothing here knows about a particular agent: the agents live in
-`sac_continuous.py` and `sac_discrete.py`.
+runs inside `lax.scan`, the scan-based training loop that both agents inherit
+(`ScanLoop`), greedy evaluation, and the chunked population loop with its
+tqdm progress bar. Nothing here knows a particular agent: the agents live in
+`sac_continuous.py` and `sac_discrete.py`, PBT in `pbt.py`, plots in
+`plotting.py`.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import flashbax
 import flax.linen as nn
@@ -25,9 +23,12 @@ import optax
 from flax import struct
 
 PyTree = Any
+# Episodes whose returns `EpisodeStats.mean_recent` averages.
+RETURN_WINDOW = 10
 
 
 # ----------------------------------------------------------------- networks --
+
 
 class MLP(nn.Module):
   """`Dense -> relu` for each hidden size, then a linear `Dense(out)`."""
@@ -44,53 +45,69 @@ class MLP(nn.Module):
 
 # ------------------------------------------------------------ replay buffer --
 
+
 class Transition(NamedTuple):
   """One environment transition, as stored in the replay buffer."""
 
-  obs: jax.Array         # [obs_dim] float32
-  action: jax.Array      # [action_dim] float32, or [] int32 for discrete actions
-  reward: jax.Array      # [] float32
-  next_obs: jax.Array    # [obs_dim] float32: the true next observation, before any auto-reset
+  obs: jax.Array  # [obs_dim]
+  action: jax.Array  # [action_dim] float32, or [] int32 for discrete actions
+  reward: jax.Array  # [] float32
+  next_obs: jax.Array  # [obs_dim]: the true next observation, before any auto-reset
   terminated: jax.Array  # [] float32: 1.0 at a true terminal state (no bootstrap), else 0.0
 
 
 def make_buffer(max_length: int, batch_size: int):
   """A flashbax uniform item buffer that stores one `Transition` per `add`."""
-  return flashbax.make_item_buffer(
-      max_length=max_length, min_length=batch_size, sample_batch_size=batch_size
-  )
+  return flashbax.make_item_buffer(max_length=max_length, min_length=batch_size, sample_batch_size=batch_size)
 
 
 # ------------------------------------------------------- episode statistics --
 
+
 class EpisodeStats(struct.PyTreeNode):
-  """Running return of the current episode and the last `K` finished ones.
+  """Running returns of the current episodes and the last `K` finished ones.
 
   All fields live on device, so they are carried through `lax.scan`.
   """
 
-  current: jax.Array   # [] float32, return so far of the running episode
-  recent: jax.Array    # [K] float32, ring buffer of finished-episode returns
-  count: jax.Array     # [] int32, number of finished episodes
+  current: jax.Array  # [] or [E] float32, return so far of each running episode
+  recent: jax.Array  # [K] float32, ring buffer of finished-episode returns
+  count: jax.Array  # [] int32, number of finished episodes
 
   @classmethod
-  def create(cls, window: int = 10) -> "EpisodeStats":
+  def create(cls, window: int = RETURN_WINDOW, envs: int | None = None) -> EpisodeStats:
+    """Empty statistics for one environment (`envs=None`) or `envs` of them."""
     return cls(
-        current=jnp.zeros((), jnp.float32),
-        recent=jnp.zeros((window,), jnp.float32),
-        count=jnp.zeros((), jnp.int32),
+      current=jnp.zeros(() if envs is None else (envs,), jnp.float32),
+      recent=jnp.zeros((window,), jnp.float32),
+      count=jnp.zeros((), jnp.int32),
     )
 
-  def record(self, reward: jax.Array, done: jax.Array) -> "EpisodeStats":
-    """Adds `reward`; when `done`, files the finished episode's return."""
+  def record(self, reward: jax.Array, done: jax.Array) -> EpisodeStats:
+    """Adds `reward` (`[]`, one env); when `done`, files the finished episode's return."""
     ret = self.current + reward
     slot = self.count % self.recent.shape[0]
     recent = jnp.where(done, self.recent.at[slot].set(ret), self.recent)
     return self.replace(
-        current=jnp.where(done, 0.0, ret),
-        recent=recent,
-        count=self.count + done.astype(jnp.int32),
+      current=jnp.where(done, 0.0, ret),
+      recent=recent,
+      count=self.count + done.astype(jnp.int32),
     )
+
+  def record_each(self, reward: jax.Array, done: jax.Array) -> EpisodeStats:
+    """`record` for `E` environments (`[E]` rewards, `current` of shape `[E]`).
+
+    Finished episodes are filed into the one shared ring in env order, so
+    `mean_recent()` is the mean over the last K episodes, whichever
+    environment ran them.
+    """
+    current = []
+    stats = self
+    for e in range(reward.shape[0]):  # static and small
+      one = stats.replace(current=self.current[e]).record(reward[e], done[e])
+      current.append(one.current)
+      stats = one.replace(current=self.current)
+    return stats.replace(current=jnp.stack(current))
 
   def mean_recent(self) -> jax.Array:
     """Mean return over the last `K` finished episodes (NaN before the first)."""
@@ -101,14 +118,14 @@ class EpisodeStats(struct.PyTreeNode):
 
 # --------------------------------------------------------------- population --
 
+# Agent fields that belong to a member's own experience, not to what it has
+# learned: PBT's exploit step leaves them in place.
+OWN_FIELDS = ("buffer", "env_state", "obs", "stats", "key", "steps")
+
+
 def log_uniform_spread(low: float, high: float, n: int) -> np.ndarray:
   """`n` values spaced evenly in log space from `low` to `high`."""
   return np.geomspace(low, high, n).astype(np.float32)
-
-
-def member(population: PyTree, i: int) -> PyTree:
-  """The `i`-th member of a stacked population."""
-  return jax.tree.map(lambda x: x[i], population)
 
 
 def injected(opt_state: PyTree, name: str) -> jax.Array:
@@ -116,115 +133,123 @@ def injected(opt_state: PyTree, name: str) -> jax.Array:
   return optax.tree_utils.tree_get(opt_state, name)
 
 
-# --------------------------------------- population-based training (PBT) --
+# ------------------------------------------------ the scan loop of an agent --
 
-class ExploreRange(NamedTuple):
-  """How explore perturbs a replaced member's hyperparameters.
 
-  The learning rate is multiplied by `exp(u)`, `u ~ U(-log_lr_scale, +log_lr_scale)`;
-  the target entropy is shifted by `v ~ U(-target_shift, +target_shift)` and
-  clipped to `[target_min, target_max]`.
+class ScanLoop:
+  """Warm-up, chunks of training steps and their summary, for an agent class.
+
+  The agent class provides `cfg` (with `learning_starts`), `num_envs`,
+  `env_step(agent, random_action) -> agent` (steps its `num_envs`
+  environments) and `train_step(agent) -> (agent, metrics)` (one env step and
+  one update); its agents carry `stats`, `entropy` and `steps`. Step counts
+  are environment steps per member.
   """
 
-  log_lr_scale: float = float(np.log(1.25))
-  target_shift: float = 0.25
-  target_min: float = -4.0
-  target_max: float = 0.5
+  cfg: Any
+  num_envs: int = 1  # environments each member steps per train step
+
+  def env_step(self, agent: Any, random_action: bool) -> Any:
+    raise NotImplementedError
+
+  def train_step(self, agent: Any) -> tuple[Any, dict]:
+    raise NotImplementedError
+
+  def warmup(self, agent: Any) -> Any:
+    """`cfg.learning_starts` env steps of uniform-random actions (no updates), in one scan."""
+
+    def body(a, _):
+      return self.env_step(a, random_action=True), None
+
+    n = self.cfg.learning_starts // self.num_envs
+    agent, _ = jax.lax.scan(body, agent, None, length=n)
+    return agent
+
+  def train_chunk(self, agent: Any, length: int) -> tuple[Any, dict]:
+    """`length` env steps (`length // num_envs` train steps) in one scan, and their summary."""
+    if length % self.num_envs:
+      raise ValueError(f"train_chunk: length={length} env steps must be a multiple of num_envs={self.num_envs}.")
+    alpha_before = agent.entropy.alpha
+    agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.num_envs)
+    return agent, self.summary(agent, metrics, alpha_before)
+
+  @staticmethod
+  def summary(agent: Any, metrics: dict | None = None, alpha_before: jax.Array | None = None) -> dict:
+    """Scalars for logging: recent return, alpha, entropy, target, steps.
+
+    `alpha_rises` / `alpha_falls` count the updates of the chunk that raised
+    / lowered alpha (a run's alpha is monotone iff one of them sums to 0);
+    `alpha_peak` is the largest alpha within the chunk.
+    """
+    out = {
+      "return": agent.stats.mean_recent(),
+      "episodes": agent.stats.count,
+      "alpha": agent.entropy.alpha,
+      "target": agent.entropy.target,
+      "steps": agent.steps,
+      "alpha_rises": jnp.zeros((), jnp.int32),
+      "alpha_falls": jnp.zeros((), jnp.int32),
+      "alpha_peak": agent.entropy.alpha,
+    }
+    lr = injected(agent.entropy.opt_state, "learning_rate")
+    if lr is not None:
+      out["alpha_lr"] = lr
+    if metrics is not None:
+      out["entropy"] = jnp.mean(metrics["entropy"])
+      # The mean of `H - target` over the chunk's updates: the sign that drives alpha.
+      out["entropy_gap"] = jnp.mean(metrics["entropy"] - metrics["target"])
+      out["critic_loss"] = jnp.mean(metrics["critic_loss"])
+      alphas = jnp.concatenate([alpha_before[None], metrics["alpha"]])
+      out["alpha_rises"] = jnp.sum(jnp.diff(alphas) > 0).astype(jnp.int32)
+      out["alpha_falls"] = jnp.sum(jnp.diff(alphas) < 0).astype(jnp.int32)
+      out["alpha_peak"] = jnp.max(alphas)
+    return out
 
 
-def pbt_ranks(scores: jax.Array, n_replace: int) -> tuple[jax.Array, jax.Array]:
-  """`(worst, best)`: indices of the `n_replace` lowest and highest scores.
+def evaluate_episodes(env: Any, env_params: Any, act: Callable, key: jax.Array, episodes: int) -> jax.Array:
+  """`[episodes]` returns of full episodes from fresh resets, acting with `act`.
 
-  `worst[i]` is replaced by `best[i]`. NaN scores count as the worst.
-  """
-  scores = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
-  order = jnp.argsort(scores)  # ascending
-  return order[:n_replace], order[::-1][:n_replace]
-
-
-def exploit(population: PyTree, scores: jax.Array, n_replace: int) -> tuple[PyTree, jax.Array]:
-  """Truncation selection: the worst `n_replace` members copy the best ones.
-
-  Every leaf of `population` (parameters, optimizer states, entropy state, ...)
-  of member `worst[i]` becomes that of member `best[i]`. Works on any stacked
-  pytree; the caller decides which parts to pass (e.g. not the env state).
+  Args:
+    env, env_params: a gymnax environment.
+    act: `(obs, key) -> action` for one observation.
+    key: PRNG key.
+    episodes: how many episodes, run in parallel (`vmap`).
 
   Returns:
-    `(new_population, source)`: `source[j]` is the member that `j` now copies
-    (`source[j] == j` for members that were kept).
+    `[episodes]` float32 returns; rewards after an episode's end are ignored.
   """
-  n = scores.shape[0]
-  worst, best = pbt_ranks(scores, n_replace)
-  source = jnp.arange(n).at[worst].set(best)
-  return jax.tree.map(lambda x: x[source], population), source
+  length = env_params.max_steps_in_episode
 
+  def episode(k):
+    k_reset, k_run = jax.random.split(k)
+    obs, env_state = env.reset(k_reset, env_params)
 
-def explore_lr_and_target(
-    key: jax.Array,
-    lr: jax.Array,
-    target: jax.Array,
-    replaced: jax.Array,
-    rng: ExploreRange = ExploreRange(),
-) -> tuple[jax.Array, jax.Array]:
-  """Perturbs `[N]` learning rates and targets where `replaced` is True."""
-  k_lr, k_t = jax.random.split(key)
-  u = jax.random.uniform(k_lr, lr.shape, minval=-rng.log_lr_scale, maxval=rng.log_lr_scale)
-  v = jax.random.uniform(k_t, target.shape, minval=-rng.target_shift, maxval=rng.target_shift)
-  new_lr = jnp.where(replaced, lr * jnp.exp(u), lr)
-  new_target = jnp.where(
-      replaced, jnp.clip(target + v, rng.target_min, rng.target_max), target
-  )
-  return new_lr, new_target
+    def body(carry, k_t):
+      obs, env_state, total, alive = carry
+      k_act, k_env = jax.random.split(k_t)
+      obs, env_state, reward, terminated, truncated, _ = env.step(k_env, env_state, act(obs, k_act), env_params)
+      total = total + alive * reward
+      return (obs, env_state, total, alive * (1.0 - (terminated | truncated))), None
 
+    init = (obs, env_state, jnp.zeros(()), jnp.ones(()))
+    (_, _, total, _), _ = jax.lax.scan(body, init, jax.random.split(k_run, length))
+    return total
 
-def pbt_exploit_explore(
-    key: jax.Array,
-    population: PyTree,
-    scores: jax.Array,
-    n_replace: int,
-    rng: ExploreRange = ExploreRange(),
-    own_fields: Sequence[str] = (),
-) -> tuple[PyTree, jax.Array]:
-  """One PBT step on a stacked population of agents (a `struct.PyTreeNode`).
-
-  Exploit: the `n_replace` lowest-scoring members copy every field of the
-  `n_replace` highest-scoring ones (networks, optimizer states and the
-  `entropy` `EntropyState`) except `own_fields` (their own experience:
-  replay buffer, environment, episode statistics, PRNG key).
-  Explore: each replaced member's alpha learning rate (an
-  `optax.inject_hyperparams` `learning_rate`) and target entropy are then
-  perturbed as `ExploreRange` states. Pure and jittable.
-
-  The targets are set on `population.entropy.target`, so the entropy states
-  must not carry a target schedule (it would overwrite them).
-
-  Returns:
-    `(new_population, source)`: see `exploit`.
-  """
-  copied, source = exploit(population, scores, n_replace)
-  copied = copied.replace(**{f: getattr(population, f) for f in own_fields})
-  replaced = source != jnp.arange(source.shape[0])
-  entropy = copied.entropy
-  lr = injected(entropy.opt_state, "learning_rate")
-  new_lr, new_target = explore_lr_and_target(key, lr, entropy.target, replaced, rng)
-  entropy = entropy.replace(
-      target=new_target.astype(entropy.target.dtype),
-      opt_state=optax.tree_utils.tree_set(entropy.opt_state, learning_rate=new_lr.astype(lr.dtype)),
-  )
-  return copied.replace(entropy=entropy), source
+  return jax.vmap(episode)(jax.random.split(key, episodes))
 
 
 # ---------------------------------------------------------- training loop --
 
+
 def run_chunks(
-    chunk_fn: Callable[[PyTree], tuple[PyTree, dict]],
-    carry: PyTree,
-    n_chunks: int,
-    steps_per_chunk: int,
-    *,
-    desc: str = "train",
-    progress: bool = True,
-    return_key: str = "return",
+  chunk_fn: Callable[[PyTree], tuple[PyTree, dict]],
+  carry: PyTree,
+  n_chunks: int,
+  steps_per_chunk: int,
+  *,
+  desc: str = "train",
+  progress: bool = True,
+  return_key: str = "return",
 ) -> tuple[PyTree, list[dict]]:
   """Calls the jitted `chunk_fn` `n_chunks` times, with a tqdm progress bar.
 
@@ -248,8 +273,12 @@ def run_chunks(
 
   summaries = []
   bar = tqdm(
-      total=n_chunks * steps_per_chunk, desc=desc, unit="step", unit_scale=True,
-      disable=not progress, dynamic_ncols=True,
+    total=n_chunks * steps_per_chunk,
+    desc=desc,
+    unit="step",
+    unit_scale=True,
+    disable=not progress,
+    dynamic_ncols=True,
   )
   for _ in range(n_chunks):
     carry, summary = chunk_fn(carry)
@@ -268,104 +297,21 @@ def stack_summaries(summaries: list[dict]) -> dict:
   return {k: np.stack([s[k] for s in summaries]) for k in summaries[0]}
 
 
-class Timer:
-  """`with Timer() as t: ...; t.seconds`."""
-
-  def __enter__(self):
-    self.start = time.perf_counter()
-    return self
-
-  def __exit__(self, *exc):
-    self.seconds = time.perf_counter() - self.start
-
-
-# ---------------------------------------------------------------- plotting --
-
-def plot_members(
-    steps: np.ndarray,
-    values: np.ndarray,
-    *,
-    title: str,
-    ylabel: str,
-    path: str,
-    labels: Optional[Sequence[str]] = None,
-    logy: bool = False,
-    hline: Optional[float] = None,
-    dashed: Optional[np.ndarray] = None,
-) -> str:
-  """One line per member: `values[T, N]` against `steps[T]`, saved as a PNG.
-
-  `dashed[T, N]`, if given, is drawn dashed in each member's colour (e.g.
-  the target entropy under the measured entropy); `hline` is a black
-  dashed horizontal reference line.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-  n = values.shape[1]
-  cmap = plt.get_cmap("viridis")
-  for i in range(n):
-    label = labels[i] if labels is not None else f"member {i}"
-    color = cmap(i / max(n - 1, 1))
-    ax.plot(steps, values[:, i], color=color, lw=1.4, label=label)
-    if dashed is not None:
-      ax.plot(steps, dashed[:, i], color=color, lw=0.9, ls="--")
-  if hline is not None:
-    ax.axhline(hline, color="k", ls="--", lw=0.8)
-  if logy:
-    ax.set_yscale("log")
-  ax.set_xlabel("environment steps (per member)")
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2, loc="best")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """Prints and returns a plain-text table."""
-  cells = [[str(h) for h in header]] + [
-      [f"{c:.3g}" if isinstance(c, (float, np.floating)) else str(c) for c in r] for r in rows
-  ]
-  widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
-  lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-  lines.insert(1, "  ".join("-" * w for w in widths))
-  text = "\n".join(lines)
-  print(text)
-  return text
-
-
-# ----------------------------------------------------------------------------
-# The population training loop, shared by the continuous and discrete agents.
-
-
-def train_population(
-    sac: Any,
-    key: jax.Array,
-    targets: Sequence[float],
-    alpha_lrs: Sequence[float],
-    total_steps: int,
-    *,
-    chunk: int,
-    progress: bool = True,
-    desc: str = "SAC",
-    chunk_hook: Optional[Callable] = None,
+def train(
+  sac: ScanLoop,
+  population: Any,
+  total_steps: int,
+  *,
+  chunk: int,
+  progress: bool = True,
+  desc: str = "SAC",
+  chunk_hook: Callable | None = None,
 ) -> tuple[Any, dict]:
-  """Trains a vmapped population of `sac` agents, `total_steps` env steps each.
+  """Trains a stacked population of fresh agents, `total_steps` env steps each.
 
   Args:
-    sac: the agent's functions (`sac_continuous.SAC` or `sac_discrete.DiscreteSAC`):
-      `init_population`, `warmup`, `train_chunk`, `summary`, and `cfg` with
-      `learning_starts` (and `num_envs`, 1 if absent).
-    key: PRNG key; each member gets its own.
-    targets, alpha_lrs: `[N]` per-member target entropies and alpha rates.
+    sac: the agent's functions (a `ScanLoop`).
+    population: `[N]` stacked agents, as from `sac.init_population`.
     total_steps: environment steps per member, warm-up included.
     chunk: env steps per member per jitted scan (one progress-bar tick).
     progress: show a tqdm bar (steps per second, current mean return).
@@ -377,19 +323,19 @@ def train_population(
     `(population, history)`: history maps names to `[chunks + 1, N]` arrays
     (row 0 is after the random warm-up, with NaN entropy and critic loss).
   """
-  n = len(targets)
-  num_envs = getattr(sac.cfg, "num_envs", 1)
   n_train = total_steps - sac.cfg.learning_starts
-  if n_train < 0 or n_train % chunk or chunk % num_envs:
+  if n_train < 0 or n_train % chunk or chunk % sac.num_envs:
     raise ValueError(
-        f"train_population: total_steps - learning_starts = {total_steps} -"
-        f" {sac.cfg.learning_starts} must be a non-negative multiple of chunk={chunk},"
-        f" itself a multiple of num_envs={num_envs}."
+      f"train: total_steps - learning_starts = {total_steps} -"
+      f" {sac.cfg.learning_starts} must be a non-negative multiple of chunk={chunk},"
+      f" itself a multiple of num_envs={sac.num_envs}."
     )
-  population = jax.jit(jax.vmap(sac.warmup))(sac.init_population(key, targets, alpha_lrs))
+  population = jax.jit(jax.vmap(sac.warmup))(population)
   first = jax.tree.map(np.asarray, jax.device_get(jax.vmap(sac.summary)(population)))
+  n = first["alpha"].shape[0]
   first["entropy"] = np.full(n, np.nan, np.float32)
   first["critic_loss"] = np.full(n, np.nan, np.float32)
+  first["entropy_gap"] = np.full(n, np.nan, np.float32)
 
   def chunk_fn(carry):
     pop, i = carry
@@ -399,16 +345,48 @@ def train_population(
     return (pop, i + 1), summary
 
   (population, _), summaries = run_chunks(
-      jax.jit(chunk_fn), (population, jnp.zeros((), jnp.int32)), n_train // chunk,
-      chunk * n, desc=desc, progress=progress,
+    jax.jit(chunk_fn),
+    (population, jnp.zeros((), jnp.int32)),
+    n_train // chunk,
+    chunk * n,
+    desc=desc,
+    progress=progress,
   )
-  return population, stack_summaries([first] + summaries)
+  return population, stack_summaries([first, *summaries])
+
+
+def train_population(
+  sac: Any,
+  key: jax.Array,
+  targets: Sequence[float],
+  alpha_lrs: Sequence[float],
+  total_steps: int,
+  **kwargs: Any,
+) -> tuple[Any, dict]:
+  """`train` on `sac.init_population(key, targets, alpha_lrs)`; `kwargs` as for `train`."""
+  return train(sac, sac.init_population(key, targets, alpha_lrs), total_steps, **kwargs)
+
+
+class Timer:
+  """`with Timer() as t: ...; t.seconds`."""
+
+  def __enter__(self):
+    self.start = time.perf_counter()
+    return self
+
+  def __exit__(self, *exc):
+    self.seconds = time.perf_counter() - self.start
 
 
 def report(history: dict) -> list[list[Any]]:
   """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
   return [
-      [i, float(history["return"][-1, i]), float(history["alpha"][-1, i]),
-       float(history["entropy"][-1, i]), float(history["target"][-1, i])]
-      for i in range(history["return"].shape[1])
+    [
+      i,
+      float(history["return"][-1, i]),
+      float(history["alpha"][-1, i]),
+      float(history["entropy"][-1, i]),
+      float(history["target"][-1, i]),
+    ]
+    for i in range(history["return"].shape[1])
   ]

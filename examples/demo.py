@@ -6,9 +6,10 @@ everything jitted and on device, with a progress bar showing environment
 steps per second and the current mean return. At the end it prints one
 row per member (final return, alpha, entropy, target) and writes PNG plots of
 return, alpha and policy entropy against environment steps, one line per
-member, into `--out`. Then (unless `--ablation-steps 0`) it runs the short
-discrete-SAC ablation of `ablation_velora_target.py` on CartPole-v1 (Velora's
-negative target, the paper's 0.98 log(A) and ours) and writes its plot.
+member, into `--out`. Then (unless `--ablation-steps 0`) it runs a short
+discrete-SAC ablation of the target entropy on CartPole-v1 with
+`discrete_target_study.py` (Velora's negative target, the paper's 0.98 log(A)
+and the recommended 0.6 log(A)) and writes its plot.
 
 Run `python examples/demo.py --help` (or `make demo`).
 """
@@ -26,43 +27,26 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 import jax
 import numpy as np
 
-from examples import common
-from examples.sac_continuous import SAC, Config, default_population, report, train_population
+from examples import common, plotting
+from examples.sac_continuous import (
+  RETURN_BAR,
+  SAC,
+  Config,
+  default_population,
+  report,
+  train_population,
+)
 
-RETURN_BAR = -200.0
+# The discrete-target ablation: Velora 0.2.0's negative target, the paper's
+# 0.98 log(A) and the recommended 0.6 log(A), on CartPole-v1.
+ABLATION_RULES = ("velora", "paper", "mid")
+ABLATION_SEEDS = 2
+ABLATION_CHUNK = 500
 
 
-def labels(history: dict) -> list[str]:
-  """Legend entries: each member's starting target and alpha learning rate."""
-  t, lr = history["target"][0], history.get("alpha_lr", [None])[0]
-  return [
-      f"{i}: target {t[i]:.2f}" + ("" if lr is None else f", lr {lr[i]:.1e}")
-      for i in range(len(t))
-  ]
-
-
-def write_plots(history: dict, out: str, title: str = "SAC on Pendulum-v1") -> list[str]:
+def write_plots(history: dict, out: str) -> list[str]:
   """`return.png`, `alpha.png`, `entropy.png` in `out`; returns their paths."""
-  steps = history["steps"][:, 0]
-  names = labels(history)
-  return [
-      common.plot_members(
-          steps, history["return"], title=f"{title}: mean return of the last 10 episodes",
-          ylabel="return", path=os.path.join(out, "return.png"), labels=names,
-          hline=RETURN_BAR,
-      ),
-      common.plot_members(
-          steps, history["alpha"], title=f"{title}: temperature alpha",
-          ylabel="alpha (log scale)", path=os.path.join(out, "alpha.png"), labels=names,
-          logy=True,
-      ),
-      common.plot_members(
-          steps[1:], history["entropy"][1:],
-          title=f"{title}: policy entropy (solid) and target (dashed)",
-          ylabel="entropy estimate -E[log pi] (nats)",
-          path=os.path.join(out, "entropy.png"), labels=names, dashed=history["target"][1:],
-      ),
-  ]
+  return plotting.plot_history(history, out, "SAC on Pendulum-v1", RETURN_BAR)
 
 
 def save_history(history: dict, out: str) -> str:
@@ -76,72 +60,91 @@ def run(out: str, seed: int, members: int, steps: int, chunk: int, progress: boo
   os.makedirs(out, exist_ok=True)
   sac = SAC(Config())
   targets, lrs = default_population(sac, members)
-  print(f"Training {members} SAC agents on Pendulum-v1 for {steps} environment steps each"
-        f" (jax {jax.__version__}, {jax.devices()[0].platform}).")
+  print(
+    f"Training {members} SAC agents on Pendulum-v1 for {steps} environment steps each"
+    f" (jax {jax.__version__}, {jax.devices()[0].platform})."
+  )
   with common.Timer() as t:
     _, history = train_population(
-        sac, jax.random.key(seed), targets, lrs, steps, chunk=chunk, progress=progress,
-        desc="SAC population",
+      sac,
+      jax.random.key(seed),
+      targets,
+      lrs,
+      steps,
+      chunk=chunk,
+      progress=progress,
+      desc="SAC population",
     )
-  table = common.print_table(
-      ["member", "return(last10)", "alpha", "entropy", "target"], report(history)
-  )
+  table = plotting.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
   final = history["return"][-1]
   n_ok = int(np.sum(final >= RETURN_BAR))
-  line = (f"{n_ok}/{members} members reach a mean return >= {RETURN_BAR:.0f} over their"
-          f" last 10 episodes; {members * steps / t.seconds:.0f} env steps/s overall,"
-          f" {t.seconds:.0f} s of training (compilation included).")
+  line = (
+    f"{n_ok}/{members} members reach a mean return >= {RETURN_BAR:.0f} over their"
+    f" last 10 episodes; {members * steps / t.seconds:.0f} env steps/s overall,"
+    f" {t.seconds:.0f} s of training (compilation included)."
+  )
   print(line)
-  paths = write_plots(history, out) + [save_history(history, out)]
+  paths = [*write_plots(history, out), save_history(history, out)]
   summary = {
-      "members": members, "steps_per_member": steps, "seed": seed,
-      "final_return": final.tolist(), "final_alpha": history["alpha"][-1].tolist(),
-      "final_entropy": history["entropy"][-1].tolist(), "target": history["target"][-1].tolist(),
-      "members_at_bar": n_ok, "train_seconds": t.seconds,
+    "members": members,
+    "steps_per_member": steps,
+    "seed": seed,
+    "final_return": final.tolist(),
+    "final_alpha": history["alpha"][-1].tolist(),
+    "final_entropy": history["entropy"][-1].tolist(),
+    "target": history["target"][-1].tolist(),
+    "members_at_bar": n_ok,
+    "train_seconds": t.seconds,
   }
   with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   with open(os.path.join(out, "summary.txt"), "w") as f:
     f.write(table + "\n" + line + "\n")
-  print("Wrote " + ", ".join(paths + [os.path.join(out, "summary.json")]))
+  print("Wrote " + ", ".join([*paths, os.path.join(out, "summary.json")]))
   return summary
 
 
 def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
-  """The discrete target ablation (examples/ablation_velora_target.py), shortened."""
-  from examples import ablation_velora_target as ablation
+  """The discrete target ablation: `discrete_target_study` on CartPole, three rules."""
+  from examples import discrete_target_study as study
+  from examples.target_rules import RULES
 
+  task = study.TASKS["cartpole"]._replace(steps=steps, chunk=ABLATION_CHUNK, seeds=ABLATION_SEEDS)
   print(f"Ablation: discrete SAC on CartPole-v1 with three target entropies, {steps} steps each.")
-  history, names, sac = ablation.run_ablation(seed=seed, steps=steps, progress=progress)
-  labels = {arm.name: arm.label for arm in ablation.arms(sac)}
-  summary = ablation.summarize(history, names)
-  common.print_table(
-      ["target", "updates alpha fell", "rose", "final alpha", "return(last10)"],
-      [[labels[k], v["alpha_falls"], v["alpha_rises"], float(np.mean(v["final_alpha"])),
-        float(np.mean(v["final_return"]))] for k, v in summary.items()],
+  runs = study.run_rules(task, [RULES[r] for r in ABLATION_RULES], seed=seed, progress=progress)
+  histories = {r: h for r, (h, _) in zip(ABLATION_RULES, runs)}
+  summaries = {r: study.summarize(h, f) for r, (h, f) in zip(ABLATION_RULES, runs)}
+  labels = {r: RULES[r].label() for r in ABLATION_RULES}
+  plotting.print_table(
+    ["target", "updates alpha fell", "rose", "final alpha", "return(last10)"],
+    [
+      [labels[r], s["alpha_falls"], s["alpha_rises"], s["final_alpha_median"], s["final_return_mean"]]
+      for r, s in summaries.items()
+    ],
   )
-  path = ablation.plot_ablation(history, names, labels, os.path.join(out, "ablation_velora_target.png"))
+  path = study.plot_task(task.name, histories, labels, os.path.join(out, "discrete_targets.png"))
   print(f"Wrote {path}")
   return path
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      description="entropy_jax demo: train a vmapped population of SAC agents on"
-      " Pendulum-v1, each tuning its own temperature; print a per-member table and"
-      " write return/alpha/entropy plots; then a short CartPole ablation of the"
-      " discrete target entropy (Velora's, the paper's, ours) and its plot."
+    description="entropy_jax demo: train a vmapped population of SAC agents on"
+    " Pendulum-v1, each tuning its own temperature; print a per-member table and"
+    " write return/alpha/entropy plots; then a short CartPole ablation of the"
+    " discrete target entropy (Velora's, the paper's, 0.6 log A) and its plot."
   )
   parser.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
   parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
   parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=10_000,
-                      help="environment steps per member (default 10000)")
-  parser.add_argument("--chunk", type=int, default=500,
-                      help="steps per jitted scan / progress tick (default 500)")
-  parser.add_argument("--ablation-steps", type=int, default=6_000,
-                      help="environment steps per member of the CartPole target ablation"
-                      " (default 6000; 0 skips it)")
+  parser.add_argument("--steps", type=int, default=10_000, help="environment steps per member (default 10000)")
+  parser.add_argument("--chunk", type=int, default=500, help="steps per jitted scan / progress tick (default 500)")
+  parser.add_argument(
+    "--ablation-steps",
+    type=int,
+    default=6_000,
+    help="environment steps per member of the CartPole target ablation (default 6000; 0 skips it)",
+  )
   args = parser.parse_args(argv)
   with common.Timer() as t:
     run(args.out, args.seed, args.members, args.steps, args.chunk)

@@ -17,7 +17,8 @@ import argparse
 import functools
 import os
 import sys
-from typing import Any, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 if __package__ in (None, ""):  # run as a script: make `examples` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,11 +33,11 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from entropy_jax.state import EntropyState, init_population
-from entropy_jax.targets import continuous_target
-from entropy_jax.update import continuous_update
-from examples import common
+import entropy_jax as ej
+from examples import common, plotting
 from examples.common import EpisodeStats, Transition
+
+RETURN_BAR = -200.0  # the mean return over 10 episodes that counts as "swings up and holds"
 
 
 class Config(NamedTuple):
@@ -50,13 +51,17 @@ class Config(NamedTuple):
   gamma: float = 0.99
   tau: float = 0.01
   buffer_size: int = 20_000
-  learning_starts: int = 1_000   # uniform-random actions, no updates
+  learning_starts: int = 1_000  # uniform-random actions, no updates
   initial_alpha: float = 1.0
   log_std_min: float = -5.0
   log_std_max: float = 2.0
 
 
+DEFAULT_CONFIG = Config()
+
+
 # ----------------------------------------------------------------- networks --
+
 
 class Actor(nn.Module):
   """`obs [B, O] -> tanh(Normal(mean, std))` over `[B, action_dim]` in [-1, 1]."""
@@ -90,27 +95,26 @@ class TwinCritic(nn.Module):
 
 # -------------------------------------------------------------------- agent --
 
+
 class Agent(struct.PyTreeNode):
   """Everything one SAC learner carries through `lax.scan`."""
 
   actor: TrainState
   critic: TrainState
-  target_critic: Any            # critic parameters, Polyak-averaged
-  entropy: EntropyState
-  buffer: Any                   # flashbax buffer state
+  target_critic: Any  # critic parameters, Polyak-averaged
+  entropy: ej.EntropyState
+  buffer: Any  # flashbax buffer state
   env_state: Any
-  obs: jax.Array                # [obs_dim]
+  obs: jax.Array  # [obs_dim]
   stats: EpisodeStats
   key: jax.Array
-  steps: jax.Array              # [] int32 environment steps taken
+  steps: jax.Array  # [] int32 environment steps taken
 
 
-# Fields that belong to a member's own experience, not to what it has learned:
-# PBT's exploit step leaves them in place.
-OWN_FIELDS = ("buffer", "env_state", "obs", "stats", "key", "steps")
+OWN_FIELDS = common.OWN_FIELDS
 
 
-class SAC:
+class SAC(common.ScanLoop):
   """The functions of a continuous-action SAC agent for one gymnax env.
 
   The object only holds static things (config, env, networks, buffer); all
@@ -118,7 +122,7 @@ class SAC:
   `jax.vmap(sac.train_chunk)` trains a population.
   """
 
-  def __init__(self, cfg: Config = Config()):
+  def __init__(self, cfg: Config = DEFAULT_CONFIG):
     self.cfg = cfg
     self.env, self.env_params = gymnax.make(cfg.env_name)
     space = self.env.action_space(self.env_params)
@@ -132,50 +136,62 @@ class SAC:
     # agents made by different `init` calls have the same tree structure.
     self.actor_tx = optax.adam(cfg.actor_lr)
     self.critic_tx = optax.adam(cfg.critic_lr)
-    # Alpha's Adam with an injected learning rate, set per member.
-    self.alpha_tx = optax.inject_hyperparams(optax.adam)(learning_rate=3e-4)
+    # Alpha's Adam (`ej.adam`) with an injected learning rate, set per member.
+    self.alpha_tx = optax.inject_hyperparams(ej.adam)(learning_rate=3e-4)
     # Built once, so repeated `init_population` calls reuse the compilation.
     self._init_population = jax.jit(jax.vmap(self.init))
 
   @property
   def default_target(self) -> float:
     """`-action_dim` (Haarnoja et al. 2018)."""
-    return continuous_target(self.action_dim)
+    return ej.continuous_target(self.action_dim)
 
   # ------------------------------------------------------------------ init --
-  def init(self, key: jax.Array, entropy: EntropyState) -> Agent:
+  def init(self, key: jax.Array, entropy: ej.EntropyState) -> Agent:
     """A fresh agent with the given entropy state (one member of a population)."""
     k_actor, k_critic, k_env, key = jax.random.split(key, 4)
     obs0 = jnp.zeros((1, self.obs_dim))
     act0 = jnp.zeros((1, self.action_dim))
     actor = TrainState.create(
-        apply_fn=self.actor.apply, params=self.actor.init(k_actor, obs0),
-        tx=self.actor_tx,
+      apply_fn=self.actor.apply,
+      params=self.actor.init(k_actor, obs0),
+      tx=self.actor_tx,
     )
     critic_params = self.critic.init(k_critic, obs0, act0)
     critic = TrainState.create(
-        apply_fn=self.critic.apply, params=critic_params, tx=self.critic_tx,
+      apply_fn=self.critic.apply,
+      params=critic_params,
+      tx=self.critic_tx,
     )
     obs, env_state = self.env.reset(k_env, self.env_params)
     dummy = Transition(
-        obs=jnp.zeros(self.obs_dim), action=jnp.zeros(self.action_dim),
-        reward=jnp.zeros(()), next_obs=jnp.zeros(self.obs_dim), terminated=jnp.zeros(()),
+      obs=jnp.zeros(self.obs_dim),
+      action=jnp.zeros(self.action_dim),
+      reward=jnp.zeros(()),
+      next_obs=jnp.zeros(self.obs_dim),
+      terminated=jnp.zeros(()),
     )
     return Agent(
-        actor=actor, critic=critic, target_critic=critic_params, entropy=entropy,
-        buffer=self.buffer.init(dummy), env_state=env_state, obs=obs,
-        stats=EpisodeStats.create(), key=key, steps=jnp.zeros((), jnp.int32),
+      actor=actor,
+      critic=critic,
+      target_critic=critic_params,
+      entropy=entropy,
+      buffer=self.buffer.init(dummy),
+      env_state=env_state,
+      obs=obs,
+      stats=EpisodeStats.create(),
+      key=key,
+      steps=jnp.zeros((), jnp.int32),
     )
 
-  def init_population(
-      self, key: jax.Array, targets: Sequence[float], alpha_lrs: Sequence[float]
-  ) -> Agent:
+  def init_population(self, key: jax.Array, targets: Sequence[float], alpha_lrs: Sequence[float]) -> Agent:
     """`N` agents with their own seeds, `[N]` target entropies and alpha learning rates."""
     targets = jnp.asarray(targets, jnp.float32)
-    entropy = init_population(
-        targets, initial_alpha=self.cfg.initial_alpha,
-        optimizer=self.alpha_tx,
-        learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
+    entropy = ej.init_population(
+      targets,
+      initial_alpha=self.cfg.initial_alpha,
+      optimizer=self.alpha_tx,
+      learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
     )
     keys = jax.random.split(key, targets.shape[0])
     return self._init_population(keys, entropy)
@@ -189,30 +205,32 @@ class SAC:
     else:
       action = self.actor.apply(agent.actor.params, agent.obs[None]).sample(seed=k_act)[0]
     obs, env_state, reward, terminated, truncated, info = self.env.step(
-        k_env, agent.env_state, action * self.action_scale, self.env_params
+      k_env, agent.env_state, action * self.action_scale, self.env_params
     )
     transition = Transition(
-        obs=agent.obs, action=action, reward=reward.astype(jnp.float32),
-        next_obs=info["final_observation"], terminated=terminated.astype(jnp.float32),
+      obs=agent.obs,
+      action=action,
+      reward=reward.astype(jnp.float32),
+      next_obs=info["final_observation"],
+      terminated=terminated.astype(jnp.float32),
     )
     return agent.replace(
-        buffer=self.buffer.add(agent.buffer, transition), env_state=env_state, obs=obs,
-        stats=agent.stats.record(reward, terminated | truncated), key=key,
-        steps=agent.steps + 1,
+      buffer=self.buffer.add(agent.buffer, transition),
+      env_state=env_state,
+      obs=obs,
+      stats=agent.stats.record(reward, terminated | truncated),
+      key=key,
+      steps=agent.steps + 1,
     )
 
   # ------------------------------------------------------------ learning --
-  def update(
-      self, agent: Agent, batch: Transition, key: jax.Array, tune_alpha: bool = True
-  ) -> tuple[Agent, dict[str, jax.Array]]:
+  def update(self, agent: Agent, batch: Transition, key: jax.Array) -> tuple[Agent, dict[str, jax.Array]]:
     """One SAC update on a `[B]` batch: critics, actor, then alpha (fused).
 
     Args:
       agent: the learner.
       batch: a `Transition` with a leading batch axis `[B]`.
       key: PRNG key for the actions sampled in the losses.
-      tune_alpha: False skips the entropy update (used only by the benchmark,
-        to time the rest of the step).
 
     Returns:
       `(agent, metrics)` with scalar metrics.
@@ -241,107 +259,51 @@ class SAC:
       q = jnp.min(self.critic.apply(critic.params, batch.obs, action), axis=0)
       return jnp.mean(alpha * log_prob - q), log_prob
 
-    (pi_loss, log_prob), pi_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-        agent.actor.params
-    )
+    (pi_loss, log_prob), pi_grads = jax.value_and_grad(actor_loss, has_aux=True)(agent.actor.params)
     actor = agent.actor.apply_gradients(grads=pi_grads)
 
     # Temperature: entropy_jax's fused loss + gradient + optax step (eq. 18).
-    if tune_alpha:
-      entropy, ent_metrics = continuous_update(agent.entropy, log_prob)
-    else:
-      entropy = agent.entropy
-      ent_metrics = {"alpha": alpha, "entropy": -jnp.mean(log_prob)}
+    entropy, ent_metrics = ej.continuous_update(agent.entropy, log_prob)
 
     target_critic = optax.incremental_update(critic.params, agent.target_critic, cfg.tau)
-    agent = agent.replace(
-        actor=actor, critic=critic, target_critic=target_critic, entropy=entropy
-    )
+    agent = agent.replace(actor=actor, critic=critic, target_critic=target_critic, entropy=entropy)
     metrics = {
-        "critic_loss": q_loss, "actor_loss": pi_loss,
-        "alpha": ent_metrics["alpha"], "entropy": ent_metrics["entropy"],
+      "critic_loss": q_loss,
+      "actor_loss": pi_loss,
+      "alpha": ent_metrics["alpha"],
+      "target": ent_metrics["target"],
+      "entropy": ent_metrics["entropy"],
     }
     return agent, metrics
 
-  def train_step(self, agent: Agent, tune_alpha: bool = True) -> tuple[Agent, dict]:
+  def train_step(self, agent: Agent) -> tuple[Agent, dict]:
     """One policy step in the environment, then one update from the buffer."""
     agent = self.env_step(agent, random_action=False)
     key, k_sample, k_update = jax.random.split(agent.key, 3)
     batch = self.buffer.sample(agent.buffer, k_sample).experience
-    agent, metrics = self.update(agent.replace(key=key), batch, k_update, tune_alpha)
-    return agent, metrics
+    return self.update(agent.replace(key=key), batch, k_update)
 
-  def evaluate(self, agent: Agent, key: jax.Array, episodes: int = 10,
-               policy: str = "mean") -> jax.Array:
+  def evaluate(self, agent: Agent, key: jax.Array, episodes: int = 10, policy: str = "mean") -> jax.Array:
     """`[episodes]` returns of full episodes from fresh resets (no learning).
 
     `policy`: `"mean"` acts with `tanh(mean)` (the deterministic policy),
     `"sample"` samples the stochastic policy, `"random"` acts uniformly at
     random (the baseline a learning agent must beat).
     """
-    length = self.env_params.max_steps_in_episode
 
-    def episode(k):
-      k_reset, k_run = jax.random.split(k)
-      obs, env_state = self.env.reset(k_reset, self.env_params)
+    def act(obs, k):
+      if policy == "random":
+        action = jax.random.uniform(k, (self.action_dim,), minval=-1.0, maxval=1.0)
+      else:
+        dist = self.actor.apply(agent.actor.params, obs[None])
+        action = (jnp.tanh(dist.distribution.mean()) if policy == "mean" else dist.sample(seed=k))[0]
+      return action * self.action_scale
 
-      def body(carry, k_t):
-        obs, env_state, total = carry
-        k_act, k_env = jax.random.split(k_t)
-        if policy == "random":
-          action = jax.random.uniform(k_act, (self.action_dim,), minval=-1.0, maxval=1.0)
-        else:
-          dist = self.actor.apply(agent.actor.params, obs[None])
-          action = (jnp.tanh(dist.distribution.mean()) if policy == "mean"
-                    else dist.sample(seed=k_act))[0]
-        obs, env_state, reward, _, _, _ = self.env.step(
-            k_env, env_state, action * self.action_scale, self.env_params
-        )
-        return (obs, env_state, total + reward), None
-
-      (_, _, total), _ = jax.lax.scan(
-          body, (obs, env_state, jnp.zeros(())), jax.random.split(k_run, length)
-      )
-      return total
-
-    return jax.vmap(episode)(jax.random.split(key, episodes))
-
-  # ------------------------------------------------------------- chunks --
-  def warmup(self, agent: Agent) -> Agent:
-    """`cfg.learning_starts` uniform-random steps (no updates), in one scan."""
-    def body(a, _):
-      return self.env_step(a, random_action=True), None
-
-    agent, _ = jax.lax.scan(body, agent, None, length=self.cfg.learning_starts)
-    return agent
-
-  def train_chunk(self, agent: Agent, length: int) -> tuple[Agent, dict]:
-    """`length` train steps in one scan; returns the chunk's summary."""
-    agent, metrics = jax.lax.scan(
-        lambda a, _: self.train_step(a), agent, None, length=length
-    )
-    return agent, self.summary(agent, metrics)
-
-  @staticmethod
-  def summary(agent: Agent, metrics: Optional[dict] = None) -> dict:
-    """Scalars for logging: recent return, alpha, entropy, target, steps."""
-    out = {
-        "return": agent.stats.mean_recent(),
-        "episodes": agent.stats.count,
-        "alpha": agent.entropy.alpha,
-        "target": agent.entropy.target,
-        "steps": agent.steps,
-    }
-    lr = common.injected(agent.entropy.opt_state, "learning_rate")
-    if lr is not None:
-      out["alpha_lr"] = lr
-    if metrics is not None:
-      out["entropy"] = jnp.mean(metrics["entropy"])
-      out["critic_loss"] = jnp.mean(metrics["critic_loss"])
-    return out
+    return common.evaluate_episodes(self.env, self.env_params, act, key, episodes)
 
 
 # ------------------------------------------------------------ population --
+
 
 def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-member `[N]` targets and alpha learning rates.
@@ -363,27 +325,26 @@ report = common.report
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
-      description="Train a vmapped population of SAC agents on gymnax Pendulum-v1,"
-      " alpha tuned by entropy_jax, and print each member's final return."
+    description="Train a vmapped population of SAC agents on gymnax Pendulum-v1,"
+    " alpha tuned by entropy_jax, and print each member's final return."
   )
   parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=20_000,
-                      help="environment steps per member (default 20000)")
+  parser.add_argument("--steps", type=int, default=20_000, help="environment steps per member (default 20000)")
   parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-  parser.add_argument("--chunk", type=int, default=500,
-                      help="steps per jitted scan / progress tick (default 500)")
+  parser.add_argument("--chunk", type=int, default=500, help="steps per jitted scan / progress tick (default 500)")
   args = parser.parse_args(argv)
 
   sac = SAC()
   targets, lrs = default_population(sac, args.members)
   with common.Timer() as t:
-    _, history = train_population(
-        sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk
-    )
-  common.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
+    _, history = train_population(sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk)
+  plotting.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
   final = history["return"][-1]
-  print(f"{int(np.sum(final >= -200))}/{args.members} members at mean return >= -200"
-        f" over their last 10 episodes after {args.steps} steps; wall {t.seconds:.0f} s")
+  print(
+    f"{int(np.sum(final >= RETURN_BAR))}/{args.members} members at mean return"
+    f" >= {RETURN_BAR:.0f} over their last 10 episodes after {args.steps} steps;"
+    f" wall {t.seconds:.0f} s"
+  )
 
 
 if __name__ == "__main__":

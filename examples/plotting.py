@@ -1,0 +1,178 @@
+"""Plots and tables of training histories (matplotlib, Agg backend).
+
+A history maps names to `[chunks + 1, N]` arrays (`common.train`): one row per
+progress tick, one column per population member.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+FIGSIZE = (7, 4.2)
+PANEL_FIGSIZE = (4.2, 3.4)
+DPI = 90
+
+
+def _pyplot():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  _pyplot().close(fig)
+  return path
+
+
+def plot_members(
+  steps: np.ndarray,
+  values: np.ndarray,
+  *,
+  title: str,
+  ylabel: str,
+  path: str,
+  labels: Sequence[str] | None = None,
+  logy: bool = False,
+  hline: float | None = None,
+  dashed: np.ndarray | None = None,
+) -> str:
+  """One line per member: `values[T, N]` against `steps[T]`, saved as a PNG.
+
+  `dashed[T, N]`, if given, is drawn dashed in each member's colour (e.g.
+  the target entropy under the measured entropy); `hline` is a black
+  dashed horizontal reference line.
+  """
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+  n = values.shape[1]
+  cmap = plt.get_cmap("viridis")
+  for i in range(n):
+    label = labels[i] if labels is not None else f"member {i}"
+    color = cmap(i / max(n - 1, 1))
+    ax.plot(steps, values[:, i], color=color, lw=1.4, label=label)
+    if dashed is not None:
+      ax.plot(steps, dashed[:, i], color=color, lw=0.9, ls="--")
+  if hline is not None:
+    ax.axhline(hline, color="k", ls="--", lw=0.8)
+  if logy:
+    ax.set_yscale("log")
+  ax.set_xlabel("environment steps (per member)")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, ncol=2, loc="best")
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def member_labels(history: dict) -> list[str]:
+  """Legend entries: each member's starting target and alpha learning rate."""
+  t, lr = history["target"][0], history.get("alpha_lr", [None])[0]
+  return [f"{i}: target {t[i]:.2f}" + ("" if lr is None else f", lr {lr[i]:.1e}") for i in range(len(t))]
+
+
+# `plot_history`'s figures: (curve, title, y label, log scale).
+HISTORY_FIGURES = (
+  ("return", "mean return of the last 10 episodes", "return", False),
+  ("alpha", "temperature alpha", "alpha (log scale)", True),
+  ("entropy", "policy entropy (solid) and target (dashed)", "entropy estimate (nats)", False),
+)
+
+
+def plot_history(history: dict, out: str, title: str, bar: float | None = None) -> list[str]:
+  """`return.png`, `alpha.png`, `entropy.png` in `out`, one line per member; their paths.
+
+  Row 0 (after the warm-up, no update yet) is left out of the entropy plot; `bar`
+  is drawn on the return plot.
+  """
+  steps = history["steps"][:, 0]
+  names = member_labels(history)
+  paths = []
+  for name, what, ylabel, logy in HISTORY_FIGURES:
+    rows = slice(1, None) if name == "entropy" else slice(None)
+    paths.append(
+      plot_members(
+        steps[rows],
+        history[name][rows],
+        title=f"{title}: {what}",
+        ylabel=ylabel,
+        path=os.path.join(out, f"{name}.png"),
+        labels=names,
+        logy=logy,
+        hline=bar if name == "return" else None,
+        dashed=history["target"][rows] if name == "entropy" else None,
+      )
+    )
+  return paths
+
+
+def plot_groups(
+  steps: np.ndarray,
+  panels: Sequence[tuple[str, dict[str, np.ndarray], bool]],
+  *,
+  colors: dict[str, Any],
+  labels: dict[str, str],
+  title: str,
+  path: str,
+  dashed: dict[str, np.ndarray] | None = None,
+) -> str:
+  """Panels of grouped runs: per group, the median over its members and their range.
+
+  Args:
+    steps: `[T]` environment steps per member.
+    panels: `(ylabel, {group: [T, S] values}, log_scale)` per panel, left to right.
+    colors, labels: per group.
+    title: the figure's title.
+    path: the PNG to write.
+    dashed: optional `{group: [T]}` drawn dashed in the last panel (e.g. targets).
+
+  Returns:
+    `path`.
+  """
+  plt = _pyplot()
+  w, h = PANEL_FIGSIZE
+  fig, axes = plt.subplots(1, len(panels), figsize=(w * len(panels), h + 0.9), dpi=DPI, squeeze=False)
+  for ax, (ylabel, groups, logy) in zip(axes[0], panels):
+    for name, values in groups.items():
+      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mid = np.nanmedian(values, axis=1)
+        lo, hi = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+      ax.plot(steps, mid, color=colors[name], lw=1.3, label=labels[name])
+      ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.15, lw=0)
+    if logy:
+      ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("environment steps (per member)")
+    ax.grid(alpha=0.3)
+  if dashed:
+    for name, values in dashed.items():
+      axes[0, -1].plot(steps, values, color=colors[name], lw=0.8, ls="--")
+  handles, names = axes[0, 0].get_legend_handles_labels()
+  fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7, frameon=False)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
+  return _save(fig, path)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """Prints and returns a plain-text table."""
+  cells = [[str(h) for h in header]] + [
+    [f"{c:.3g}" if isinstance(c, (float, np.floating)) else str(c) for c in r] for r in rows
+  ]
+  widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+  lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  text = "\n".join(lines)
+  print(text)
+  return text

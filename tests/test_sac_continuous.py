@@ -1,0 +1,123 @@
+"""A tiny version of the continuous SAC example, asserting learning signals.
+
+One short population run (two Pendulum agents, fixed seed) is shared by the
+learning tests: its deterministic policy must beat the uniform-random policy
+by far, and each member's alpha must move the way its entropy gap says (down
+for a reachable low target, up for a target above the policy's entropy). A
+sign error, a frozen alpha or a broken fused update fails these.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from examples import common, sac_continuous
+from examples.sac_continuous import SAC, Config, train_population
+
+LOW_TARGET, HIGH_TARGET = -1.0, 0.6  # max entropy of a tanh-squashed 1-D action: log 2 = 0.69
+STEPS = 3_500  # per member: 1,000 random warm-up steps + 2,500 SAC steps
+
+
+@pytest.fixture(scope="module")
+def sac():
+  return SAC(Config())
+
+
+@pytest.fixture(scope="module")
+def trained(sac):
+  population, history = train_population(
+    sac,
+    jax.random.key(0),
+    [LOW_TARGET, HIGH_TARGET],
+    [1e-3, 1e-3],
+    STEPS,
+    chunk=500,
+    progress=False,
+  )
+  returns = jax.jit(jax.vmap(lambda a, k: sac.evaluate(a, k, episodes=4)))(
+    population, jax.random.split(jax.random.key(1), 2)
+  )
+  return population, history, np.asarray(returns)
+
+
+@pytest.mark.slow
+def test_returns_improve_far_beyond_random_policy(trained):
+  _, history, returns = trained
+  # The first history row is after 1,000 uniform-random steps: 5 random episodes each.
+  random_return = history["return"][0]
+  assert np.all(random_return < -900), random_return
+  # The member with the usual target (-action_dim) has learned to swing up and hold.
+  learned = returns[0].mean()
+  assert learned > -400, returns
+  assert learned > random_return[0] + 600, (returns, random_return)
+
+
+@pytest.mark.slow
+def test_alpha_follows_the_entropy_gap(trained):
+  _, history, _ = trained
+  alpha, entropy, target = history["alpha"], history["entropy"], history["target"]
+  assert alpha[0, 0] == pytest.approx(1.0) and alpha[0, 1] == pytest.approx(1.0)
+  # Each member trained against its own target throughout.
+  np.testing.assert_array_equal(target, np.broadcast_to(np.float32([LOW_TARGET, HIGH_TARGET]), target.shape))
+  # Low target: entropy starts above it, so alpha falls, and the policy's
+  # entropy comes down to within 0.3 nats of the target.
+  assert np.all(np.diff(alpha[:, 0]) < 0), alpha[:, 0]
+  assert alpha[-1, 0] < 0.5
+  assert abs(entropy[-1, 0] - LOW_TARGET) < 0.3, entropy[:, 0]
+  # High target: entropy stays below it, so alpha rises at every chunk.
+  assert np.all(entropy[1:, 1] < HIGH_TARGET), entropy[:, 1]
+  assert np.all(np.diff(alpha[:, 1]) > 0), alpha[:, 1]
+  assert alpha[-1, 1] > 2.0
+  # And the temperature reached the policy: the high-target policy is more random.
+  assert np.all(entropy[-2:, 1] > entropy[-2:, 0] + 1.0), entropy
+  assert np.all(np.asarray(trained[0].entropy.skipped) == 0)
+
+
+def test_one_fused_update_moves_log_alpha_by_adam_first_step(sac):
+  """First Adam step: log_alpha moves by exactly -lr * sign(H - target)."""
+  lr = 0.01
+  pop = sac.init_population(jax.random.key(3), [-1.0, 5.0], [lr, lr])
+  k_obs, k_act, k_next = jax.random.split(jax.random.key(4), 3)
+  shape = (2, sac.cfg.batch_size)
+  batch = common.Transition(
+    obs=jax.random.normal(k_obs, (*shape, sac.obs_dim)),
+    action=jax.random.uniform(k_act, (*shape, 1), minval=-1, maxval=1),
+    reward=-jnp.ones(shape),
+    next_obs=jax.random.normal(k_next, (*shape, sac.obs_dim)),
+    terminated=jnp.zeros(shape),
+  )
+  new, metrics = jax.jit(jax.vmap(sac.update))(pop, batch, jax.random.split(jax.random.key(5), 2))
+  gap = np.asarray(metrics["entropy"]) - np.array([-1.0, 5.0])
+  assert gap[0] > 0 > gap[1]  # a fresh policy's entropy lies between the two targets
+  step = np.asarray(new.entropy.log_alpha - pop.entropy.log_alpha)
+  np.testing.assert_allclose(step, -lr * np.sign(gap), rtol=1e-4)
+  np.testing.assert_array_equal(new.entropy.step, [1, 1])
+  np.testing.assert_allclose(metrics["alpha"], np.exp(np.asarray(new.entropy.log_alpha)), rtol=1e-6)
+  # The critics and the actor moved as well (one fused update step).
+  moved = jax.tree.map(lambda a, b: np.any(np.asarray(a) != np.asarray(b)), new.actor.params, pop.actor.params)
+  assert all(jax.tree.leaves(moved))
+
+
+@pytest.mark.slow
+def test_summary_counts_alpha_moves_and_report_has_a_row_per_member(trained):
+  _, history, _ = trained
+  updates_per_chunk = 500
+  rises, falls = history["alpha_rises"][1:], history["alpha_falls"][1:]
+  assert np.all(rises + falls <= updates_per_chunk)
+  # Low target: alpha mostly fell; high target: it mostly rose.
+  assert falls[:, 0].sum() > 5 * rises[:, 0].sum()
+  assert rises[:, 1].sum() > 5 * falls[:, 1].sum()
+  # The chunk's peak is at least where alpha started and ended the chunk.
+  peak = history["alpha_peak"][1:]
+  assert np.all(peak >= np.maximum(history["alpha"][:-1], history["alpha"][1:]) * (1 - 1e-6))
+  rows = sac_continuous.report(history)
+  assert [r[0] for r in rows] == [0, 1]
+  np.testing.assert_allclose([r[2] for r in rows], history["alpha"][-1])
+
+
+def test_script_has_help(capsys):
+  with pytest.raises(SystemExit) as e:
+    sac_continuous.main(["--help"])
+  assert e.value.code == 0
+  assert "--members" in capsys.readouterr().out
