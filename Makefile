@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # would, on jax's default devices (8 virtual devices slow small XLA:CPU calls).
 TEST_XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: test demo bench docs clean
+.PHONY: test test-fast lint demo bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,25 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel
 	touch $(STAMP)
 
-test: $(STAMP)
+# Everything: the linters, then every test (what .ci/run runs).
+test: lint
 	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(BIN)/python -m pytest tests
+
+# The edit loop: the tests not marked slow (RL training, the soak, two-process
+# and benchmark runs).
+test-fast: $(STAMP)
+	XLA_FLAGS="$(TEST_XLA_FLAGS)" $(BIN)/python -m pytest tests -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(ARGS)
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 # The documentation site, warnings as errors, into docs/_build/html.
 docs: $(STAMP)

@@ -16,11 +16,11 @@ copyright = "the entropy_jax authors"
 release = version = importlib.import_module("entropy_jax").__version__
 
 extensions = [
-    "myst_parser",
-    "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
+  "myst_parser",
+  "sphinx.ext.autodoc",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.mathjax",
+  "sphinx.ext.viewcode",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build"]

@@ -48,6 +48,7 @@ from entropy_jax.state import (
 )
 from entropy_jax.targets import (
   DISCRETE_TARGET_RATIO,
+  PAPER_DISCRETE_TARGET_RATIO,
   continuous_target,
   discrete_target,
   masked_discrete_target,
@@ -71,6 +72,7 @@ __all__ = [
   "LOG_ALPHA_MIN",
   "LossMismatchError",
   "NonFiniteLossError",
+  "PAPER_DISCRETE_TARGET_RATIO",
   "TesSacState",
   "adam",
   "annealed_discrete_target",

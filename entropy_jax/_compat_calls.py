@@ -61,7 +61,7 @@ continuous_update = compiled(lambda log_alpha, target, log_probs: continuous_los
 discrete_update = compiled(
   lambda log_alpha, target, probs, log_probs, mask: discrete_loss(log_alpha, probs, log_probs, target, mask=mask)
 )
-# The default discrete target under a mask: 0.98 * log(valid actions), per state.
+# The default discrete target under a mask: 0.6 * log(valid actions), per state.
 discrete_update_masked_target = compiled(
   lambda log_alpha, _, probs, log_probs, mask: discrete_loss(
     log_alpha,

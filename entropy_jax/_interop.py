@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+ARRAY_TYPES = (np.ndarray, jax.Array)  # taken as they are
+
 _BACKENDS = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
 
@@ -70,7 +72,7 @@ def as_input_array(x: Any, name: str, where: str) -> Any:
   Raises:
     TypeError: `x` is not a NumPy array, a JAX array or a torch tensor.
   """
-  if isinstance(x, (np.ndarray, jax.Array)):
+  if isinstance(x, ARRAY_TYPES):
     return x
   if _is_torch(x) and hasattr(x, "detach") and hasattr(x, "__dlpack__"):
     tensor = x.detach()

@@ -17,8 +17,9 @@ Inputs are NumPy arrays, JAX arrays or torch tensors (detached and handed
 over through DLPack; torch is never imported by this library).
 
 Deliberate differences from Velora 0.2.0 (see the docs, "Coming from Velora"):
-  * `EntropyModuleDiscrete`'s default target is `+0.98 * log(A)`
-    (Christodoulou 2019); Velora's `0.98 * log(1 / A)` is negative. Pass
+  * `EntropyModuleDiscrete`'s default target is `+0.6 * log(A)`, the
+    library's measured default (`entropy_jax.targets`); Velora's
+    `0.98 * log(1 / A)` is negative, below every policy's entropy. Pass
     `target_entropy=velora_discrete_target(A)` to reproduce Velora.
   * `state_dict()` holds everything (log_alpha, optimizer state, target,
     counters) in the checkpoint module's format; Velora's holds only the
@@ -174,8 +175,15 @@ class _EntropyModuleBase:
   def _run(self, compiled: _compat_calls.Compiled, *inputs, names: tuple[str, ...]) -> jax.Array:
     """Runs a compiled update on the state; keeps (loss, new state) pending."""
     where = f"{type(self).__name__}.compute_loss"
+    # Every compat update passes through here: arrays JAX takes as they are
+    # skip the call into the conversion (microseconds count here).
     inputs = tuple(
-      x if x is None and name == "mask" else _interop.as_input_array(x, name, where) for x, name in zip(inputs, names)
+      [
+        x
+        if isinstance(x, _interop.ARRAY_TYPES) or (x is None and name == "mask")
+        else _interop.as_input_array(x, name, where)
+        for x, name in zip(inputs, names)
+      ]
     )
     loss, new_packed, new_alpha = compiled.update(self._layout, self._packed, *inputs)
     buffer, at = self._skipped_at
@@ -340,11 +348,11 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
   Args:
     action_dim: the number of actions `A`, a positive int.
     initial_alpha, optim, lr, device: as for `EntropyModule`.
-    target_entropy: the target; None means `+0.98 * log(A)` (Velora 0.2.0
+    target_entropy: the target; None means `+0.6 * log(A)` (Velora 0.2.0
       uses `0.98 * log(1 / A)`, which is negative; pass
       `entropy_jax.targets.velora_discrete_target(A)` to reproduce it). With
       the default target and a `mask`, each state's target is
-      `0.98 * log(number of valid actions)`.
+      `0.6 * log(number of valid actions)`.
   """
 
   _KIND = "EntropyModuleDiscrete"

@@ -189,7 +189,7 @@ def discrete_loss(
     log_alpha: scalar, the log temperature.
     probs: `[B, A]` action probabilities. No gradient flows back into them.
     log_probs: `[B, A]` log action probabilities. No gradient flows back.
-    target: scalar target entropy (typically `0.98 * log(A)`), or `[B]` (one
+    target: scalar target entropy (typically `0.6 * log(A)`), or `[B]` (one
       per state, e.g. from the number of valid actions under a mask).
     mask: optional `[B, A]` bool, True where an action is valid. Invalid
       actions are excluded from the entropy.

@@ -170,7 +170,7 @@ def sharded_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = M
       `discrete_update` or `apply_gradients`. Its array arguments, positional
       or keyword, must all carry the leading member axis; bind non-array
       options first, e.g. `functools.partial(discrete_update,
-      masked_target_ratio=0.98)`.
+      masked_target_ratio=0.6)`.
     mesh: the device mesh.
     axis_name: the mesh axis the members are split over.
 

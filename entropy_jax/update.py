@@ -153,7 +153,7 @@ def discrete_update(
     weights: optional `[B]` per-sample weights.
     masked_target_ratio: with a `mask`, use the per-state target
       `ratio * log(n_valid_b)` instead of `state.target` (pass
-      `entropy_jax.targets.DISCRETE_TARGET_RATIO` for the paper's 0.98).
+      `entropy_jax.DISCRETE_TARGET_RATIO` for the default 0.6).
 
   Returns:
     `(new_state, metrics)` as for `continuous_update`; with a per-state

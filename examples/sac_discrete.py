@@ -38,13 +38,10 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 import entropy_jax as ej
-from examples import common, plotting, target_rules
+from examples import common, plotting
 from examples.common import EpisodeStats, Transition
 
 RETURN_BAR = 475.0  # CartPole-v1's "solved" threshold
-# Every member's target is `TARGET_RATIO * log(A)`: the ratio that served on both
-# CartPole and MinAtar Breakout without tuning (docs/discrete_targets.md).
-TARGET_RATIO = target_rules.MID_RATIO
 
 
 class Config(NamedTuple):
@@ -337,10 +334,12 @@ class DiscreteSAC(common.ScanLoop):
 def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-member `[N]` targets and alpha learning rates.
 
-  Every target is `TARGET_RATIO * log(A)`; alpha learning rates are spread
+  Every target is the library's default, `entropy_jax.discrete_target(A)`
+  (0.6 log A: the ratio that served on both CartPole and MinAtar Breakout
+  without tuning, docs/discrete_targets.md); alpha learning rates are spread
   log-uniformly from 3e-4 to 3e-3.
   """
-  targets = np.full(n, sac.default_target(TARGET_RATIO), np.float32)
+  targets = np.full(n, sac.default_target(), np.float32)
   lrs = common.log_uniform_spread(3e-4, 3e-3, n)
   return targets, lrs
 

@@ -1,4 +1,4 @@
-"""One process of the two-process population run driven by test_multihost.py.
+"""One process of the two-process population run driven by test_sharding_multihost.py.
 
     python tests/_multihost_worker.py COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_ID OUT_PREFIX
 

@@ -88,7 +88,7 @@ def test_default_targets_and_attributes():
   np.testing.assert_allclose(float(m.alpha), 0.2, rtol=1e-7)
   assert m.state.log_alpha is m.log_alpha and m.optim is m.state.tx
   d = EntropyModuleDiscrete(6)
-  np.testing.assert_allclose(float(d.target), 0.98 * np.log(6), rtol=1e-7)
+  np.testing.assert_allclose(float(d.target), 0.6 * np.log(6), rtol=1e-7)
   assert float(EntropyModuleDiscrete(1).target) == 0.0
   assert float(EntropyModule(3, target_entropy=-1.5).target) == -1.5
   assert float(EntropyModuleDiscrete(3, target_entropy=0.3).target) == np.float32(0.3)
@@ -135,21 +135,21 @@ def test_discrete_loss_mask_and_per_state_target():
   mask = jnp.array([[True] * 4, [True, True, False, False]])
   h = np.array([np.log(4), np.log(2)])
   m = EntropyModuleDiscrete(4, optim="SGD", lr=0.5)
-  # Default target with a mask: per state 0.98 * log(n_valid).
+  # Default target with a mask: per state 0.6 * log(n_valid).
   loss = m.compute_loss(probs, log_probs, mask=mask)
   np.testing.assert_allclose(float(loss), 0.0, atol=0)  # log_alpha = 0
   m.gradient_step(loss)
-  grad = np.mean(h - 0.98 * h)
+  grad = np.mean(h - 0.6 * h)
   np.testing.assert_allclose(float(m.log_alpha), -0.5 * grad, rtol=1e-5)
   # An explicit target applies to every state, mask or not.
   e = EntropyModuleDiscrete(4, optim="SGD", lr=0.5, target_entropy=1.0)
   step(e, probs, log_probs, mask=mask)
   np.testing.assert_allclose(float(e.log_alpha), -0.5 * np.mean(h - 1.0), rtol=1e-5)
-  # Without a mask: the module's target 0.98 log 4 for every state;
+  # Without a mask: the module's target 0.6 log 4 for every state;
   # loss = log_alpha * (mean_b H_b - target).
   d = EntropyModuleDiscrete(4, initial_alpha=2.0)
   got = d.compute_loss(probs, log_probs)
-  np.testing.assert_allclose(float(got), np.log(2.0) * (np.mean(h) - 0.98 * np.log(4.0)), rtol=1e-6)
+  np.testing.assert_allclose(float(got), np.log(2.0) * (np.mean(h) - 0.6 * np.log(4.0)), rtol=1e-6)
 
 
 def test_discrete_action_dim_must_match():
@@ -360,7 +360,7 @@ def test_devices():
 def test_config():
   cfg = EntropyModuleDiscrete(4, initial_alpha=0.2, lr=1e-3).config()
   assert isinstance(cfg, EntropyParameters)
-  assert cfg.model_dump() == {"lr": 1e-3, "initial_alpha": 0.2, "target": float(np.float32(0.98 * np.log(4)))}
+  assert cfg.model_dump() == {"lr": 1e-3, "initial_alpha": 0.2, "target": float(np.float32(0.6 * np.log(4)))}
   assert EntropyModule(2).config().model_dump_json() == '{"lr":0.0003,"initial_alpha":1.0,"target":-2.0}'
   assert EntropyParameters.model_validate_json(cfg.model_dump_json()) == cfg
   with pytest.raises(dataclasses.FrozenInstanceError):
@@ -396,7 +396,7 @@ def test_state_dict_reload_continues_bit_identically(optim):
 def test_state_dict_keeps_target_and_skipped_and_places_on_device():
   d = EntropyModuleDiscrete(3, target_entropy=0.5, device="cpu:2")
   d.state = d.state.replace(skipped=jnp.int32(4))
-  fresh = EntropyModuleDiscrete(3, device="cpu:1")  # default target 0.98 log 3
+  fresh = EntropyModuleDiscrete(3, device="cpu:1")  # default target 0.6 log 3
   fresh.load_state_dict(d.state_dict())
   assert float(fresh.target) == 0.5 and int(fresh.state.skipped) == 4
   assert fresh.log_alpha.devices() == {jax.devices("cpu")[1]}

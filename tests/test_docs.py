@@ -25,13 +25,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 PAGES = [
-    p for p in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
-    if "_build" not in p.parts and PYTHON_BLOCK.search(p.read_text())
+  p
+  for p in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+  if "_build" not in p.parts and PYTHON_BLOCK.search(p.read_text())
 ]
 PUBLIC_MODULES = sorted(
-    f"entropy_jax.{p.stem}"
-    for p in (ROOT / "entropy_jax").glob("*.py")
-    if not p.stem.startswith("_")
+  f"entropy_jax.{p.stem}" for p in (ROOT / "entropy_jax").glob("*.py") if not p.stem.startswith("_")
 )
 
 
@@ -54,7 +53,7 @@ def test_examples_run(page, tmp_path, monkeypatch):
   for i, block in enumerate(python_blocks(page)):
     try:
       code = compile(block, f"{page.relative_to(ROOT)} python block {i}", "exec")
-      exec(code, namespace)  # noqa: S102 - running the examples is the test
+      exec(code, namespace)
     except Exception as e:  # name the block so a failure is easy to find
       raise AssertionError(f"{page.relative_to(ROOT)}: python block {i} failed:\n{block}") from e
 
@@ -63,9 +62,7 @@ def test_examples_run(page, tmp_path, monkeypatch):
 def built_site(tmp_path_factory):
   out = tmp_path_factory.mktemp("html")
   command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
-  run = subprocess.run(
-      [*command, str(DOCS), str(out)], capture_output=True, text=True, cwd=ROOT, check=False
-  )
+  run = subprocess.run([*command, str(DOCS), str(out)], capture_output=True, text=True, cwd=ROOT, check=False)
   assert run.returncode == 0, f"sphinx -W failed:\n{run.stdout}\n{run.stderr}"
   return out
 
@@ -81,9 +78,11 @@ def public_names(module):
   if hasattr(module, "__all__"):
     return list(module.__all__)
   names = [
-      name for name, value in vars(module).items()
-      if not name.startswith("_") and (inspect.isfunction(value) or inspect.isclass(value))
-      and value.__module__ == module.__name__
+    name
+    for name, value in vars(module).items()
+    if not name.startswith("_")
+    and (inspect.isfunction(value) or inspect.isclass(value))
+    and value.__module__ == module.__name__
   ]
   tree = ast.parse(inspect.getsource(module))
   for node in tree.body:

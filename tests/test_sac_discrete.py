@@ -32,10 +32,8 @@ NAMES = ["low", "low", "velora", "paper"]
 @pytest.fixture(scope="module")
 def run():
   sac = sd.DiscreteSAC(CFG)
-  targets = np.array(
-    [ej.discrete_target(2, 0.15)] * 2 + [ej.velora_discrete_target(2), ej.discrete_target(2)],
-    np.float32,
-  )
+  paper = ej.discrete_target(2, ej.PAPER_DISCRETE_TARGET_RATIO)
+  targets = np.array([ej.discrete_target(2, 0.15)] * 2 + [ej.velora_discrete_target(2), paper], np.float32)
   lrs = np.full(4, 1e-3, np.float32)
   population, history = sd.train_population(sac, jax.random.key(0), targets, lrs, STEPS, chunk=CHUNK, progress=False)
   return sac, population, history

@@ -442,7 +442,9 @@ def accepts(fn):
   try:
     return fn()
   except (ValueError, TypeError) as e:
-    assert re.search(r"usable range|representable in float32|must be >= 0|min_alpha < max_alpha|outside the bounds", str(e)), e
+    assert re.search(
+      r"usable range|representable in float32|must be >= 0|min_alpha < max_alpha|outside the bounds", str(e)
+    ), e
     return None
 
 

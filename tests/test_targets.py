@@ -6,7 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from entropy_jax import continuous_target, discrete_target, masked_discrete_target, velora_discrete_target
+from entropy_jax import (
+  DISCRETE_TARGET_RATIO,
+  PAPER_DISCRETE_TARGET_RATIO,
+  continuous_target,
+  discrete_target,
+  masked_discrete_target,
+  velora_discrete_target,
+)
 
 
 def test_continuous_target():
@@ -14,9 +21,10 @@ def test_continuous_target():
 
 
 @pytest.mark.parametrize("a", [2, 3, 6, 18])
-def test_discrete_target_is_paper_value_and_positive(a):
-  assert discrete_target(a) == pytest.approx(0.98 * math.log(a))
+def test_discrete_target_is_the_measured_ratio_and_positive(a):
+  assert discrete_target(a) == pytest.approx(0.6 * math.log(a)) == pytest.approx(DISCRETE_TARGET_RATIO * math.log(a))
   assert discrete_target(a) > 0
+  assert discrete_target(a, PAPER_DISCRETE_TARGET_RATIO) == pytest.approx(0.98 * math.log(a))
   assert discrete_target(a, ratio=0.5) == pytest.approx(0.5 * math.log(a))
 
 
@@ -51,7 +59,7 @@ def test_ratio_must_be_a_float32_number(ratio):
 
 def test_masked_target_counts_valid_actions():
   mask = jnp.array([[True, True, True, True], [True, False, True, False], [False, False, True, False]])
-  np.testing.assert_allclose(masked_discrete_target(mask), 0.98 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
+  np.testing.assert_allclose(masked_discrete_target(mask), 0.6 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
   np.testing.assert_allclose(masked_discrete_target(mask, 0.9), [0.9 * math.log(4), 0.9 * math.log(2), 0.0], rtol=1e-6)
   with pytest.raises(ValueError, match=r"bool array of shape \[B, A\]; got dtype float32"):
     masked_discrete_target(jnp.ones((2, 2)))

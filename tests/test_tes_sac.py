@@ -59,7 +59,7 @@ class TestTesSac:
   def test_always_stable_is_the_staircase(self):
     # With infinite thresholds every update counts: H_n = H0 * decay^(n // T).
     a, t, n = 6, 4, 23
-    tes = tes_sac_init(discrete_target(a), patience=t, mean_threshold=jnp.inf, std_threshold=jnp.inf)
+    tes = tes_sac_init(discrete_target(a, 0.98), patience=t, mean_threshold=jnp.inf, std_threshold=jnp.inf)
     _, (targets, *_, drops) = jax.jit(scan_tes, static_argnums=(1, 2))(tes, lambda i, h: 0.5 * jnp.cos(i * 1.0), n)
     staircase = annealed_discrete_target(a, steps_per_drop=t)
     np.testing.assert_allclose(targets, jax.vmap(staircase)(jnp.arange(1, n + 1)), rtol=1e-6)
