@@ -174,14 +174,13 @@ class _EntropyModuleBase:
 
   def _run(self, compiled: _compat_calls.Compiled, *inputs, names: tuple[str, ...]) -> jax.Array:
     """Runs a compiled update on the state; keeps (loss, new state) pending."""
-    where = f"{type(self).__name__}.compute_loss"
     # Every compat update passes through here: arrays JAX takes as they are
     # skip the call into the conversion (microseconds count here).
     inputs = tuple(
       [
         x
         if isinstance(x, _interop.ARRAY_TYPES) or (x is None and name == "mask")
-        else _interop.as_input_array(x, name, where)
+        else _interop.as_input_array(x, name, f"{type(self).__name__}.compute_loss")
         for x, name in zip(inputs, names)
       ]
     )
@@ -192,7 +191,12 @@ class _EntropyModuleBase:
       state = self.state
       raise NonFiniteLossError(
         _compat_calls.non_finite_message(
-          where, grad, dict(zip(names, inputs)), self._lr, int(state.step), float(state.alpha)
+          f"{type(self).__name__}.compute_loss",
+          grad,
+          dict(zip(names, inputs)),
+          self._lr,
+          int(state.step),
+          float(state.alpha),
         )
       )
     self._pending.offer(loss, (new_packed, new_alpha))
@@ -376,7 +380,9 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
       NonFiniteLossError: NaN or Inf in the inputs (outside `p = 0,
         log p = -inf`); the state is unchanged.
     """
-    shape = np.shape(probs)
+    shape = getattr(probs, "shape", None)  # arrays and tensors; np.shape for anything else
+    if shape is None:
+      shape = np.shape(probs)
     if not shape or shape[-1] != self._action_dim:
       raise ValueError(
         f"{type(self).__name__}.compute_loss: `probs` must have shape"

@@ -376,17 +376,3 @@ class Timer:
 
   def __exit__(self, *exc):
     self.seconds = time.perf_counter() - self.start
-
-
-def report(history: dict) -> list[list[Any]]:
-  """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
-  return [
-    [
-      i,
-      float(history["return"][-1, i]),
-      float(history["alpha"][-1, i]),
-      float(history["entropy"][-1, i]),
-      float(history["target"][-1, i]),
-    ]
-    for i in range(history["return"].shape[1])
-  ]

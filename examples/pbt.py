@@ -13,7 +13,6 @@ Run `python examples/pbt.py --help`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ import numpy as np
 import optax
 
 from examples import common, plotting
-from examples.sac_continuous import RETURN_BAR, SAC, default_population, report, train_population
+from examples.sac_continuous import RETURN_BAR, SAC, default_population, train_population
 
 PyTree = Any
 LR_SCALE = 1.25  # explore multiplies a learning rate by at most this factor, or divides by it
@@ -157,16 +156,14 @@ def explore_range(sac: SAC) -> ExploreRange:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-    description="Population-based training (exploit + explore of target entropy and"
-    " alpha learning rate, inside jit) of SAC agents on gymnax Pendulum-v1."
+  parser = plotting.population_parser(
+    "Population-based training (exploit + explore of target entropy and alpha learning"
+    " rate, inside jit) of SAC agents on gymnax Pendulum-v1.",
+    steps=20_000,
+    chunk=500,
   )
-  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=20_000, help="environment steps per member (default 20000)")
   parser.add_argument("--interval", type=int, default=2_000, help="environment steps between PBT steps (default 2000)")
   parser.add_argument("--replace", type=int, default=2, help="members replaced at each PBT step (default 2)")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-  parser.add_argument("--chunk", type=int, default=500, help="steps per jitted scan / progress tick (default 500)")
   args = parser.parse_args(argv)
   if args.interval % args.chunk:
     parser.error(f"--interval ({args.interval}) must be a multiple of --chunk ({args.chunk})")
@@ -186,13 +183,7 @@ def main(argv=None):
       desc="SAC Pendulum PBT",
       chunk_hook=hook,
     )
-  rows = [[*r, float(history["alpha_lr"][-1, r[0]])] for r in report(history)]
-  plotting.print_table(["member", "return(last10)", "alpha", "entropy", "target", "alpha_lr"], rows)
-  final = history["return"][-1]
-  print(
-    f"{int(np.sum(final >= RETURN_BAR))}/{args.members} members at mean return"
-    f" >= {RETURN_BAR:.0f} after {args.steps} steps; wall {t.seconds:.0f} s"
-  )
+  plotting.print_population_result(history, RETURN_BAR, args.steps, t.seconds, extra=["alpha_lr"])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ progress tick, one column per population member.
 
 from __future__ import annotations
 
+import argparse
 import os
 import warnings
 from collections.abc import Sequence
@@ -176,3 +177,43 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   text = "\n".join(lines)
   print(text)
   return text
+
+
+def report(history: dict) -> list[list[Any]]:
+  """Rows `[member, final return, alpha, entropy, target]` for the summary table."""
+  return [
+    [
+      i,
+      float(history["return"][-1, i]),
+      float(history["alpha"][-1, i]),
+      float(history["entropy"][-1, i]),
+      float(history["target"][-1, i]),
+    ]
+    for i in range(history["return"].shape[1])
+  ]
+
+
+def population_parser(description: str, *, steps: int, chunk: int) -> argparse.ArgumentParser:
+  """The command line every population script shares: --members, --steps, --seed, --chunk."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
+  parser.add_argument("--steps", type=int, default=steps, help=f"environment steps per member (default {steps})")
+  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+  parser.add_argument(
+    "--chunk", type=int, default=chunk, help=f"env steps per jitted scan / progress tick (default {chunk})"
+  )
+  return parser
+
+
+def print_population_result(history: dict, bar: float, steps: int, seconds: float, extra: Sequence[str] = ()) -> str:
+  """The per-member table (plus `extra` columns of the history) and how many members reached `bar`."""
+  header = ["member", "return(last10)", "alpha", "entropy", "target", *extra]
+  rows = [[*r, *(float(history[k][-1, r[0]]) for k in extra)] for r in report(history)]
+  print_table(header, rows)
+  final = history["return"][-1]
+  line = (
+    f"{int(np.sum(final >= bar))}/{final.shape[0]} members at mean return >= {bar:.0f} over their last"
+    f" 10 episodes after {steps} steps; wall {seconds:.0f} s"
+  )
+  print(line)
+  return line

@@ -13,7 +13,6 @@ Run `python examples/sac_continuous.py --help`.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -320,31 +319,23 @@ def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 # The shared loop (examples/common.py), with this agent's defaults.
 train_population = functools.partial(common.train_population, chunk=500, desc="SAC Pendulum")
-report = common.report
+report = plotting.report
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-    description="Train a vmapped population of SAC agents on gymnax Pendulum-v1,"
-    " alpha tuned by entropy_jax, and print each member's final return."
+  parser = plotting.population_parser(
+    "Train a vmapped population of SAC agents on gymnax Pendulum-v1, alpha tuned by"
+    " entropy_jax, and print each member's final return.",
+    steps=20_000,
+    chunk=500,
   )
-  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=20_000, help="environment steps per member (default 20000)")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-  parser.add_argument("--chunk", type=int, default=500, help="steps per jitted scan / progress tick (default 500)")
   args = parser.parse_args(argv)
 
   sac = SAC()
   targets, lrs = default_population(sac, args.members)
   with common.Timer() as t:
     _, history = train_population(sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk)
-  plotting.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
-  final = history["return"][-1]
-  print(
-    f"{int(np.sum(final >= RETURN_BAR))}/{args.members} members at mean return"
-    f" >= {RETURN_BAR:.0f} over their last 10 episodes after {args.steps} steps;"
-    f" wall {t.seconds:.0f} s"
-  )
+  plotting.print_population_result(history, RETURN_BAR, args.steps, t.seconds)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Run `python examples/sac_discrete.py --help`.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -346,19 +345,15 @@ def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray
 
 # The shared loop (examples/common.py), with this agent's defaults.
 train_population = functools.partial(common.train_population, chunk=1_000, desc="discrete SAC CartPole")
-report = common.report
+report = plotting.report
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-    description="Train a vmapped population of discrete SAC agents on gymnax"
-    " CartPole-v1, alpha tuned by entropy_jax, and print each member's final return."
-  )
-  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=50_000, help="environment steps per member (default 50000)")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-  parser.add_argument(
-    "--chunk", type=int, default=1_000, help="env steps per jitted scan / progress tick (default 1000)"
+  parser = plotting.population_parser(
+    "Train a vmapped population of discrete SAC agents on gymnax CartPole-v1, alpha"
+    " tuned by entropy_jax, and print each member's final return.",
+    steps=50_000,
+    chunk=1_000,
   )
   parser.add_argument("--out", default=None, help="optional folder for history.npz and PNGs")
   args = parser.parse_args(argv)
@@ -367,17 +362,11 @@ def main(argv=None):
   targets, lrs = default_population(sac, args.members)
   with common.Timer() as t:
     population, history = train_population(sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk)
-  plotting.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
-  final = history["return"][-1]
+  plotting.print_population_result(history, RETURN_BAR, args.steps, t.seconds)
   greedy = jax.vmap(lambda a, k: sac.evaluate(a, k))(
     population, jax.random.split(jax.random.key(args.seed + 1), args.members)
   )
   print("greedy-policy evaluation (10 episodes each):", np.round(np.mean(greedy, axis=1), 1))
-  print(
-    f"{int(np.sum(final >= RETURN_BAR))}/{args.members} members at mean return"
-    f" >= {RETURN_BAR:.0f} over their last 10 episodes after {args.steps} steps;"
-    f" wall {t.seconds:.0f} s"
-  )
   if args.out:
     os.makedirs(args.out, exist_ok=True)
     np.savez(os.path.join(args.out, "history.npz"), **history)
