@@ -13,7 +13,7 @@ import math
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +105,27 @@ def timing_defaults(args: argparse.Namespace, repeats: int, min_time: float) -> 
     args.min_time = min_time / 4 if args.quick else min_time
 
 
+class ByQuick(NamedTuple):
+  """The default of a flag that `--quick` scales: `full`, or `quick` with `--quick`."""
+
+  full: Any
+  quick: Any
+
+
+def add_scaled(
+  p: argparse.ArgumentParser, flag: str, *, full: Any, quick: Any, help: str, type: Callable[[str], Any] = positive_int
+) -> None:
+  """A flag whose default depends on `--quick`; `fill_scaled` sets it after parsing."""
+  p.add_argument(flag, type=type, default=ByQuick(full, quick), help=f"{help} (default {full}, {quick} with --quick)")
+
+
+def fill_scaled(args: argparse.Namespace) -> None:
+  """Gives every flag of `add_scaled` that was not passed its default for `--quick` or not."""
+  for name, value in vars(args).items():
+    if isinstance(value, ByQuick):
+      setattr(args, name, value.quick if args.quick else value.full)
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
   p.add_argument("--json", type=pathlib.Path, default=None, metavar="PATH", help="also write the results to this file")
 
@@ -150,8 +171,9 @@ def standalone(module: Any, argv: list[str] | None = None) -> int:
 
   A measurement module defines `NAME` (its section), `REPEATS` and `MIN_TIME`
   (its timing defaults; `REPEATS = None` for one timed otherwise), `SHAPES`
-  (whether it takes `--batch`, `--action-dim` and `--num-actions`), `add_arguments(parser)`, `finish(args)`
-  (defaults that depend on `--quick`), `run(args, notes)`, which returns its
+  (whether it takes `--batch`, `--action-dim` and `--num-actions`), `add_arguments(parser)` (its flags;
+  `add_scaled` for those whose default depends on `--quick`), `finish(args)` (what else the flags imply),
+  `run(args, notes)`, which returns its
   entries of the results (`{NAME: ...}`, or more than one), and
   `markdown(results, args)`, which reads them back.
   """
@@ -168,6 +190,7 @@ def standalone(module: Any, argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   if module.REPEATS:
     timing_defaults(args, module.REPEATS, module.MIN_TIME)
+  fill_scaled(args)
   module.finish(args)
   from benchmarks import goals
 

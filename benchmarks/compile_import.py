@@ -31,18 +31,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def add_arguments(p) -> None:
-  p.add_argument(
-    "--fresh-repeats",
-    type=_cli.positive_int,
-    default=None,
-    help="fresh processes timing compile and import (default 5, 2 with --quick)",
-  )
-  p.add_argument(
+  _cli.add_scaled(p, "--fresh-repeats", full=5, quick=2, help="fresh processes timing compile and import")
+  _cli.add_scaled(
+    p,
     "--warm-cache-repeats",
+    full=3,
+    quick=1,
     type=_cli.nonnegative_int,
-    default=None,
-    help="fresh processes timing first calls from a warm persistent compilation cache"
-    " (0: skip; default 3, 1 with --quick)",
+    help="fresh processes timing first calls from a warm persistent compilation cache (0: skip)",
   )
   p.add_argument(
     "--compile-targets",
@@ -56,9 +52,7 @@ def add_arguments(p) -> None:
 
 
 def finish(args) -> None:
-  args.fresh_repeats = args.fresh_repeats or (2 if args.quick else 5)
-  if args.warm_cache_repeats is None:
-    args.warm_cache_repeats = 1 if args.quick else 3
+  del args
 
 
 def _fresh(args, *extra: str) -> dict[str, Any]:

@@ -34,13 +34,11 @@ FLOOR = "floor: jnp.sum"
 
 
 def add_arguments(p) -> None:
-  p.add_argument(
-    "--optimizer-n", type=_cli.positive_int, default=None, help="population size (default 16384, 1024 with --quick)"
-  )
+  _cli.add_scaled(p, "--optimizer-n", full=16384, quick=1024, help="population size")
 
 
 def finish(args) -> None:
-  args.optimizer_n = args.optimizer_n or (1024 if args.quick else 16384)
+  del args
 
 
 def run(args, notes: list[str]) -> dict[str, Any]:

@@ -52,12 +52,12 @@ SHORT = {
 
 
 def add_arguments(p) -> None:
-  p.add_argument(
+  _cli.add_scaled(
+    p,
     "--max-n",
-    type=_cli.positive_int,
-    default=None,
-    help="largest population; the sizes 1, 16, 256, 1024, 16384, 131072 up to it, and --max-n itself"
-    " when larger (default 131072, 16384 with --quick)",
+    full=131072,
+    quick=16384,
+    help="largest population; the sizes 1, 16, 256, 1024, 16384, 131072 up to it, and --max-n itself when larger",
   )
   p.add_argument(
     "--sizes",
@@ -65,12 +65,12 @@ def add_arguments(p) -> None:
     default=None,
     help="comma-separated population sizes instead of the default list (capped by --max-n)",
   )
-  p.add_argument(
+  _cli.add_scaled(
+    p,
     "--loop-max-n",
-    type=_cli.positive_int,
-    default=None,
-    help="largest population looped over module by module; larger N are extrapolated"
-    " linearly from it (default 1024, 256 with --quick)",
+    full=1024,
+    quick=256,
+    help="largest population looped over module by module; larger N are extrapolated linearly from it",
   )
   p.add_argument(
     "--memory-budget-gb",
@@ -81,9 +81,7 @@ def add_arguments(p) -> None:
 
 
 def finish(args) -> None:
-  """Fills the defaults that depend on `--quick`."""
-  args.max_n = args.max_n or (16384 if args.quick else 131072)
-  args.loop_max_n = args.loop_max_n or (256 if args.quick else 1024)
+  """The sizes to run: `--sizes` capped by `--max-n`, or the default list up to it."""
   if args.sizes is None:
     args.sizes = [n for n in SIZES[:-1] if n <= args.max_n]
     if args.max_n > SIZES[-2]:

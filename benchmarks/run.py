@@ -71,6 +71,7 @@ def section_args(args, module):
   margs = copy.copy(args)
   if module.REPEATS:
     _cli.timing_defaults(margs, module.REPEATS, module.MIN_TIME)
+  _cli.fill_scaled(margs)
   module.finish(margs)
   return margs
 

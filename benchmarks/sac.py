@@ -33,16 +33,11 @@ ALONE = "continuous_update alone, population"
 
 def add_arguments(p) -> None:
   p.add_argument("--members", type=_cli.positive_int, default=8, help="population size (default 8)")
-  p.add_argument(
-    "--steps",
-    type=_cli.positive_int,
-    default=None,
-    help="training steps per timed lax.scan (default 200, 50 with --quick)",
-  )
+  _cli.add_scaled(p, "--steps", full=200, quick=50, help="training steps per timed lax.scan")
 
 
 def finish(args) -> None:
-  args.steps = args.steps or (50 if args.quick else 200)
+  del args
 
 
 def run(args, notes: list[str]) -> dict[str, Any]:

@@ -36,13 +36,11 @@ def scan_label(k: int) -> str:
 
 
 def add_arguments(p) -> None:
-  p.add_argument(
-    "--scan-k", type=_cli.positive_int, default=None, help="updates per lax.scan call (default 1000, 100 with --quick)"
-  )
+  _cli.add_scaled(p, "--scan-k", full=1000, quick=100, help="updates per lax.scan call")
 
 
 def finish(args) -> None:
-  args.scan_k = args.scan_k or (100 if args.quick else 1000)
+  del args
 
 
 def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):

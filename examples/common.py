@@ -22,6 +22,8 @@ import numpy as np
 import optax
 from flax import struct
 
+from examples import plotting
+
 PyTree = Any
 # Episodes whose returns `EpisodeStats.mean_recent` averages.
 RETURN_WINDOW = 10
@@ -365,6 +367,42 @@ def train_population(
 ) -> tuple[Any, dict]:
   """`train` on `sac.init_population(key, targets, alpha_lrs)`; `kwargs` as for `train`."""
   return train(sac, sac.init_population(key, targets, alpha_lrs), total_steps, **kwargs)
+
+
+def train_and_report(
+  train: Callable[..., tuple[Any, dict]],
+  sac: Any,
+  targets: Sequence[float],
+  alpha_lrs: Sequence[float],
+  args: Any,
+  bar: float,
+  *,
+  key: jax.Array | None = None,
+  extra: Sequence[str] = (),
+  **kwargs: Any,
+) -> tuple[Any, dict]:
+  """Trains a population as a script's command line says, then prints its table.
+
+  Args:
+    train: the script's `train_population`.
+    sac: the agent.
+    targets: `[N]` target entropies.
+    alpha_lrs: `[N]` alpha learning rates.
+    args: the parsed `plotting.population_parser` flags (`seed`, `steps`,
+      `chunk`).
+    bar: the return a member must reach.
+    key: the PRNG key of the population (default `jax.random.key(args.seed)`).
+    extra: further history columns for the table.
+    **kwargs: passed on to `train`.
+
+  Returns:
+    `(population, history)` as `train` returns them.
+  """
+  key = jax.random.key(args.seed) if key is None else key
+  with Timer() as t:
+    population, history = train(sac, key, targets, alpha_lrs, args.steps, chunk=args.chunk, **kwargs)
+  plotting.print_population_result(history, bar, args.steps, t.seconds, extra=extra)
+  return population, history
 
 
 class Timer:

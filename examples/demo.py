@@ -16,7 +16,6 @@ Run `python examples/demo.py --help` (or `make demo`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -128,17 +127,15 @@ def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-    description="entropy_jax demo: train a vmapped population of SAC agents on"
+  parser = plotting.population_parser(
+    "entropy_jax demo: train a vmapped population of SAC agents on"
     " Pendulum-v1, each tuning its own temperature; print a per-member table and"
     " write return/alpha/entropy plots; then a short CartPole ablation of the"
-    " discrete target entropy (Velora's, the paper's, 0.6 log A) and its plot."
+    " discrete target entropy (Velora's, the paper's, 0.6 log A) and its plot.",
+    steps=10_000,
+    chunk=500,
   )
   parser.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
-  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
-  parser.add_argument("--steps", type=int, default=10_000, help="environment steps per member (default 10000)")
-  parser.add_argument("--chunk", type=int, default=500, help="steps per jitted scan / progress tick (default 500)")
   parser.add_argument(
     "--ablation-steps",
     type=int,

@@ -172,18 +172,18 @@ def main(argv=None):
   targets, lrs = default_population(sac, args.members)
   key_train, key_pbt = jax.random.split(jax.random.key(args.seed))
   hook = make_pbt_hook(key_pbt, args.interval // args.chunk, args.replace, explore_range(sac))
-  with common.Timer() as t:
-    _, history = train_population(
-      sac,
-      key_train,
-      targets,
-      lrs,
-      args.steps,
-      chunk=args.chunk,
-      desc="SAC Pendulum PBT",
-      chunk_hook=hook,
-    )
-  plotting.print_population_result(history, RETURN_BAR, args.steps, t.seconds, extra=["alpha_lr"])
+  common.train_and_report(
+    train_population,
+    sac,
+    targets,
+    lrs,
+    args,
+    RETURN_BAR,
+    key=key_train,
+    extra=["alpha_lr"],
+    desc="SAC Pendulum PBT",
+    chunk_hook=hook,
+  )
 
 
 if __name__ == "__main__":

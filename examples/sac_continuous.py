@@ -333,9 +333,7 @@ def main(argv=None):
 
   sac = SAC()
   targets, lrs = default_population(sac, args.members)
-  with common.Timer() as t:
-    _, history = train_population(sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk)
-  plotting.print_population_result(history, RETURN_BAR, args.steps, t.seconds)
+  common.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
 
 
 if __name__ == "__main__":

@@ -360,9 +360,7 @@ def main(argv=None):
 
   sac = DiscreteSAC()
   targets, lrs = default_population(sac, args.members)
-  with common.Timer() as t:
-    population, history = train_population(sac, jax.random.key(args.seed), targets, lrs, args.steps, chunk=args.chunk)
-  plotting.print_population_result(history, RETURN_BAR, args.steps, t.seconds)
+  population, history = common.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
   greedy = jax.vmap(lambda a, k: sac.evaluate(a, k))(
     population, jax.random.split(jax.random.key(args.seed + 1), args.members)
   )

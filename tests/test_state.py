@@ -9,6 +9,7 @@ it at the bound it is pushed against; every other argument is refused with a
 """
 
 import dataclasses
+import functools
 import math
 import re
 
@@ -96,47 +97,31 @@ def test_schedule_target_starts_at_schedule_zero():
 # ----------------------------------------------------------------------------
 # Constructors: a clear error naming the argument, the value and the usable range.
 
+# Rejected initial temperatures: (value, how the message prints it).
+BAD_INITIAL_ALPHAS = {
+  "<0": (-0.5, r"-0\.5"),
+  "=nan": (NAN, "nan"),
+  "=inf": (INF, "inf"),
+  "=1e39 (inf in float32)": (1e39, r"1e\+39"),
+  "=2e38 (alpha overflows)": (2e38, r"2e\+38"),
+  "=1e-38 (subnormal range)": (1e-38, "1e-38"),
+  "=1e-46 (0 in float32)": (1e-46, "1e-46"),
+}
+
 CONSTRUCTOR_CASES = {
   "initial_alpha=0": (
     lambda: init_entropy_state(-1.0, initial_alpha=0.0),
     ValueError,
     rf"init_entropy_state: `initial_alpha` {USABLE}.*; got 0\.0",
   ),
-  "initial_alpha<0": (
-    lambda: init_entropy_state(-1.0, initial_alpha=-0.5),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got -0\.5",
-  ),
-  "initial_alpha=nan": (
-    lambda: init_entropy_state(-1.0, initial_alpha=NAN),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got nan",
-  ),
-  "initial_alpha=inf": (
-    lambda: init_entropy_state(-1.0, initial_alpha=INF),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got inf",
-  ),
-  "initial_alpha=1e39 (inf in float32)": (
-    lambda: init_entropy_state(-1.0, initial_alpha=1e39),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got 1e\+39",
-  ),
-  "initial_alpha=2e38 (alpha overflows)": (
-    lambda: init_entropy_state(-1.0, initial_alpha=2e38),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got 2e\+38",
-  ),
-  "initial_alpha=1e-38 (subnormal range)": (
-    lambda: init_entropy_state(-1.0, initial_alpha=1e-38),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got 1e-38",
-  ),
-  "initial_alpha=1e-46 (0 in float32)": (
-    lambda: init_entropy_state(-1.0, initial_alpha=1e-46),
-    ValueError,
-    rf"`initial_alpha` {USABLE}.*; got 1e-46",
-  ),
+  **{
+    f"initial_alpha{label}": (
+      functools.partial(init_entropy_state, -1.0, initial_alpha=value),
+      ValueError,
+      rf"`initial_alpha` {USABLE}.*; got {printed}",
+    )
+    for label, (value, printed) in BAD_INITIAL_ALPHAS.items()
+  },
   "initial_alpha=str": (
     lambda: init_entropy_state(-1.0, initial_alpha="1"),
     TypeError,

@@ -6,33 +6,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from entropy_jax import (
-  DISCRETE_TARGET_RATIO,
-  PAPER_DISCRETE_TARGET_RATIO,
-  continuous_target,
-  discrete_target,
-  masked_discrete_target,
-  velora_discrete_target,
-)
+import entropy_jax as ej
 
 
 def test_continuous_target():
-  assert continuous_target(1) == -1.0 and continuous_target(6) == -6.0
+  assert ej.continuous_target(1) == -1.0 and ej.continuous_target(6) == -6.0
 
 
 @pytest.mark.parametrize("a", [2, 3, 6, 18])
 def test_discrete_target_is_the_measured_ratio_and_positive(a):
-  assert discrete_target(a) == pytest.approx(0.6 * math.log(a)) == pytest.approx(DISCRETE_TARGET_RATIO * math.log(a))
-  assert discrete_target(a) > 0
-  assert discrete_target(a, PAPER_DISCRETE_TARGET_RATIO) == pytest.approx(0.98 * math.log(a))
-  assert discrete_target(a, ratio=0.5) == pytest.approx(0.5 * math.log(a))
+  expected = pytest.approx(0.6 * math.log(a))
+  assert ej.discrete_target(a) == expected == pytest.approx(ej.DISCRETE_TARGET_RATIO * math.log(a))
+  assert ej.discrete_target(a) > 0
+  assert ej.discrete_target(a, ej.PAPER_DISCRETE_TARGET_RATIO) == pytest.approx(0.98 * math.log(a))
+  assert ej.discrete_target(a, ratio=0.5) == pytest.approx(0.5 * math.log(a))
 
 
 @pytest.mark.parametrize("a", [2, 3, 6, 18])
 def test_velora_target_is_negative_mirror(a):
   # Velora 0.2.0: 0.98 * log(1 / A) -- below any categorical entropy (>= 0).
-  assert velora_discrete_target(a) == pytest.approx(-0.98 * math.log(a), rel=1e-6)
-  assert velora_discrete_target(a) < 0
+  assert ej.velora_discrete_target(a) == pytest.approx(-0.98 * math.log(a), rel=1e-6)
+  assert ej.velora_discrete_target(a) < 0
 
 
 @pytest.mark.parametrize(
@@ -46,7 +40,7 @@ def test_velora_target_is_negative_mirror(a):
   ],
 )
 def test_action_dim_validation(bad, err, message):
-  for fn in (continuous_target, discrete_target, velora_discrete_target):
+  for fn in (ej.continuous_target, ej.discrete_target, ej.velora_discrete_target):
     with pytest.raises(err, match=f"{fn.__name__}: {message}"):
       fn(bad)
 
@@ -54,12 +48,13 @@ def test_action_dim_validation(bad, err, message):
 @pytest.mark.parametrize("ratio", [float("nan"), float("inf"), 1e39, 1e-40])
 def test_ratio_must_be_a_float32_number(ratio):
   with pytest.raises(ValueError, match=r"discrete_target: `ratio` must be finite and representable in float32"):
-    discrete_target(4, ratio)
+    ej.discrete_target(4, ratio)
 
 
 def test_masked_target_counts_valid_actions():
   mask = jnp.array([[True, True, True, True], [True, False, True, False], [False, False, True, False]])
-  np.testing.assert_allclose(masked_discrete_target(mask), 0.6 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
-  np.testing.assert_allclose(masked_discrete_target(mask, 0.9), [0.9 * math.log(4), 0.9 * math.log(2), 0.0], rtol=1e-6)
+  np.testing.assert_allclose(ej.masked_discrete_target(mask), 0.6 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
+  expected = [0.9 * math.log(4), 0.9 * math.log(2), 0.0]
+  np.testing.assert_allclose(ej.masked_discrete_target(mask, 0.9), expected, rtol=1e-6)
   with pytest.raises(ValueError, match=r"bool array of shape \[B, A\]; got dtype float32"):
-    masked_discrete_target(jnp.ones((2, 2)))
+    ej.masked_discrete_target(jnp.ones((2, 2)))
