@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `examples` importable
 import jax
 import numpy as np
 
-from examples import common, plotting
+from examples import plotting, training
 from examples.sac_continuous import (
   RETURN_BAR,
   SAC,
@@ -63,7 +63,7 @@ def run(out: str, seed: int, members: int, steps: int, chunk: int, progress: boo
     f"Training {members} SAC agents on Pendulum-v1 for {steps} environment steps each"
     f" (jax {jax.__version__}, {jax.devices()[0].platform})."
   )
-  with common.Timer() as t:
+  with training.Timer() as t:
     _, history = train_population(
       sac,
       jax.random.key(seed),
@@ -143,7 +143,7 @@ def main(argv=None):
     help="environment steps per member of the CartPole target ablation (default 6000; 0 skips it)",
   )
   args = parser.parse_args(argv)
-  with common.Timer() as t:
+  with training.Timer() as t:
     run(args.out, args.seed, args.members, args.steps, args.chunk)
     if args.ablation_steps:
       run_ablation(args.out, args.seed, args.ablation_steps)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from examples import common, plotting, target_rules
+from examples import plotting, target_rules, training
 from examples.sac_discrete import Config, DiscreteSAC
 
 # MinAtar: the agent sees the flattened 10x10xC grid (a convolution runs about
@@ -98,7 +98,7 @@ def run_rules(
   rule, whether the rules run together or one at a time.
 
   Returns:
-    Per rule, `(history, finals)`: `history` as from `common.train`
+    Per rule, `(history, finals)`: `history` as from `training.train`
     (`[chunks + 1, seeds]` arrays, plus `tes_drops` `[1, seeds]` for
     TES-SAC), `finals` the greedy evaluation `[seeds]`, the wall time and
     the number of updates.
@@ -121,8 +121,8 @@ def run_rules(
   key_init, key_eval = jax.random.split(jax.random.key(seed))
   keys = jnp.concatenate([jax.random.split(key_init, task.seeds)] * len(rules))
   eval_keys = jnp.concatenate([jax.random.split(key_eval, task.seeds)] * len(rules))
-  with common.Timer() as t:
-    population, history = common.train(
+  with training.Timer() as t:
+    population, history = training.train(
       sac,
       jax.vmap(sac.init)(keys, entropy, tes),
       task.steps,

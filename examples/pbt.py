@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from examples import common, plotting
+from examples import common, plotting, training
 from examples.sac_continuous import RETURN_BAR, SAC, default_population, train_population
 
 PyTree = Any
@@ -130,7 +130,7 @@ def pbt_exploit_explore(
 
 
 def make_pbt_hook(key: jax.Array, every: int, n_replace: int, rng: ExploreRange):
-  """A `chunk_hook` for `common.train`: a PBT step after every `every` chunks.
+  """A `chunk_hook` for `training.train`: a PBT step after every `every` chunks.
 
   Scores are each member's mean return over its last 10 episodes. The branch
   is a `lax.cond` on the chunk counter, so the whole thing stays in one jit.
@@ -172,7 +172,7 @@ def main(argv=None):
   targets, lrs = default_population(sac, args.members)
   key_train, key_pbt = jax.random.split(jax.random.key(args.seed))
   hook = make_pbt_hook(key_pbt, args.interval // args.chunk, args.replace, explore_range(sac))
-  common.train_and_report(
+  training.train_and_report(
     train_population,
     sac,
     targets,

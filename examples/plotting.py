@@ -1,6 +1,6 @@
 """Plots and tables of training histories (matplotlib, Agg backend).
 
-A history maps names to `[chunks + 1, N]` arrays (`common.train`): one row per
+A history maps names to `[chunks + 1, N]` arrays (`training.train`): one row per
 progress tick, one column per population member.
 """
 

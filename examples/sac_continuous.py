@@ -33,7 +33,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 import entropy_jax as ej
-from examples import common, plotting
+from examples import common, plotting, training
 from examples.common import EpisodeStats, Transition
 
 RETURN_BAR = -200.0  # the mean return over 10 episodes that counts as "swings up and holds"
@@ -318,7 +318,7 @@ def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # The shared loop (examples/common.py), with this agent's defaults.
-train_population = functools.partial(common.train_population, chunk=500, desc="SAC Pendulum")
+train_population = functools.partial(training.train_population, chunk=500, desc="SAC Pendulum")
 report = plotting.report
 
 
@@ -333,7 +333,7 @@ def main(argv=None):
 
   sac = SAC()
   targets, lrs = default_population(sac, args.members)
-  common.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
+  training.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 import entropy_jax as ej
-from examples import common, plotting
+from examples import common, plotting, training
 from examples.common import EpisodeStats, Transition
 
 RETURN_BAR = 475.0  # CartPole-v1's "solved" threshold
@@ -344,7 +344,7 @@ def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray
 
 
 # The shared loop (examples/common.py), with this agent's defaults.
-train_population = functools.partial(common.train_population, chunk=1_000, desc="discrete SAC CartPole")
+train_population = functools.partial(training.train_population, chunk=1_000, desc="discrete SAC CartPole")
 report = plotting.report
 
 
@@ -360,7 +360,7 @@ def main(argv=None):
 
   sac = DiscreteSAC()
   targets, lrs = default_population(sac, args.members)
-  population, history = common.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
+  population, history = training.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
   greedy = jax.vmap(lambda a, k: sac.evaluate(a, k))(
     population, jax.random.split(jax.random.key(args.seed + 1), args.members)
   )

@@ -1,4 +1,4 @@
-"""The shared pieces of the examples (examples/common.py and examples/plotting.py).
+"""The shared pieces of the examples (examples/common.py, training.py and plotting.py).
 
 Episode bookkeeping against NumPy, for one environment and for several; the
 evaluation loop against a hand-computed CartPole episode; the training loop's
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from examples import common, plotting
+from examples import common, plotting, training
 
 
 def test_episode_stats_match_numpy():
@@ -77,7 +77,7 @@ class _Agent:
 @pytest.mark.parametrize("steps, chunk", [(99, 10), (1_100, 300), (1_100, 25)])
 def test_train_rejects_budgets_off_the_chunk_grid(steps, chunk):
   with pytest.raises(ValueError, match="train: total_steps - learning_starts"):
-    common.train(_Agent(), None, steps, chunk=chunk)
+    training.train(_Agent(), None, steps, chunk=chunk)
 
 
 def test_print_table_and_plots(tmp_path, capsys):

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 import entropy_jax as ej
-from examples import common
+from examples import common, plotting, training
 
 EVAL_EPISODES = 32
 SBX_LEARNING_STARTS = 100  # sbx.SAC's default: the first update follows step 100
@@ -69,7 +69,7 @@ def rejax_recipe(steps: int, seeds: int, members: int, key: int) -> dict:
   def run(algo, states):
     algo = algo.replace(eval_callback=eval_callback)
     train = jax.jit(jax.vmap(lambda ts: algo.train(train_state=ts)))
-    with common.Timer() as t:
+    with training.Timer() as t:
       _, ev = jax.block_until_ready(train(states))
     return jax.device_get(ev), t.seconds
 
@@ -151,7 +151,7 @@ def sbx_fault(steps: int, seeds: int, fault_at: int, key: int) -> dict:
     runs = []
     for seed in range(key, key + seeds):
       model, rec = cls("MlpPolicy", "Pendulum-v1", seed=seed), Record()
-      with common.Timer() as t:
+      with training.Timer() as t:
         model.learn(steps, callback=rec)
       skipped = int(getattr(model.ent_coef_state, "skipped", -1))
       runs.append({"episodes": rec.episodes, "alpha": rec.alphas[::10], "wall_s": t.seconds, "skipped": skipped})
@@ -289,13 +289,13 @@ def main(argv=None):
   results: dict = {"jax": jax.__version__, "devices": str(jax.devices())}
   if args.which in ("rejax", "both"):
     results["rejax"] = rejax_recipe(args.rejax_steps, args.seeds, args.members, args.seed)
-    common.print_table(
+    plotting.print_table(
       ["run", "target", "alpha start", "alpha lr", "return (last 3 evals)"], rejax_table(results["rejax"])
     )
     print("wall seconds:", results["rejax"]["wall_s"])
   if args.which in ("sbx", "both"):
     results["sbx"] = sbx_fault(args.sbx_steps, args.sbx_seeds, args.fault_at, args.seed)
-    common.print_table(["run", "return (last 5 episodes)", "final alpha", "skipped"], sbx_table(results["sbx"]))
+    plotting.print_table(["run", "return (last 5 episodes)", "final alpha", "skipped"], sbx_table(results["sbx"]))
     print("wall seconds:", {k: [r["wall_s"] for r in results["sbx"][k]] for k in ("sbx", "entropy_jax")})
   with open(os.path.join(args.out, "what_it_buys.json"), "w") as f:
     json.dump(results, f)
