@@ -115,15 +115,22 @@ class ByQuick(NamedTuple):
 def add_scaled(
   p: argparse.ArgumentParser, flag: str, *, full: Any, quick: Any, help: str, type: Callable[[str], Any] = positive_int
 ) -> None:
-  """A flag whose default depends on `--quick`; `fill_scaled` sets it after parsing."""
+  """A flag whose default depends on `--quick`; `fill_defaults` sets it after parsing."""
   p.add_argument(flag, type=type, default=ByQuick(full, quick), help=f"{help} (default {full}, {quick} with --quick)")
 
 
-def fill_scaled(args: argparse.Namespace) -> None:
-  """Gives every flag of `add_scaled` that was not passed its default for `--quick` or not."""
+def fill_defaults(args: argparse.Namespace, module: Any) -> None:
+  """Fills what the parsed flags leave to a measurement module: its timing
+  defaults, the `add_scaled` flags not passed (for `--quick` or not), then
+  its `finish(args)`, where it has one."""
+  if module.REPEATS:
+    timing_defaults(args, module.REPEATS, module.MIN_TIME)
   for name, value in vars(args).items():
     if isinstance(value, ByQuick):
       setattr(args, name, value.quick if args.quick else value.full)
+  finish = getattr(module, "finish", None)
+  if finish is not None:
+    finish(args)
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -171,11 +178,12 @@ def standalone(module: Any, argv: list[str] | None = None) -> int:
 
   A measurement module defines `NAME` (its section), `REPEATS` and `MIN_TIME`
   (its timing defaults; `REPEATS = None` for one timed otherwise), `SHAPES`
-  (whether it takes `--batch`, `--action-dim` and `--num-actions`), `add_arguments(parser)` (its flags;
-  `add_scaled` for those whose default depends on `--quick`), `finish(args)` (what else the flags imply),
-  `run(args, notes)`, which returns its
-  entries of the results (`{NAME: ...}`, or more than one), and
-  `markdown(results, args)`, which reads them back.
+  (whether it takes `--batch`, `--action-dim` and `--num-actions`),
+  `add_arguments(parser)` (its flags; `add_scaled` for those whose default
+  depends on `--quick`), optionally `finish(args)` (what else the flags
+  imply), `run(args, notes)`, which returns its entries of the results
+  (`{NAME: ...}`, or more than one), and `markdown(results, args)`, which
+  reads them back.
   """
   name = module.__spec__.name if module.__spec__ else module.__name__  # Not "__main__" under -m.
   p = parser(name.rsplit(".", 1)[-1], module.__doc__)
@@ -188,10 +196,7 @@ def standalone(module: Any, argv: list[str] | None = None) -> int:
   module.add_arguments(p)
   add_json(p)
   args = p.parse_args(argv)
-  if module.REPEATS:
-    timing_defaults(args, module.REPEATS, module.MIN_TIME)
-  fill_scaled(args)
-  module.finish(args)
+  fill_defaults(args, module)
   from benchmarks import goals
 
   notes: list[str] = []

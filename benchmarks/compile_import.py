@@ -51,10 +51,6 @@ def add_arguments(p) -> None:
   )
 
 
-def finish(args) -> None:
-  del args
-
-
 def _fresh(args, *extra: str) -> dict[str, Any]:
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

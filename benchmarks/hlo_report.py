@@ -204,10 +204,6 @@ def add_arguments(p) -> None:
   p.add_argument("--hlo-n", type=_cli.positive_int, default=16384, help="population size (default 16384)")
 
 
-def finish(args) -> None:
-  del args
-
-
 def run(args, notes: list[str]) -> dict[str, Any]:
   del notes
   import jax

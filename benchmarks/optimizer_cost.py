@@ -37,10 +37,6 @@ def add_arguments(p) -> None:
   _cli.add_scaled(p, "--optimizer-n", full=16384, quick=1024, help="population size")
 
 
-def finish(args) -> None:
-  del args
-
-
 def run(args, notes: list[str]) -> dict[str, Any]:
   del notes
   import jax

@@ -69,10 +69,7 @@ def parse_args(argv: list[str] | None = None):
 def section_args(args, module):
   """The run's flags with the section's own defaults filled in."""
   margs = copy.copy(args)
-  if module.REPEATS:
-    _cli.timing_defaults(margs, module.REPEATS, module.MIN_TIME)
-  _cli.fill_scaled(margs)
-  module.finish(margs)
+  _cli.fill_defaults(margs, module)
   return margs
 
 

@@ -36,10 +36,6 @@ def add_arguments(p) -> None:
   _cli.add_scaled(p, "--steps", full=200, quick=50, help="training steps per timed lax.scan")
 
 
-def finish(args) -> None:
-  del args
-
-
 def run(args, notes: list[str]) -> dict[str, Any]:
   del notes
   import jax

@@ -39,10 +39,6 @@ def add_arguments(p) -> None:
   _cli.add_scaled(p, "--scan-k", full=1000, quick=100, help="updates per lax.scan call")
 
 
-def finish(args) -> None:
-  del args
-
-
 def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
   """NumPy inputs of one update (`leading` axes first): `(log_probs,)` or `(probs, log_probs)`."""
   import numpy as np
