@@ -317,7 +317,7 @@ def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
   return targets, lrs
 
 
-# The shared loop (examples/common.py), with this agent's defaults.
+# The shared loop (examples/training.py), with this agent's defaults.
 train_population = functools.partial(training.train_population, chunk=500, desc="SAC Pendulum")
 report = plotting.report
 

@@ -343,7 +343,7 @@ def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray
   return targets, lrs
 
 
-# The shared loop (examples/common.py), with this agent's defaults.
+# The shared loop (examples/training.py), with this agent's defaults.
 train_population = functools.partial(training.train_population, chunk=1_000, desc="discrete SAC CartPole")
 report = plotting.report
 
