@@ -72,19 +72,21 @@ class EntropyParameters(Mapping):
     return dataclasses.asdict(self)
 
 
-def _is_torch(x: Any) -> bool:
-  return (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"
+_is_torch = lambda x: (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"
 
 
-# Equal settings give the same transformation, a static field of the state: modules share the compiled update.
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)  # Equal settings, one transformation (a static field of the state): one compile.
+def _named(name: str, lr: float) -> optax.GradientTransformation:
+  return NAMED_OPTIMIZERS[name](learning_rate=lr)
+
+
 def _optimizer(optim: Any, lr: float, where: str) -> tuple[str, optax.GradientTransformation]:
   """`(the name repr shows, the transformation)` of a name, a `torch.optim` class or an optax factory."""
   name = optim.__name__ if isinstance(optim, type) and _is_torch(optim) else "SGD" if optim is optax.sgd else optim
   if isinstance(name, str):
     if name not in NAMED_OPTIMIZERS:
       raise ValueError(f"{where}: unknown optimizer {name!r}; known: {list(NAMED_OPTIMIZERS)} or an optax factory.")
-    return name, NAMED_OPTIMIZERS[name](learning_rate=lr)
+    return name, _named(name, lr)
   tx = optim(learning_rate=lr) if callable(optim) and not isinstance(optim, optax.GradientTransformation) else None
   if not isinstance(tx, optax.GradientTransformation):
     raise TypeError(f"{where}: `optim` must be {list(NAMED_OPTIMIZERS)} or an optax factory; got {optim!r}.")
@@ -221,9 +223,9 @@ class _EntropyModuleBase:
       saved = {k: np.asarray(_as_jax(v, k, where)) for k, v in optim_state["state"].get(0, {}).items() if v is not None}
     except (TypeError, KeyError, ValueError, AttributeError):
       raise ValueError(f"{where}: not a torch optimizer's state of one parameter: {optim_state!r:.200}.") from None
-    if group.get("lr") != self.lr or (saved and set(saved) != set(fields)):
+    if group.get("lr") != self.lr or (saved and set(saved) != set(fields)) or not np.isfinite([*saved.values()]).all():
       raise ValueError(
-        f"{where}: Velora's lr {group.get('lr')!r}, state {sorted(saved)}; needs {self.lr}, {sorted(fields)}."
+        f"{where}: Velora's lr {group.get('lr')!r}, state {saved}; needs {self.lr}, finite {sorted(fields)}."
       )
     moved = {fields[k]: v.astype(np.int32 if k == "step" else np.float32) for k, v in saved.items() if fields[k]}
     opt_state = optax.tree_utils.tree_set(self.optim.init(self._state.log_alpha), **moved)
@@ -233,10 +235,9 @@ class _EntropyModuleBase:
 
   def _restore(self, payload: Any, where: str) -> None:
     try:  # The checkpoint module's checks: structure, shapes, dtypes, values.
-      restored = decode_state(payload, self._state)
+      self._set(jax.device_put(decode_state(payload, self._state), self._jax_device))
     except CheckpointError as e:
       raise CheckpointError(f"{where}: {e}") from None
-    self._set(jax.device_put(restored, self._jax_device))
 
   def __repr__(self) -> str:
     settings = f"initial_alpha={self.initial_alpha}, optim={self._optim_name}, lr={self.lr}, device={self.device}"
