@@ -20,6 +20,7 @@ from _trees import assert_bit_identical as assert_state_equal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import entropy_jax as ej
 from entropy_jax import compat
 from entropy_jax.checkpoint import CheckpointError
 from entropy_jax.compat import (
@@ -95,6 +96,21 @@ def test_repr_names_the_optimizer():
     assert f"optim={name}," in repr(EntropyModule(2, optim=name))
   assert "optim=SGD," in repr(EntropyModule(2, optim=optax.sgd))
   assert "optim=lion," in repr(EntropyModule(2, optim=optax.lion))
+
+
+def test_optimizer_names_torch_classes_and_factories():
+  # A name, or the torch.optim class of that name (recognised by its module, torch not imported), or a factory.
+  names = compat.NAMED_OPTIMIZERS
+  assert names == {"Adam": ej.adam, "AdamW": ej.optimizers.adamw, "SGD": optax.sgd, "RMSprop": ej.optimizers.rmsprop}
+  torch_like = type("RMSprop", (), {"__module__": "torch.optim.rmsprop"})
+  assert repr(EntropyModule(2, optim=torch_like)) == repr(EntropyModule(2, optim="RMSprop"))
+  assert "optim=adam," in repr(EntropyModule(2, optim=optax.adam))  # optax's Adam is not PyTorch's to the bit
+  with pytest.raises(ValueError, match="unknown optimizer 'LBFGS'"):
+    EntropyModule(2, optim=type("LBFGS", (), {"__module__": "torch.optim.lbfgs"}))
+  # Equal settings give the same transformation (a static field of the state: the compiled update is shared).
+  assert EntropyModule(2, optim="AdamW", lr=1e-3).optim is EntropyModuleDiscrete(3, optim="AdamW", lr=1e-3).optim
+  assert EntropyModule(2, optim="AdamW", lr=1e-3).optim is not EntropyModule(2, optim="AdamW", lr=1e-2).optim
+  assert EntropyModule(2, optim="SGD", lr=0.5).optim is EntropyModule(2, optim=optax.sgd, lr=0.5).optim
 
 
 # ----------------------------------------------------------------------------
