@@ -78,21 +78,23 @@ def train(agent, steps=STEPS):
 
 @pytest.mark.parametrize("name", AGENTS)
 def test_velora_agents_train_alike_with_the_swapped_import(name, monkeypatch):
+  # Each agent trains right after it is built: the seed given to the constructor sets torch's
+  # global generator, which the training consumes.
   velora = build(name, monkeypatch, swapped=False)
-  ours = build(name, monkeypatch, swapped=True)
-  assert type(velora.entropy).__module__ == "velora.models.nf.modules"
-  assert type(ours.entropy) is getattr(compat, type(velora.entropy).__name__)
-  assert repr(ours.entropy) == repr(velora.entropy)
-  # config() went into Velora's pydantic ModelDetails.
-  assert ours.config.model_details.entropy.lr == velora.config.model_details.entropy.lr == ALPHA_LR
   if name == "NeuroFlow":
     # Velora's discrete target, 0.98 * log(1/A), is negative; the port's default is
     # 0.6 * log(A) (docs: "Coming from Velora"). Both runs use the port's here.
     velora.entropy.target = torch.tensor(discrete_target(velora.action_dim))
-  assert float(ours.entropy.target) == float(velora.entropy.target)
-
   want, v_losses = train(velora)
+  ours = build(name, monkeypatch, swapped=True)
+  assert type(velora.entropy).__module__ == "velora.models.nf.modules"
+  assert type(ours.entropy) is getattr(compat, type(velora.entropy).__name__)
+  assert repr(ours.entropy) == repr(velora.entropy)
+  assert float(ours.entropy.target) == float(velora.entropy.target)
+  # config() went into Velora's pydantic ModelDetails.
+  assert ours.config.model_details.entropy.lr == velora.config.model_details.entropy.lr == ALPHA_LR
   got, o_losses = train(ours)
+
   assert len(got) == STEPS and np.all(np.isfinite(got))
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
   assert want[-1] < 0.9  # alpha moved, so the comparison means something
