@@ -3,10 +3,9 @@
 Velora 0.2.0's classes with the same constructor, attributes, methods and repr, which Velora's own agents run
 with. No maths: `compute_loss` calls the core's jitted `continuous_update` / `discrete_update` on `self.state`.
 
-Torch in, torch out: a module built with a `torch.optim` class or a `torch.device` (as Velora's
-agents build it), or given a torch tensor by `compute_loss` (from then on), gives torch tensors
-(`alpha`, `log_alpha`, `target`, the loss) viewing JAX's arrays through DLPack; else JAX arrays.
-torch is never imported here: a torch object is recognised by its type's module.
+Torch in, torch out: a module built with a `torch.optim` class or a `torch.device` (as Velora's agents build
+it), or given a torch tensor by `compute_loss` (from then on), gives torch tensors (`alpha`, `log_alpha`,
+`target`, the loss) viewing JAX's arrays through DLPack; else JAX arrays. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -97,9 +96,8 @@ def _device(device: Any, where: str) -> jax.Device | None:
   if device is None or isinstance(device, jax.Device):
     return device
   kind, _, index = (str(device) if isinstance(device, str) or _is_torch(device) else "?").lower().partition(":")
-  backend = {"cuda": "gpu", "rocm": "gpu"}.get(kind, kind)
-  try:
-    return jax.devices(backend)[int(index or 0)]
+  try:  # torch's "cuda" (and "rocm") is JAX's "gpu".
+    return jax.devices({"cuda": "gpu", "rocm": "gpu"}.get(kind, kind))[int(index or 0)]
   except (RuntimeError, IndexError, ValueError):  # An unknown or absent backend, or no such index.
     raise ValueError(f"{where}: `device` {device!r} is not a device of this JAX; it has {jax.devices()}.") from None
 
@@ -115,6 +113,7 @@ class _EntropyModuleBase:
   _default_target: bool
   _jax_device: jax.Device | None
   _torch: Any  # The torch module, when serving torch.
+  _skipped: int
 
   def __init__(self, action_dim: int, *, initial_alpha=1.0, optim="Adam", lr=3e-4, device=None, target_entropy=None):
     where = type(self).__name__
@@ -132,11 +131,13 @@ class _EntropyModuleBase:
       raise type(e)(f"{where}: {e}") from None
     self._jax_device = _device(device, where)
     self._torch = sys.modules["torch"] if _is_torch(optim) or _is_torch(device) else None
-    self._pending: tuple[Any, EntropyState, jax.Array] | None = None
+    self._pending: tuple[Any, EntropyState, jax.Array, int] | None = None
     self._set(jax.device_put(state, self._jax_device))
 
-  def _set(self, state: EntropyState, alpha: jax.Array | None = None) -> None:
-    self._state, self._alpha, self._pending = state, state.alpha if alpha is None else alpha, None
+  def _set(self, state: EntropyState, alpha: jax.Array | None = None, skipped: int | None = None) -> None:
+    self._state, self._pending = state, None
+    self._alpha = self._out(state.alpha if alpha is None else alpha)
+    self._skipped = int(state.skipped) if skipped is None else skipped  # On the host: compared after each update.
 
   def _out(self, x: jax.Array) -> Any:
     return x if self._torch is None else self._torch.from_dlpack(x)
@@ -165,7 +166,7 @@ class _EntropyModuleBase:
   @property
   def alpha(self) -> Any:
     """The entropy coefficient `exp(log_alpha)` (a torch tensor when serving torch)."""
-    return self._out(self._alpha)
+    return self._alpha
 
   def _run(self, update: Callable, inputs: dict[str, Any], **kwargs) -> Any:
     """Calls the core's jitted `update`; its state waits for `gradient_step`."""
@@ -173,14 +174,16 @@ class _EntropyModuleBase:
     arrays = {k: _as_jax(v, k, where) for k, v in inputs.items() if v is not None or k != "mask"}
     if self._torch is None and any(map(_is_torch, inputs.values())):
       self._torch = sys.modules["torch"]
+      self._alpha = self._out(self._alpha)
     new, metrics = update(self._state, **arrays, **kwargs)
-    if int(metrics["skipped"]) != int(self._state.skipped):  # The one wait for the result.
+    skipped = int(metrics["skipped"])  # The one wait for the result.
+    if skipped != self._skipped:
       bad = {k: int(np.sum(~np.isfinite(np.asarray(v, np.float32)))) for k, v in arrays.items()}
       raise NonFiniteLossError(
         f"{where}: the update is not finite. NaN/Inf values per input: {bad} (-inf is fine in log_probs where"
         " probs is 0; with none, the step overflowed the optimizer's state). The state is unchanged."
       )
-    self._pending = (self._out(metrics["loss"]), new, metrics["alpha"])
+    self._pending = (self._out(metrics["loss"]), new, metrics["alpha"], skipped)
     return self._pending[0]
 
   def gradient_step(self, loss: Any) -> None:
@@ -250,10 +253,9 @@ def _as_jax(x: Any, name: str, where: str) -> Any:
     return x
   if not (_is_torch(x) and hasattr(x, "__dlpack__")):
     raise TypeError(f"{where}: `{name}` must be a NumPy array, a JAX array or a torch tensor; got {type(x)}.")
-  tensor = x.detach()
-  if tensor.device.type != jax.default_backend().replace("gpu", "cuda"):
-    tensor = tensor.cpu()  # A device JAX does not use: through the host.
-  return jax.dlpack.from_dlpack(tensor.contiguous())
+  tensor = x.detach()  # DLPack on JAX's accelerator; else a NumPy view (no copy), through the host if need be.
+  on_jax_device = tensor.device.type == jax.default_backend().replace("gpu", "cuda") != "cpu"
+  return jax.dlpack.from_dlpack(tensor.contiguous()) if on_jax_device else tensor.cpu().numpy()
 
 
 class EntropyModule(_EntropyModuleBase):
@@ -268,8 +270,6 @@ class EntropyModule(_EntropyModuleBase):
     lr: the learning rate, positive and finite.
     device: None (JAX's default), a `jax.Device`, a string such as `"cuda:0"`, or a `torch.device`.
     target_entropy: the target; None means `-action_dim`.
-
-  The arguments are kept as attributes, as Velora's; `optim` is the optax transformation.
   """
 
   _DEFAULT_TARGET = staticmethod(continuous_target)
