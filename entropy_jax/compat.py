@@ -104,11 +104,11 @@ def _device(device: Any, where: str) -> jax.Device | None:
 
 class _EntropyModuleBase:
   _DEFAULT_TARGET: Callable[[int], float]
-  action_dim: int
-  initial_alpha: float
-  lr: float
-  device: Any
-  optim: optax.GradientTransformation
+  action_dim: int  #: The action dimension (continuous) or the number of actions (discrete).
+  initial_alpha: float  #: The starting temperature, as given.
+  lr: float  #: The learning rate the optimizer was built with, as given.
+  device: Any  #: The device as given; None stands for JAX's default device.
+  optim: optax.GradientTransformation  #: The optax transformation that updates `log_alpha`.
   _optim_name: str
   _default_target: bool
   _jax_device: jax.Device | None
