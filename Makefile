@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml Makefile
 	# The pinned CPU build of torch first, so nothing pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test,examples,docs,integrations]'
-	# Velora without its heavy declared extras, plus what its import needs.
+	# Velora without its heavy declared extras, plus what its import, its agents and their
+	# train() need (sqlmodel 0.0.45 and later refuse the naive datetimes Velora's metrics store).
 	$(BIN)/python -m pip install -q --no-deps velora==0.2.0
-	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel
+	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' 'sqlmodel>=0.0.24,<0.0.45' \
+		'pydantic-settings>=2.8.1,<3' 'plotly>=6,<7' array_api_compat
 	touch $(STAMP)
 
 # Everything: the linters, then every test (what .ci/run runs).

@@ -4,7 +4,9 @@ Side by side (medians of interleaved repeats, `_timing.py`), each a training
 loop's update with the state threaded from call to call:
 
 * Velora's PyTorch module (and on CUDA, when torch sees a GPU);
-* the Velora-compatible class `entropy_jax.compat`, called as Velora is;
+* the Velora-compatible class `entropy_jax.compat`, called as Velora is, from NumPy
+  inputs (JAX arrays out) and from torch tensors (a module built as Velora's agents build
+  it, with `optim=torch.optim.Adam`: torch tensors out);
 * the fused update `jax.jit(continuous_update)` called from Python: this
   measures JAX's per-call dispatch more than the update, so a trivial jitted
   call (`x + 1`) is timed beside it as the dispatch floor;
@@ -26,7 +28,8 @@ SHAPES = True
 KINDS = ("continuous", "discrete")
 VELORA_CPU = "Velora 0.2.0 (PyTorch CPU)"
 VELORA_CUDA = "Velora 0.2.0 (PyTorch CUDA)"
-COMPAT = "compat class"
+COMPAT = "compat class, NumPy inputs"
+COMPAT_TORCH = "compat class, torch inputs"
 JIT = "jax.jit(fused update) called from Python"
 TRIVIAL = "a trivial jitted call (x + 1), the dispatch floor"
 
@@ -86,11 +89,19 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     if compat is not None:
       c_mod = compat[i](dim)
 
-      def compat_step(m=c_mod, jin=jin):
-        m.gradient_step(m.compute_loss(*jin))
+      def compat_step(m=c_mod, inputs=inputs):
+        m.gradient_step(m.compute_loss(*inputs))
         return m.alpha  # What a SAC step reads after the update.
 
       fns[COMPAT] = compat_step
+      if velora is not None:  # torch in, torch out: as Velora's agents build and call it.
+        t_mod = compat[i](dim, optim=velora[2].optim.Adam)
+
+        def compat_torch_step(m=t_mod, tin=tin):
+          m.gradient_step(m.compute_loss(*tin))
+          return m.alpha.item  # What a SAC step reads after the update, waited for as torch waits.
+
+        fns[COMPAT_TORCH] = compat_torch_step
     fns[JIT] = threaded(jax.jit(update), ej.init_entropy_state(target), *jin, carry=True)
     trivial = jax.jit(lambda v: v + 1.0)
     fns[TRIVIAL] = lambda trivial=trivial, v=jin[0]: trivial(v)

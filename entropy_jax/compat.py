@@ -1,394 +1,300 @@
 """Velora-compatible `EntropyModule` and `EntropyModuleDiscrete`.
 
-Drop-in replacements for `velora.models.nf.modules.EntropyModule` and
-`EntropyModuleDiscrete` (Velora 0.2.0): same constructor, attributes,
-`compute_loss`, `gradient_step`, `config`, `state_dict` and repr. They hold no
-maths: each method calls the functional core (`continuous_loss` /
-`discrete_loss` under `jax.value_and_grad`, `apply_gradients`) on
-`self.state`, an `EntropyState`, and stores the result.
+Velora 0.2.0's classes with the same constructor, attributes, methods and repr, which Velora's own agents run
+with. No maths: `compute_loss` calls the core's jitted `continuous_update` / `discrete_update` on `self.state`.
 
-JAX has no `loss.backward()`. `compute_loss` is one compiled call that
-returns the loss and also computes the state `apply_gradients` makes of its
-gradient; `gradient_step(loss)` commits that state if `loss` is the very
-object `compute_loss` returned, and raises `LossMismatchError` otherwise
-(see `entropy_jax._pending`).
-
-Inputs are NumPy arrays, JAX arrays or torch tensors (detached and handed
-over through DLPack; torch is never imported by this library).
-
-Deliberate differences from Velora 0.2.0 (see the docs, "Coming from Velora"):
-  * `EntropyModuleDiscrete`'s default target is `+0.6 * log(A)`, the
-    library's measured default (`entropy_jax.targets`); Velora's
-    `0.98 * log(1 / A)` is negative, below every policy's entropy. Pass
-    `target_entropy=velora_discrete_target(A)` to reproduce Velora.
-  * `state_dict()` holds everything (log_alpha, optimizer state, target,
-    counters) in the checkpoint module's format; Velora's holds only the
-    optimizer state, so its log_alpha returns to `initial_alpha` after a
-    reload.
-  * Non-finite input: `compute_loss` raises `NonFiniteLossError` and the
-    state stays bit-identical (Velora would write NaN into log_alpha).
+Torch in, torch out: a module built with a `torch.optim` class or a `torch.device` (as Velora's agents build
+it), or given a torch tensor by `compute_loss` (from then on), gives torch tensors (`alpha`, `log_alpha`,
+`target`, the loss) viewing JAX's arrays through DLPack; else JAX arrays. torch is never imported here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import numbers
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import optax
 
-from entropy_jax import _checks, _compat_calls, _interop, _packing, optimizers
-from entropy_jax._config import EntropyParameters
-from entropy_jax._pending import LossMismatchError, PendingLoss
-from entropy_jax.checkpoint import decode_state, encode_state
-from entropy_jax.state import EntropyState, init_entropy_state, log_alpha_from
-from entropy_jax.targets import continuous_target, discrete_target
+from entropy_jax import optimizers
+from entropy_jax.checkpoint import CheckpointError, decode_state, encode_state, signature
+from entropy_jax.state import EntropyState, init_entropy_state
+from entropy_jax.targets import DISCRETE_TARGET_RATIO, continuous_target, discrete_target
+from entropy_jax.update import continuous_update, discrete_update
 
-__all__ = [
-  "EntropyModule",
-  "EntropyModuleDiscrete",
-  "EntropyParameters",
-  "LossMismatchError",
-  "NonFiniteLossError",
-]
+__all__ = ["EntropyModule", "EntropyModuleDiscrete", "EntropyParameters", "LossMismatchError", "NonFiniteLossError"]
 
-STATE_DICT_FORMAT = "entropy_jax.compat"
-STATE_DICT_VERSION = 2
+STATE_DICT_FORMAT, STATE_DICT_VERSION = "entropy_jax.compat", 3
+# PyTorch's optimizers by name, with PyTorch's defaults (see `entropy_jax.optimizers`).
+NAMED_OPTIMIZERS = {"Adam": optimizers.adam, "AdamW": optimizers.adamw, "SGD": optax.sgd, "RMSprop": optimizers.rmsprop}
+# What torch keeps per parameter, per optimizer: each field, and the optax field it fills.
+_ADAM = {"step": "count", "exp_avg": "mu", "exp_avg_sq": "nu"}
+_TORCH_FIELDS = {"Adam": _ADAM, "AdamW": _ADAM, "RMSprop": {"step": "", "square_avg": "nu"}, "SGD": {}}
+_continuous = jax.jit(continuous_update)
+_discrete = jax.jit(discrete_update, static_argnames="masked_target_ratio")
+
+
+class LossMismatchError(ValueError):
+  """`gradient_step` got a loss other than the one `compute_loss` just returned."""
 
 
 class NonFiniteLossError(ValueError):
-  """`compute_loss` inputs gave a NaN or infinite gradient; nothing changed."""
+  """The inputs of `compute_loss` gave a NaN or infinite update; nothing changed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EntropyParameters(Mapping):
+  """The module's settings, as attributes (as Velora's config model) and as a read-only mapping,
+  which is how Velora's pydantic models (`ModelDetails(entropy=...)`) take it."""
+
+  lr: float
+  initial_alpha: float
+  target: float
+
+  def __getitem__(self, key: str) -> float:
+    return self.model_dump()[key]
+
+  def __iter__(self):
+    return iter(self.model_dump())
+
+  def __len__(self) -> int:
+    return 3
+
+  def model_dump(self) -> dict[str, float]:
+    """A plain dict, as pydantic's `model_dump()`."""
+    return dataclasses.asdict(self)
+
+
+_is_torch = lambda x: (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"
+
+
+@functools.lru_cache(maxsize=64)  # Equal settings, one transformation (a static field of the state): one compile.
+def _named(name: str, lr: float) -> optax.GradientTransformation:
+  return NAMED_OPTIMIZERS[name](learning_rate=lr)
+
+
+def _optimizer(optim: Any, lr: float, where: str) -> tuple[str, optax.GradientTransformation]:
+  """`(the name repr shows, the transformation)` of a name, a `torch.optim` class or an optax factory."""
+  name = optim.__name__ if isinstance(optim, type) and _is_torch(optim) else "SGD" if optim is optax.sgd else optim
+  if isinstance(name, str):
+    if name not in NAMED_OPTIMIZERS:
+      raise ValueError(f"{where}: unknown optimizer {name!r}; known: {list(NAMED_OPTIMIZERS)} or an optax factory.")
+    return name, _named(name, lr)
+  tx = optim(learning_rate=lr) if callable(optim) and not isinstance(optim, optax.GradientTransformation) else None
+  if not isinstance(tx, optax.GradientTransformation):
+    raise TypeError(f"{where}: `optim` must be {list(NAMED_OPTIMIZERS)} or an optax factory; got {optim!r}.")
+  return getattr(optim, "__name__", type(optim).__name__), tx
+
+
+def _device(device: Any, where: str) -> jax.Device | None:
+  if device is None or isinstance(device, jax.Device):
+    return device
+  kind, _, index = (str(device) if isinstance(device, str) or _is_torch(device) else "?").lower().partition(":")
+  try:  # torch's "cuda" (and "rocm") is JAX's "gpu".
+    return jax.devices({"cuda": "gpu", "rocm": "gpu"}.get(kind, kind))[int(index or 0)]
+  except (RuntimeError, IndexError, ValueError):  # An unknown or absent backend, or no such index.
+    raise ValueError(f"{where}: `device` {device!r} is not a device of this JAX; it has {jax.devices()}.") from None
 
 
 class _EntropyModuleBase:
-  """What the two modules share: construction, stepping, config, checkpoints."""
-
-  _KIND = "_EntropyModuleBase"
-  # The default target entropy from action_dim; each module kind sets its own.
   _DEFAULT_TARGET: Callable[[int], float]
+  action_dim: int  #: The action dimension (continuous) or the number of actions (discrete).
+  initial_alpha: float  #: The starting temperature, as given.
+  lr: float  #: The learning rate the optimizer was built with, as given.
+  device: Any  #: The device as given; None stands for JAX's default device.
+  optim: optax.GradientTransformation  #: The optax transformation that updates `log_alpha`.
+  _optim_name: str
+  _default_target: bool
+  _jax_device: jax.Device | None
+  _torch: Any  # The torch module, when serving torch.
+  _skipped: int
 
-  def __init__(
-    self,
-    action_dim: int,
-    *,
-    initial_alpha: float = 1.0,
-    optim: Any = "Adam",
-    lr: float = 3e-4,
-    device: Any = None,
-    target_entropy: float | None = None,
-  ):
+  def __init__(self, action_dim: int, *, initial_alpha=1.0, optim="Adam", lr=3e-4, device=None, target_entropy=None):
     where = type(self).__name__
-    self._action_dim = _checks.positive_int("action_dim", action_dim, where)
-    log_alpha_from("initial_alpha", initial_alpha, where)
-    _checks.positive("lr", lr, where)
-    if target_entropy is not None:
-      _checks.float32_value("target_entropy", target_entropy, where)
-    self._initial_alpha = initial_alpha
-    self._lr = lr
-    self._device = device
-    self._jax_device = _interop.resolve_device(device, where)
-    self._optim_name, self._tx = optimizers.make(optim, lr, where)
+    if isinstance(action_dim, bool) or not isinstance(action_dim, numbers.Integral) or action_dim < 1:
+      raise ValueError(f"{where}: `action_dim` must be a positive int; got {action_dim!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 1.2e-38 <= lr <= 3.4e38:
+      raise ValueError(f"{where}: `lr` must be a positive number float32 holds; got {lr!r}.")
+    self.action_dim, self.initial_alpha, self.lr, self.device = int(action_dim), initial_alpha, lr, device
+    self._optim_name, self.optim = _optimizer(optim, lr, where)
     self._default_target = target_entropy is None
-    target = self._DEFAULT_TARGET(self._action_dim) if target_entropy is None else target_entropy
-    state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self._tx)
-    self._layout = _packing.layout_of(state)
-    # Where the `skipped` counter sits in the packed buffers.
-    index = jax.tree.unflatten(self._layout.treedef, list(range(self._layout.treedef.num_leaves)))
-    self._skipped_at = _packing.locate(self._layout, index.skipped)
-    # The loss compute_loss returned last, and the (packed state, alpha) its step commits.
-    self._pending: PendingLoss[tuple[tuple[jax.Array, ...], jax.Array]] = PendingLoss()
-    self._put_state(jax.device_put(state, self._jax_device))
+    target = self._DEFAULT_TARGET(self.action_dim) if target_entropy is None else target_entropy
+    try:  # The core checks initial_alpha and the target.
+      state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self.optim)
+    except (TypeError, ValueError) as e:
+      raise type(e)(f"{where}: {e}") from None
+    self._jax_device = _device(device, where)
+    self._torch = sys.modules["torch"] if _is_torch(optim) or _is_torch(device) else None
+    self._pending: tuple[Any, EntropyState, jax.Array, int] | None = None
+    self._set(jax.device_put(state, self._jax_device))
 
-  def _put_state(self, state: EntropyState) -> None:
-    # The state is kept packed (what the compiled update takes); the
-    # EntropyState is unpacked on demand and cached.
-    self._commit(_compat_calls.pack(self._layout, state), state, None)
-    self._skipped = int(state.skipped)  # On the host: compared after each update.
+  def _set(self, state: EntropyState, alpha: jax.Array | None = None, skipped: int | None = None) -> None:
+    self._state, self._pending = state, None
+    self._alpha = self._out(state.alpha if alpha is None else alpha)
+    self._skipped = int(state.skipped) if skipped is None else skipped  # On the host: compared after each update.
 
-  def _commit(self, packed: tuple[jax.Array, ...], state: EntropyState | None, alpha: jax.Array | None) -> None:
-    self._packed = packed
-    self._state = state
-    self._alpha = alpha
-
-  # --- Attributes, as Velora names them. ---
-
-  @property
-  def action_dim(self) -> int:
-    """The action dimension (continuous) or the number of actions (discrete)."""
-    return self._action_dim
-
-  @property
-  def initial_alpha(self) -> float:
-    """The starting temperature, as given to the constructor."""
-    return self._initial_alpha
-
-  @property
-  def lr(self) -> float:
-    """The learning rate of `log_alpha`'s optimizer (read-only: the optimizer is built with it)."""
-    return self._lr
-
-  @property
-  def device(self) -> Any:
-    """The device as given to the constructor (None: JAX's default)."""
-    return self._device
-
-  @property
-  def optim(self):
-    """The optax `GradientTransformation` that updates `log_alpha`."""
-    return self._tx
+  def _out(self, x: jax.Array) -> Any:
+    return x if self._torch is None else self._torch.from_dlpack(x)
 
   @property
   def state(self) -> EntropyState:
-    """The `EntropyState`; pass it to jitted code, assign the result back."""
-    if self._state is None:
-      self._state = _compat_calls.unpack(self._layout, self._packed)
+    """The `EntropyState`; pass it to jitted code, and assign the result back."""
     return self._state
 
   @state.setter
-  def state(self, new_state: EntropyState) -> None:
-    if not isinstance(new_state, EntropyState):
-      raise TypeError(f"{type(self).__name__}.state: expected an EntropyState; got {type(new_state).__name__}.")
-    _packing.check_layout(self._layout, new_state, f"{type(self).__name__}.state")
-    self._put_state(new_state)
-    self._pending.retire("superseded: the module's state was replaced after it was computed")
+  def state(self, new: EntropyState) -> None:
+    if not isinstance(new, EntropyState) or new.tx is not self.optim or signature(new) != signature(self._state):
+      raise ValueError(f"{type(self).__name__}.state: expected an EntropyState like this one's; got {new!r}.")
+    self._set(new)
 
   @property
-  def target(self) -> jax.Array:
-    """The target entropy, a float32 scalar."""
-    return self.state.target
+  def target(self) -> Any:
+    """The target entropy, a float32 scalar (a torch tensor when serving torch)."""
+    return self._out(self._state.target)
 
   @property
-  def log_alpha(self) -> jax.Array:
-    """The trained log temperature, a float32 scalar."""
-    return self.state.log_alpha
+  def log_alpha(self) -> Any:
+    """The trained log temperature, a float32 scalar (a torch tensor when serving torch)."""
+    return self._out(self._state.log_alpha)
 
   @property
-  def alpha(self) -> jax.Array:
-    """The current entropy coefficient, `exp(log_alpha)`."""
-    if self._alpha is None:
-      self._alpha = jnp.exp(self.log_alpha)
+  def alpha(self) -> Any:
+    """The entropy coefficient `exp(log_alpha)` (a torch tensor when serving torch)."""
     return self._alpha
 
-  # --- Loss and step. ---
-
-  def _run(self, compiled: _compat_calls.Compiled, *inputs, names: tuple[str, ...]) -> jax.Array:
-    """Runs a compiled update on the state; keeps (loss, new state) pending."""
-    # Every compat update passes through here: arrays JAX takes as they are
-    # skip the call into the conversion (microseconds count here).
-    inputs = tuple(
-      [
-        x
-        if isinstance(x, _interop.ARRAY_TYPES) or (x is None and name == "mask")
-        else _interop.as_input_array(x, name, f"{type(self).__name__}.compute_loss")
-        for x, name in zip(inputs, names)
-      ]
-    )
-    loss, new_packed, new_alpha = compiled.update(self._layout, self._packed, *inputs)
-    buffer, at = self._skipped_at
-    if int(np.asarray(new_packed[buffer])[at]) != self._skipped:  # The one wait for the device.
-      grad = compiled.gradient(self._layout, self._packed, *inputs)
-      state = self.state
+  def _run(self, update: Callable, inputs: dict[str, Any], **kwargs) -> Any:
+    """Calls the core's jitted `update`; its state waits for `gradient_step`."""
+    where = f"{type(self).__name__}.compute_loss"
+    arrays = {k: _as_jax(v, k, where) for k, v in inputs.items() if v is not None or k != "mask"}
+    if self._torch is None and any(map(_is_torch, inputs.values())):
+      self._torch = sys.modules["torch"]
+      self._alpha = self._out(self._alpha)
+    new, metrics = update(self._state, **arrays, **kwargs)
+    skipped = int(metrics["skipped"])  # The one wait for the result.
+    if skipped != self._skipped:
+      bad = {k: int(np.sum(~np.isfinite(np.asarray(v, np.float32)))) for k, v in arrays.items()}
       raise NonFiniteLossError(
-        _compat_calls.non_finite_message(
-          f"{type(self).__name__}.compute_loss",
-          grad,
-          dict(zip(names, inputs)),
-          self._lr,
-          int(state.step),
-          float(state.alpha),
-        )
+        f"{where}: the update is not finite. NaN/Inf values per input: {bad} (-inf is fine in log_probs where"
+        " probs is 0; with none, the step overflowed the optimizer's state). The state is unchanged."
       )
-    self._pending.offer(loss, (new_packed, new_alpha))
-    return loss
+    self._pending = (self._out(metrics["loss"]), new, metrics["alpha"], skipped)
+    return self._pending[0]
 
-  def gradient_step(self, loss: jax.Array) -> None:
-    """Applies the gradient of `loss`, the value `compute_loss` just returned.
-
-    `compute_loss` already ran `apply_gradients` in its compiled call; this
-    commits the resulting state (no compiled call of its own).
-
-    Args:
-      loss: the very object returned by this module's latest `compute_loss`.
-
-    Raises:
-      LossMismatchError: `loss` is not that object: a loss already stepped
-        on, superseded by a later `compute_loss`, derived from it (such as
-        `loss * 2`, whose gradient this module cannot know), or produced
-        elsewhere. The state is unchanged.
-    """
-    packed, alpha = self._pending.take(loss, type(self).__name__)
-    self._commit(packed, None, alpha)
-
-  # --- Config and checkpoints. ---
+  def gradient_step(self, loss: Any) -> None:
+    """Keeps the state the update of `loss` made (JAX has no `loss.backward()`): `loss` must be the object the
+    latest `compute_loss` returned, else `LossMismatchError` (for `loss * 2`, a loss stepped on) changes nothing."""
+    if self._pending is None or loss is not self._pending[0]:
+      message = "expected the loss the latest compute_loss returned, unchanged and not yet stepped on"
+      raise LossMismatchError(f"{type(self).__name__}.gradient_step: {message}. The state is unchanged.")
+    self._set(*self._pending[1:])
 
   def config(self) -> EntropyParameters:
     """The module's settings, as Velora's `config()`."""
-    return EntropyParameters(
-      lr=float(self._lr),
-      initial_alpha=float(self._initial_alpha),
-      target=float(self.state.target),
-    )
+    return EntropyParameters(float(self.lr), float(self.initial_alpha), float(self._state.target))
 
   def state_dict(self) -> dict[str, Any]:
-    """Everything needed to continue bit-identically: plain Python and NumPy values.
-
-    Keys: `format`, `version`, `kind` (the class name), `action_dim`,
-    `optim`, `lr`, `initial_alpha`, and `state`, the checkpoint payload of
-    the `EntropyState` (`entropy_jax.checkpoint.encode_state`: log_alpha,
-    optimizer state, target, step, skipped, bounds, with a structure
-    signature). It pickles, and `torch.save` takes it.
-    """
-    return {
-      "format": STATE_DICT_FORMAT,
-      "version": STATE_DICT_VERSION,
-      "kind": self._KIND,
-      "action_dim": self._action_dim,
-      "optim": self._optim_name,
-      "lr": self._lr,
-      "initial_alpha": self._initial_alpha,
-      "state": encode_state(self.state),
-    }
+    """Everything needed to continue bit-identically, as Python and NumPy values: the
+    settings, and `state`, the `EntropyState` in `entropy_jax.checkpoint.encode_state`'s form."""
+    settings = {"kind": type(self).__name__, "action_dim": self.action_dim, "optim": self._optim_name, "lr": self.lr}
+    return {"format": STATE_DICT_FORMAT, "version": STATE_DICT_VERSION, **settings, "state": encode_state(self._state)}
 
   def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-    """Restores a `state_dict()`; on any error the module is left untouched.
-
-    Raises:
-      TypeError, ValueError: not a mapping; not an entropy_jax state dict (a
-        Velora one included); another format version; the other module kind;
-        another action_dim, optimizer or lr. `CheckpointError` (a
-        `ValueError`): a state that `restore_checkpoint` would refuse, by the
-        same rules (structure, shapes, dtypes, values).
+    """Restores a `state_dict()` of this class, or Velora's `{"entropy_optim": <torch optimizer state>}`:
+    its step count and moments, while the module keeps its own `log_alpha` (Velora's holds none; a warning says so).
+    Anything else raises `ValueError` (a `CheckpointError` for a state the checkpoint module refuses), changing nothing.
     """
     where = f"{type(self).__name__}.load_state_dict"
     if not isinstance(state_dict, Mapping):
       raise TypeError(f"{where}: expected a dict from state_dict(); got {type(state_dict).__name__}.")
-    if state_dict.get("format") != STATE_DICT_FORMAT:
-      hint = (
-        (" It looks like a Velora state_dict, which holds only the optimizer's torch state and cannot be converted.")
-        if "entropy_optim" in state_dict
-        else ""
-      )
+    if set(state_dict) == {"entropy_optim"}:
+      return self._load_velora(state_dict["entropy_optim"], where)
+    diff = {k: (state_dict.get(k), v) for k, v in self.state_dict().items() if k != "state" and state_dict.get(k) != v}
+    if diff:
+      raise ValueError(f"{where}: not a state_dict() of this module's class and settings; (got, expected): {diff}.")
+    self._restore(state_dict["state"], where)
+
+  def _load_velora(self, optim_state: Any, where: str) -> None:
+    fields = _TORCH_FIELDS.get(self._optim_name, {"(a named optimizer)": ""})
+    try:
+      (group,) = optim_state["param_groups"]
+      saved = {k: np.asarray(_as_jax(v, k, where)) for k, v in optim_state["state"].get(0, {}).items() if v is not None}
+    except (TypeError, KeyError, ValueError, AttributeError):
+      raise ValueError(f"{where}: not a torch optimizer's state of one parameter: {optim_state!r:.200}.") from None
+    if group.get("lr") != self.lr or (saved and set(saved) != set(fields)) or not np.isfinite([*saved.values()]).all():
       raise ValueError(
-        f"{where}: not an entropy_jax state dict: expected format"
-        f" {STATE_DICT_FORMAT!r}, got {state_dict.get('format')!r} (keys"
-        f" {sorted(map(str, state_dict))}).{hint}"
+        f"{where}: Velora's lr {group.get('lr')!r}, state {saved}; needs {self.lr}, finite {sorted(fields)}."
       )
-    if state_dict.get("version") != STATE_DICT_VERSION:
-      raise ValueError(
-        f"{where}: state dict format version {state_dict.get('version')!r};"
-        f" this entropy_jax reads version {STATE_DICT_VERSION}."
-      )
-    if state_dict.get("kind") != self._KIND:
-      raise ValueError(
-        f"{where}: the state dict is from a {state_dict.get('kind')!r}; this module is a {self._KIND!r}."
-      )
-    for key, mine in (("action_dim", self._action_dim), ("optim", self._optim_name), ("lr", self._lr)):
-      if state_dict.get(key) != mine:
-        raise ValueError(
-          f"{where}: the state dict has {key}={state_dict.get(key)!r}; this"
-          f" module has {key}={mine!r}. Build the module with the same settings."
-        )
-    restored = decode_state(state_dict.get("state"), self.state, where)
-    self._put_state(jax.device_put(restored, self._jax_device))
-    self._pending.retire("superseded: load_state_dict replaced the state after it was computed")
+    moved = {fields[k]: v.astype(np.int32 if k == "step" else np.float32) for k, v in saved.items() if fields[k]}
+    opt_state = optax.tree_utils.tree_set(self.optim.init(self._state.log_alpha), **moved)
+    step = saved.get("step", np.zeros(())).astype(np.int32)
+    self._restore(encode_state(self._state.replace(opt_state=opt_state, step=step)), where)
+    warnings.warn(f"{where}: a Velora state_dict holds no log_alpha; this module keeps its own.", stacklevel=3)
+
+  def _restore(self, payload: Any, where: str) -> None:
+    try:  # The checkpoint module's checks: structure, shapes, dtypes, values.
+      self._set(jax.device_put(decode_state(payload, self._state), self._jax_device))
+    except CheckpointError as e:
+      raise CheckpointError(f"{where}: {e}") from None
 
   def __repr__(self) -> str:
-    return (
-      f"{type(self).__name__}("
-      f"action_dim={self._action_dim}, "
-      f"initial_alpha={self._initial_alpha}, "
-      f"optim={self._optim_name}, "
-      f"lr={self._lr}, "
-      f"device={self._device})"
-    )
+    settings = f"initial_alpha={self.initial_alpha}, optim={self._optim_name}, lr={self.lr}, device={self.device}"
+    return f"{type(self).__name__}(action_dim={self.action_dim}, {settings})"
+
+
+def _as_jax(x: Any, name: str, where: str) -> Any:
+  """A NumPy or JAX array as it is; a torch tensor detached and viewed through DLPack."""
+  if isinstance(x, (np.ndarray, jax.Array)):
+    return x
+  if not (_is_torch(x) and hasattr(x, "__dlpack__")):
+    raise TypeError(f"{where}: `{name}` must be a NumPy array, a JAX array or a torch tensor; got {type(x)}.")
+  tensor = x.detach()  # DLPack on JAX's accelerator; else a NumPy view (no copy), through the host if need be.
+  on_jax_device = tensor.device.type == jax.default_backend().replace("gpu", "cuda") != "cpu"
+  return jax.dlpack.from_dlpack(tensor.contiguous()) if on_jax_device else tensor.cpu().numpy()
 
 
 class EntropyModule(_EntropyModuleBase):
-  """Automatic entropy tuning for continuous actions, as Velora's.
-
-  Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
-  arXiv:1812.05905, eq. 18: `loss = -mean_b(log_alpha * (log_probs_b +
-  target))`, computed by `entropy_jax.losses.continuous_loss`.
+  """Automatic entropy tuning for continuous actions, as Velora's: Haarnoja et al.
+  2018, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, eq. 18.
 
   Args:
     action_dim: the dimension of the action space, a positive int.
     initial_alpha: the starting temperature, positive and finite.
-    optim: `"Adam"` (default), `"AdamW"`, `"SGD"`, `"RMSprop"` (PyTorch's
-      defaults, see `entropy_jax.optimizers`), the `torch.optim` class of that
-      name, or an optax factory called as `optim(learning_rate=lr)`.
+    optim: `"Adam"` (default), `"AdamW"`, `"SGD"`, `"RMSprop"` (with PyTorch's defaults), the
+      `torch.optim` class of that name, or an optax factory called as `optim(learning_rate=lr)`.
     lr: the learning rate, positive and finite.
-    device: None, a `jax.Device`, or a string such as `"cpu"`, `"cuda:0"`.
+    device: None (JAX's default), a `jax.Device`, a string such as `"cuda:0"`, or a `torch.device`.
     target_entropy: the target; None means `-action_dim`.
   """
 
-  _KIND = "EntropyModule"
-
   _DEFAULT_TARGET = staticmethod(continuous_target)
 
-  def compute_loss(self, log_probs: jax.Array) -> jax.Array:
-    """The temperature loss for a batch; one compiled call, also the gradient.
-
-    Args:
-      log_probs: `[B]` or `[B, 1]` log-probabilities of actions sampled from
-        the current policy.
-
-    Returns:
-      The scalar loss, to be passed to `gradient_step` unchanged.
-
-    Raises:
-      NonFiniteLossError: NaN or Inf in `log_probs`; the state is unchanged.
-    """
-    return self._run(_compat_calls.continuous_update, log_probs, names=("log_probs",))
+  def compute_loss(self, log_probs: Any) -> Any:
+    """The loss of `[B]` or `[B, 1]` log-probabilities, for `gradient_step`. NaN or Inf in
+    `log_probs` raises `NonFiniteLossError`, and the state is unchanged."""
+    return self._run(_continuous, {"log_probs": log_probs})
 
 
 class EntropyModuleDiscrete(_EntropyModuleBase):
-  """Automatic entropy tuning for discrete actions, as Velora's.
+  """Automatic entropy tuning for discrete actions, as Velora's: Christodoulou
+  2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207, eq. 11.
 
-  Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings",
-  arXiv:1910.07207, eq. 11: `loss = log_alpha * (H - target)` with
-  `H = -mean_b sum_a p log p`, computed by `entropy_jax.losses.discrete_loss`.
-
-  Args:
-    action_dim: the number of actions `A`, a positive int.
-    initial_alpha, optim, lr, device: as for `EntropyModule`.
-    target_entropy: the target; None means `+0.6 * log(A)` (Velora 0.2.0
-      uses `0.98 * log(1 / A)`, which is negative; pass
-      `entropy_jax.targets.velora_discrete_target(A)` to reproduce it). With
-      the default target and a `mask`, each state's target is
-      `0.6 * log(number of valid actions)`.
+  Args and attributes as `EntropyModule`'s, with `action_dim` the number of actions `A`, and
+  `target_entropy` None meaning `0.6 * log(A)` (with a `mask`, `0.6 * log(valid actions)` per
+  state). Velora 0.2.0's is `0.98 * log(1 / A)`, negative: `entropy_jax.velora_discrete_target(A)`.
   """
-
-  _KIND = "EntropyModuleDiscrete"
 
   _DEFAULT_TARGET = staticmethod(discrete_target)
 
-  def compute_loss(self, probs: jax.Array, log_probs: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """The temperature loss for a batch; one compiled call, also the gradient.
-
-    Args:
-      probs: `[B, A]` action probabilities of the current policy.
-      log_probs: `[B, A]` their logarithms.
-      mask: optional `[B, A]` bool, True where an action is valid; invalid
-        actions are left out of the entropy.
-
-    Returns:
-      The scalar loss, to be passed to `gradient_step` unchanged.
-
-    Raises:
-      ValueError: `probs.shape[-1]` is not `action_dim`.
-      NonFiniteLossError: NaN or Inf in the inputs (outside `p = 0,
-        log p = -inf`); the state is unchanged.
-    """
-    shape = getattr(probs, "shape", None)  # arrays and tensors; np.shape for anything else
-    if shape is None:
-      shape = np.shape(probs)
-    if not shape or shape[-1] != self._action_dim:
-      raise ValueError(
-        f"{type(self).__name__}.compute_loss: `probs` must have shape"
-        f" [B, {self._action_dim}] (action_dim={self._action_dim}); got shape {shape}."
-      )
-    update = _compat_calls.discrete_update
-    if mask is not None and self._default_target:
-      update = _compat_calls.discrete_update_masked_target
-    return self._run(update, probs, log_probs, mask, names=("probs", "log_probs", "mask"))
+  def compute_loss(self, probs: Any, log_probs: Any, mask: Any = None) -> Any:
+    """The loss of `[B, A]` action probabilities, their logs (`-inf` where 0) and an optional `[B, A]` bool
+    `mask` of valid actions, for `gradient_step`. NaN or Inf raises `NonFiniteLossError`; nothing changes."""
+    if tuple(getattr(probs, "shape", ()))[-1:] != (self.action_dim,):
+      raise ValueError(f"EntropyModuleDiscrete.compute_loss: `probs` must be [B, {self.action_dim}]; got {probs!r:.40}")
+    ratio = DISCRETE_TARGET_RATIO if self._default_target and mask is not None else None
+    return self._run(_discrete, {"probs": probs, "log_probs": log_probs, "mask": mask}, masked_target_ratio=ratio)

@@ -15,11 +15,9 @@ without a float `pow` (`scale_by_adam`):
   through libm, while `expm1` is vectorized. In a population every member has
   its own step count, so this is a per-member cost.
 
-The Velora-compatible classes take an optimizer name (or the `torch.optim`
-class of that name, recognised by name without importing torch), or any
-optax factory called as `optim(learning_rate=lr)`. Each name reproduces the
-PyTorch update with PyTorch's defaults, so that a Velora user gets Velora's
-trajectory:
+The Velora-compatible classes (`entropy_jax.compat.NAMED_OPTIMIZERS`) map
+PyTorch's optimizer names to these, each reproducing the PyTorch update with
+PyTorch's defaults, so that a Velora user gets Velora's trajectory:
 
 | name      | PyTorch defaults                                    | here                                      |
 |-----------|-----------------------------------------------------|-------------------------------------------|
@@ -36,8 +34,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import chex
 import jax
@@ -46,8 +43,6 @@ import numpy as np
 import optax
 
 DEFAULT_LEARNING_RATE = 3e-4  # Velora's, SB3's and the SAC paper's.
-
-OptaxFactory = Callable[..., optax.GradientTransformation]
 
 
 class ScaleByAdamState(NamedTuple):
@@ -170,95 +165,3 @@ def rmsprop(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformati
   `p <- p - lr * g / (sqrt(v) + 1e-8)`: eps outside the square root.
   """
   return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False)
-
-
-NAMED_OPTIMIZERS: dict[str, OptaxFactory] = {
-  "Adam": adam,
-  "AdamW": adamw,
-  "SGD": optax.sgd,  # Its defaults are PyTorch's: no momentum, no dampening.
-  "RMSprop": rmsprop,
-}
-
-# An optax factory that is exactly a PyTorch optimizer: shown by the PyTorch
-# name in a module's repr, as Velora prints `optim=SGD`.
-_SAME_AS_TORCH = {optax.sgd: "SGD"}
-
-
-def resolve(optim: Any, where: str = "optimizers.resolve") -> tuple[str, OptaxFactory]:
-  """Returns `(display_name, factory)` for a name, a torch class or a factory.
-
-  Args:
-    optim: `"Adam"`, `"AdamW"`, `"SGD"`, `"RMSprop"`; the `torch.optim` class
-      of the same name; or an optax factory such as `optax.adam`, called
-      later as `optim(learning_rate=lr)`.
-    where: the caller's name, for error messages.
-
-  Returns:
-    The name a repr shows (`"Adam"`, or the factory's `__name__`) and a
-    factory taking `learning_rate`.
-
-  Raises:
-    ValueError: an unknown name (the message lists the known ones).
-    TypeError: anything else that is not callable.
-  """
-  known = ", ".join(repr(n) for n in NAMED_OPTIMIZERS)
-  if isinstance(optim, str):
-    if optim not in NAMED_OPTIMIZERS:
-      raise ValueError(
-        f"{where}: unknown optimizer name {optim!r}; known names are {known},"
-        " or pass an optax factory such as optax.adam."
-      )
-    return optim, NAMED_OPTIMIZERS[optim]
-  if isinstance(optim, type) and getattr(optim, "__module__", "").startswith("torch.optim"):
-    # A Velora user's `optim=torch.optim.Adam`, mapped by name.
-    if optim.__name__ not in NAMED_OPTIMIZERS:
-      raise ValueError(
-        f"{where}: the PyTorch optimizer {optim.__name__} has no optax"
-        f" equivalent here; known names are {known}, or pass an optax factory."
-      )
-    return optim.__name__, NAMED_OPTIMIZERS[optim.__name__]
-  if isinstance(optim, optax.GradientTransformation) or not callable(optim):
-    raise TypeError(
-      f"{where}: `optim` must be an optimizer name ({known}) or an optax"
-      " factory called as optim(learning_rate=lr), such as optax.adam; got"
-      f" {optim!r} of type {type(optim).__name__}."
-    )
-  try:
-    name = _SAME_AS_TORCH.get(optim)
-  except TypeError:  # An unhashable callable.
-    name = None
-  return str(name or getattr(optim, "__name__", type(optim).__name__)), optim
-
-
-# Built transformations, by (factory, learning rate). A transformation is a
-# pair of pure functions, so modules with the same settings can share one; and
-# since the optimizer is a static field of `EntropyState`, sharing it lets
-# them share compiled code instead of compiling once per module.
-_MADE: dict[Any, optax.GradientTransformation] = {}
-
-
-def make(optim: Any, learning_rate: float, where: str = "optimizers.make") -> tuple[str, optax.GradientTransformation]:
-  """Resolves `optim` and builds the transformation with `learning_rate`.
-
-  The same `(factory, learning_rate)` returns the same transformation object.
-
-  Returns:
-    `(display_name, transformation)`.
-  """
-  name, factory = resolve(optim, where)
-  try:
-    key = (factory, learning_rate, type(learning_rate))
-    hash(key)
-  except TypeError:  # An unhashable factory or an array learning rate.
-    key = None
-  if key is not None and key in _MADE:
-    return name, _MADE[key]
-  tx = factory(learning_rate=learning_rate)
-  if not isinstance(tx, optax.GradientTransformation):
-    raise TypeError(
-      f"{where}: `optim(learning_rate={learning_rate})` must return an optax"
-      f" GradientTransformation; got {type(tx).__name__}."
-    )
-  if key is not None:
-    _MADE[key] = tx
-  return name, tx

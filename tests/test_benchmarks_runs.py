@@ -46,7 +46,14 @@ def test_single_and_population_write_results_extrapolate_loops_and_skip_over_bud
   for kind in single_update.KINDS:
     rows = results["single"][kind]
     scan = single_update.scan_label(3)
-    assert set(rows) == {single_update.VELORA_CPU, single_update.COMPAT, single_update.JIT, single_update.TRIVIAL, scan}
+    assert set(rows) == {
+      single_update.VELORA_CPU,
+      single_update.COMPAT,
+      single_update.COMPAT_TORCH,
+      single_update.JIT,
+      single_update.TRIVIAL,
+      scan,
+    }
     assert rows[single_update.VELORA_CPU]["speedup_vs_velora"] == 1.0
     assert rows[scan]["seconds_per_update"] == pytest.approx(rows[scan]["timing"]["median"] / 3)
 

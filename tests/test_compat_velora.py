@@ -1,4 +1,4 @@
-"""Differential tests: entropy_jax.compat against the real Velora 0.2.0 (torch, CPU).
+"""Differential tests: entropy_jax.compat against the real Velora 0.2.0 (torch, CPU), and Velora state_dicts.
 
 Both implementations get identical float32 inputs for 300 steps; the loss (before
 each step) and log_alpha (after each step) must agree within 2e-6 relative at
@@ -34,6 +34,8 @@ import optax
 import pytest
 import torch
 import velora.models.nf.modules as velora_modules
+from pydantic import create_model
+from velora.models.config import EntropyParameters
 
 from entropy_jax.compat import EntropyModule, EntropyModuleDiscrete
 from entropy_jax.targets import discrete_target, velora_discrete_target
@@ -259,7 +261,7 @@ def test_torch_optimizer_class_is_accepted_as_velora_users_pass_it():
     assert repr(by_class) == repr(velora_modules.EntropyModule(3, optim=torch_cls, lr=1e-2))
     # The class maps to the named optimizer: the very same transformation.
     assert by_class.optim is by_name.optim
-  with pytest.raises(ValueError, match=r"LBFGS has no optax equivalent.*'Adam', 'AdamW', 'SGD', 'RMSprop'"):
+  with pytest.raises(ValueError, match=r"unknown optimizer 'LBFGS'; known: \['Adam', 'AdamW', 'SGD', 'RMSprop'\]"):
     EntropyModule(3, optim=torch.optim.LBFGS)
 
 
@@ -276,7 +278,11 @@ def test_repr_and_config_match_velora():
   o = EntropyModule(2)
   assert repr(o) == "EntropyModule(action_dim=2, initial_alpha=1.0, optim=Adam, lr=0.0003, device=None)"
   assert o.config().model_dump() == v.config().model_dump()
-  assert o.config().model_dump_json() == v.config().model_dump_json()
+  # Velora's pydantic model takes ours as it takes its own.
+  assert EntropyParameters.model_validate(o.config()) == v.config()
+  # As a field of Velora's models (ModelDetails, which the agents build, is tested in test_compat_velora_agents.py).
+  holder = create_model("Holder", entropy=(EntropyParameters, ...))(entropy=EntropyModuleDiscrete(3).config())
+  assert holder.entropy == EntropyParameters(lr=3e-4, initial_alpha=1.0, target=float(np.float32(0.6 * np.log(3))))
 
 
 def test_the_tolerance_tells_optax_adam_from_pytorchs():
@@ -288,3 +294,38 @@ def test_the_tolerance_tells_optax_adam_from_pytorchs():
   out = _run(velora_module, ours, [(x,) for x in _continuous_inputs(row, seed=0)])
   worst = np.max(np.abs(out[3] / out[1] - 1))
   assert worst > RTOL, worst
+
+
+@pytest.mark.parametrize("optim", ["Adam", "AdamW", "RMSprop"])
+def test_a_velora_state_dict_loads_and_both_continue_alike(optim):
+  # Velora's state_dict holds the torch optimizer's state: its step count and moments carry
+  # over; log_alpha is not in it, so Velora's reloaded module and ours both start from initial_alpha.
+  lp = _continuous_inputs(dict(CONTINUOUS_ROWS[0], action_dim=2, batch=16, direction="fall"), seed=3)
+  kwargs = dict(initial_alpha=0.5, lr=1e-2)
+  trained = velora_modules.EntropyModule(2, optim=getattr(torch.optim, optim), **kwargs)
+  for x in lp[:20]:
+    trained.gradient_step(trained.compute_loss(torch.from_numpy(x)))
+  saved = trained.state_dict()
+  velora_reloaded = velora_modules.EntropyModule(2, optim=getattr(torch.optim, optim), **kwargs)
+  velora_reloaded.load_state_dict(saved)
+  ours = EntropyModule(2, optim=optim, **kwargs)
+  with pytest.warns(UserWarning, match="holds no log_alpha; this module keeps its own"):
+    ours.load_state_dict(saved)
+  torch_state = saved["entropy_optim"]["state"][0]
+  opt_state = ours.state.opt_state[0]
+  assert int(ours.state.step) == int(torch_state["step"].item()) == 20
+  if optim != "RMSprop":
+    assert int(opt_state.count) == 20
+    assert float(opt_state.mu) == torch_state["exp_avg"].item()
+    assert float(opt_state.nu) == torch_state["exp_avg_sq"].item()
+  else:
+    assert float(opt_state.nu) == torch_state["square_avg"].item()
+  out = _run(velora_reloaded, ours, [(x,) for x in lp[20:120]])
+  _assert_agree(out[:, :100], {"optim": optim})
+  # A dict from another optimizer, or with another lr, is refused; nothing changes.
+  before = float(ours.log_alpha)
+  with pytest.raises(ValueError, match=r"needs 0\.01"):
+    EntropyModule(2, optim="SGD" if optim != "SGD" else "Adam", **kwargs).load_state_dict(saved)
+  with pytest.raises(ValueError, match=r"Velora's lr 0\.01"):
+    EntropyModule(2, optim=optim, initial_alpha=0.5, lr=3e-4).load_state_dict(saved)
+  assert float(ours.log_alpha) == before

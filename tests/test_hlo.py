@@ -9,7 +9,7 @@ These tests hold the number of `[N]` loops and of `[N]` arrays they read
 where that brings them, and that the `[N, B]` log_probs are read once.
 
 XLA compiles the same update differently in different programs (alone, under
-`vmap`, in `lax.scan`, in the compat classes' packed call), and contracts
+`vmap`, in `lax.scan`, through the compat classes), and contracts
 multiplies and adds into fused multiply-adds as each program's fusions allow;
 the last tests hold that the default optimizer steps to the same bits in all
 of them.

@@ -12,7 +12,6 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from _trees import assert_bit_identical
 
 import entropy_jax as ej
@@ -62,7 +61,7 @@ def test_adam_matches_a_float64_reference_of_pytorchs_adam():
 
 
 def test_adamw_matches_pytorchs_with_weight_decay_0_01():
-  tx = optimizers.make("AdamW", 1e-2)[1]
+  tx = optimizers.adamw(1e-2)
   # From p = 3 the parameter stays far from 0, where a relative comparison
   # holds. The float32 trajectory drifts from the float64 reference by its own
   # rounding, about 1.5e-6 relative after 300 steps (PyTorch's float32 run
@@ -85,7 +84,7 @@ def test_rmsprop_eps_is_outside_the_square_root_and_alpha_is_0_99():
 
 
 def test_sgd_and_adam_first_steps():
-  np.testing.assert_allclose(run(optimizers.make("SGD", 0.5)[1], [2.0]), [-1.0], rtol=1e-6)
+  np.testing.assert_allclose(run(optax.sgd(0.5), [2.0]), [-1.0], rtol=1e-6)
   # Adam's first step: m_hat = g, v_hat = g^2, so lr * g / (|g| + eps).
   np.testing.assert_allclose(run(ej.adam(1e-2), [2.0]), [-1e-2 * 2.0 / (2.0 + 1e-8)], rtol=1e-6)
 
@@ -127,25 +126,5 @@ def test_injected_learning_rates_give_each_member_its_own():
   np.testing.assert_allclose(run(tx, GRADS[:50]), torch_adam_reference(GRADS[:50], 1e-2), rtol=2e-5)
 
 
-def test_resolve_and_make():
-  assert optimizers.resolve("Adam") == ("Adam", optimizers.adam)
-  assert optimizers.resolve(optax.adam)[0] == "adam"  # optax's Adam is not PyTorch's to the bit
-  assert optimizers.resolve(optax.sgd)[0] == "SGD"
-  torch_like = type("RMSprop", (), {"__module__": "torch.optim.rmsprop"})
-  assert optimizers.resolve(torch_like)[0] == "RMSprop"
-  with pytest.raises(ValueError, match="LBFGS has no optax equivalent"):
-    optimizers.resolve(type("LBFGS", (), {"__module__": "torch.optim.lbfgs"}))
-  with pytest.raises(
-    ValueError, match="unknown optimizer name 'Adamax'; known names are 'Adam', 'AdamW', 'SGD', 'RMSprop'"
-  ):
-    optimizers.resolve("Adamax")
-  with pytest.raises(TypeError, match="got 3 of type int"):
-    optimizers.resolve(3)
-  with pytest.raises(TypeError, match=r"factory.*got GradientTransformation"):
-    optimizers.resolve(optax.adam(1e-3))  # an instance, not a factory
-  with pytest.raises(TypeError, match="must return an optax GradientTransformation; got int"):
-    optimizers.make(lambda learning_rate: 3, 1e-3)
-  # The same settings give the same transformation object (shared compiled code).
-  assert optimizers.make("AdamW", 1e-3)[1] is optimizers.make("AdamW", 1e-3)[1]
-  assert optimizers.make("AdamW", 1e-3)[1] is not optimizers.make("AdamW", 1e-2)[1]
+def test_default_learning_rate():
   assert math.isclose(optimizers.DEFAULT_LEARNING_RATE, 3e-4)
