@@ -46,12 +46,21 @@ import entropy_jax as ej
 from entropy_jax.integrations._client import require
 from entropy_jax.state import LossForm
 
+#: The rejax version this module is tested with; another one warns once on import.
 TESTED_VERSION = "0.1.3"
 require("rejax", "rejax", TESTED_VERSION, "entropy_jax.integrations.rejax")
 import gymnax  # noqa: E402  (rejax's dependency)
 import rejax  # noqa: E402  (after the check, which names the extra when it is missing)
 
-__all__ = ["EntropySAC", "FiveTupleStep", "RejaxEntropyState", "as_rejax_state", "rejax_env"]
+__all__ = [
+  "TESTED_VERSION",
+  "EntropySAC",
+  "FiveTupleStep",
+  "RejaxEntropyState",
+  "as_rejax_state",
+  "five_tuple_env",
+  "rejax_env",
+]
 
 Target = float | Callable[[jax.Array], jax.Array]
 

@@ -39,11 +39,21 @@ import entropy_jax as ej
 from entropy_jax.integrations._client import require
 from entropy_jax.state import LossForm
 
+#: The sbx-rl version this module is tested with; another one warns once on import.
 TESTED_VERSION = "0.28.0"
 require("sbx", "sbx-rl", TESTED_VERSION, "entropy_jax.integrations.sbx")
 import sbx  # noqa: E402  (after the check, which names the extra when it is missing)
 
-__all__ = ["SAC", "TQC", "CrossQ", "EntropyTemperature", "SbxEntropyState", "as_sbx_state", "temperature_loss"]
+__all__ = [
+  "TESTED_VERSION",
+  "SAC",
+  "TQC",
+  "CrossQ",
+  "EntropyTemperature",
+  "SbxEntropyState",
+  "as_sbx_state",
+  "temperature_loss",
+]
 
 Target = float | Callable[[jax.Array], jax.Array]
 
