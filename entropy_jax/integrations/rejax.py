@@ -75,7 +75,7 @@ class RejaxEntropyState(ej.EntropyState):
 
   @property
   def params(self) -> dict[str, jax.Array]:
-    """`{"log_alpha": log_alpha}`, the layout of rejax's alpha `TrainState`."""
+    """`log_alpha` in the layout of rejax's alpha `TrainState`, read as `params["log_alpha"]`."""
     return {"log_alpha": self.log_alpha}
 
 
@@ -87,12 +87,16 @@ def as_rejax_state(state: ej.EntropyState) -> RejaxEntropyState:
 class EntropySAC(rejax.SAC):
   """`rejax.SAC` whose temperature is an `EntropyState` stepped by entropy_jax.
 
-  Attributes (besides rejax's own; all optional, the defaults are rejax's):
+  The fields below come besides rejax's own; all are optional, and their
+  defaults reproduce rejax's temperature.
+
+  Attributes:
     alpha_optimizer: the optax transformation of `log_alpha`; `None` uses
       rejax's chain, `optax.chain(optax.clip(max_grad_norm),
       optax.adam(learning_rate))`.
     initial_alpha: the starting temperature (rejax: 1).
-    min_alpha, max_alpha: optional bounds on alpha (rejax has none).
+    min_alpha: optional lower bound on alpha (rejax has none).
+    max_alpha: optional upper bound on alpha.
     entropy_target: the target entropy, a number or a schedule of the update
       count; `None` uses rejax's `target_entropy` (`-action_dim`, or
       `target_entropy_ratio * log(A)` for `A` discrete actions; rejax's ratio

@@ -73,12 +73,12 @@ class SbxEntropyState(ej.EntropyState):
 
   @property
   def params(self) -> dict[str, jax.Array]:
-    """`{"log_ent_coef": log_alpha}`, the layout of SBX's `TrainState`."""
+    """`log_alpha` in the layout of SBX's `TrainState`, read as `params["log_ent_coef"]`."""
     return {"log_ent_coef": self.log_alpha}
 
   @property
   def apply_fn(self) -> Callable[[dict[str, Any]], jax.Array]:
-    """`variables -> exp(variables["params"]["log_ent_coef"])`, as SBX's."""
+    """SBX's `EntropyCoef.apply`, the function that maps `variables` to `exp(variables["params"]["log_ent_coef"])`."""
     return _alpha
 
 
@@ -117,7 +117,8 @@ class EntropyTemperature:
   Args:
     alpha_optimizer: the optax transformation of `log_alpha`; `None` uses
       SBX's, `optax.adam(initial learning rate)`.
-    min_alpha, max_alpha: bounds on alpha (SBX has none).
+    min_alpha: optional lower bound on alpha (SBX has none).
+    max_alpha: optional upper bound on alpha.
     entropy_target: the target entropy, a number or a schedule of the update
       count; `None` uses the agent's `target_entropy` (`-action_dim` for
       `"auto"`).
