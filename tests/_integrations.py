@@ -1,4 +1,6 @@
-"""Lockstep comparison of a client's temperature step with entropy_jax's.
+"""Differential checks of a client's temperature against entropy_jax's: lockstep and replay.
+
+Lockstep (`Lockstep`, `check_lockstep`):
 
 The differential tests run a client's real training (rejax, SBX) with a
 `Lockstep` pair in the place of its alpha state: the client's own `TrainState`
@@ -18,7 +20,9 @@ says how far the two may differ from float32 rounding alone:
 - the optimizer step: `adam_reference` takes each gradient through Adam in
   float64, and `adam_rounding_bound` bounds the float32 evaluation of one step
   (operation by operation, first order in `u`). So `|la_client - la_ours| <=
-  |adam(g_client) - adam(g_ours)| + R_client + R_ours`.
+  |adam(g_client) - adam(g_ours)| + R_client + R_ours`;
+- the rest of the state after the step: Adam's count exactly, its moments
+  within the rounding of their updates from each gradient.
 
 A single step that differs by more (a wrong target, loss form, learning rate,
 initial alpha or optimizer) fails the comparison at the first update.
@@ -27,6 +31,11 @@ Two runs with the same seed do not stay within rounding of each other once
 they differ by one ulp: SAC training amplifies the difference (measured in
 docs/integrations.md), and XLA may round the same Adam step differently in
 two programs. So the trajectories are compared step by step, not end to end.
+
+Open-loop replay (`Recorded`, `replay`, `check_replay`): the client's own
+training, recorded, replayed through entropy_jax's public update without
+re-synchronizing (see the section below); `mutations` are wrong temperatures
+the replay must reject.
 """
 
 from __future__ import annotations
