@@ -332,3 +332,20 @@ def test_stable_log_probs_change_only_what_underflows():
   assert float(jnp.min(jax.nn.softmax(logits))) == 0.0
   assert not all(np.all(np.isfinite(x)) for x in jax.jit(params_after, static_argnums=0)(plain, ts))
   assert all(np.all(np.isfinite(x)) for x in jax.jit(params_after, static_argnums=0)(stable, ts))
+
+
+@pytest.mark.slow
+def test_lockstep_rejects_moments_that_are_not_stored_or_decay_wrongly():
+  """The lockstep's state check on its own record, with entropy_jax's moments made wrong after the fact."""
+  algo, _, runs = lockstep_runs("Pendulum-v1")
+  records = runs[1]
+  n = n_terms(False, algo.batch_size, 1)
+  check_lockstep(records, n, algo.learning_rate)  # as recorded
+  g = records["g_ours"].astype(np.float64)
+  wrong = {
+    "dropped moments": {"mu_ours": records["mu"], "nu_ours": records["nu"]},
+    "b2=0.99": {"nu_ours": (0.01 * g * g + 0.99 * records["nu"]).astype(np.float32)},
+  }
+  for fields in wrong.values():
+    with pytest.raises(AssertionError, match=r"Adam's (mu|nu) differs beyond float32 rounding"):
+      check_lockstep({**records, **fields}, n, algo.learning_rate)
