@@ -21,7 +21,10 @@ MODULES = [
 
 
 def fresh_import(monkeypatch, module: str):
-  """`module` imported anew (the previous one is restored after the test)."""
+  """`module` imported anew (the previous one, and the package's attribute, restored after the test)."""
+  package, _, name = module.rpartition(".")
+  if hasattr(sys.modules[package], name):
+    monkeypatch.setattr(sys.modules[package], name, getattr(sys.modules[package], name))
   monkeypatch.delitem(sys.modules, module, raising=False)
   return importlib.import_module(module)
 
