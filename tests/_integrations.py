@@ -1,4 +1,6 @@
-"""Lockstep comparison of a client's temperature step with entropy_jax's.
+"""Differential checks of a client's temperature against entropy_jax's: lockstep and replay.
+
+Lockstep (`Lockstep`, `check_lockstep`):
 
 The differential tests run a client's real training (rejax, SBX) with a
 `Lockstep` pair in the place of its alpha state: the client's own `TrainState`
@@ -18,7 +20,9 @@ says how far the two may differ from float32 rounding alone:
 - the optimizer step: `adam_reference` takes each gradient through Adam in
   float64, and `adam_rounding_bound` bounds the float32 evaluation of one step
   (operation by operation, first order in `u`). So `|la_client - la_ours| <=
-  |adam(g_client) - adam(g_ours)| + R_client + R_ours`.
+  |adam(g_client) - adam(g_ours)| + R_client + R_ours`;
+- the rest of the state after the step: Adam's count exactly, its moments
+  within the rounding of their updates from each gradient.
 
 A single step that differs by more (a wrong target, loss form, learning rate,
 initial alpha or optimizer) fails the comparison at the first update.
@@ -27,6 +31,11 @@ Two runs with the same seed do not stay within rounding of each other once
 they differ by one ulp: SAC training amplifies the difference (measured in
 docs/integrations.md), and XLA may round the same Adam step differently in
 two programs. So the trajectories are compared step by step, not end to end.
+
+Open-loop replay (`Recorded`, `replay`, `check_replay`): the client's own
+training, recorded, replayed through entropy_jax's public update without
+re-synchronizing (see the section below); `mutations` are wrong temperatures
+the replay must reject.
 """
 
 from __future__ import annotations
@@ -72,6 +81,12 @@ def empty_record() -> dict[str, jax.Array]:
     "g_ours": f,
     "next_client": f,
     "next_ours": f,
+    "count_client": jnp.zeros((), jnp.int32),
+    "count_ours": jnp.zeros((), jnp.int32),
+    "mu_client": f,
+    "mu_ours": f,
+    "nu_client": f,
+    "nu_ours": f,
     "abs_terms": f,
     "exact_diff": f,
     "target": f,
@@ -116,6 +131,8 @@ class Lockstep(struct.PyTreeNode):
   def stepped(self, client, ours, client_next, ours_next, g_client, g_ours, abs_terms, exact_diff) -> Lockstep:
     """The pair after one update, with its record (see the module doc)."""
     count, mu, nu = jax.tree.leaves(ours.opt_state)
+    count_c, mu_c, nu_c = jax.tree.leaves(client_next.opt_state)
+    count_o, mu_o, nu_o = jax.tree.leaves(ours_next.opt_state)
     record = {
       "n": count + 1,
       "count": count,
@@ -126,6 +143,12 @@ class Lockstep(struct.PyTreeNode):
       "g_ours": g_ours,
       "next_client": client_next.params[self.key],
       "next_ours": ours_next.log_alpha,
+      "count_client": count_c,
+      "count_ours": count_o,
+      "mu_client": mu_c,
+      "mu_ours": mu_o,
+      "nu_client": nu_c,
+      "nu_ours": nu_o,
       "abs_terms": abs_terms,
       "exact_diff": exact_diff,
       "target": ours.target,
@@ -211,7 +234,8 @@ def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
     lr: the optimizer's learning rate.
 
   Returns:
-    `{"grad": max |dg| / bound, "step": max |dla| / bound, "n": N}`.
+    `{"grad": max |dg| / bound, "step": max |dla| / bound, "mu": ..., "nu": ..., "n": N}`,
+    each the largest ratio of a difference to its bound.
   """
   r = {k: np.asarray(v, np.float64) for k, v in records.items()}
   r["count"] = np.asarray(records["count"])
@@ -234,6 +258,21 @@ def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
     f"log_alpha steps differ beyond float32 rounding at updates {bad[:5]}:"
     f" {step_err[bad[:5]]} > bound {step_bound[bad[:5]]}"
   )
+  # The rest of the optimizer state: Adam's count exactly, its moments within
+  # the float32 rounding of `(1 - b) x + b m` from each gradient (`x = g` for
+  # mu, 3 roundings; `x = g^2` for nu, 4).
+  for name in ("count_client", "count_ours"):
+    np.testing.assert_array_equal(r[name], r["count"] + 1, err_msg=f"{name}: Adam's count did not advance by one")
+  moments = {}
+  for name, b, power, n in (("mu", 0.9, 1, 3), ("nu", 0.999, 2, 4)):
+    f32 = lambda x: np.float64(np.float32(x))
+    ref = lambda g: f32(1 - b) * g**power + f32(b) * r[name]  # noqa: B023
+    rounding = lambda g: gamma(n) * ((1 - b) * np.abs(g) ** power + b * np.abs(r[name]))  # noqa: B023
+    bound = np.abs(ref(g_c) - ref(g_e)) + rounding(g_c) + rounding(g_e)
+    err = np.abs(r[f"{name}_client"] - r[f"{name}_ours"])
+    bad = np.nonzero(err > bound)[0]
+    assert bad.size == 0, f"Adam's {name} differs beyond float32 rounding at updates {bad[:5]}: {err[bad[:5]]}"
+    moments[name] = float(np.max(err / np.where(bound > 0, bound, 1.0)))
   # The reference itself: each implementation's step within its rounding bound.
   for name, g in (("client", g_c), ("ours", g_e)):
     err = np.abs(r[f"next_{name}"] - adam_reference(r, g, lr))
@@ -241,6 +280,7 @@ def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
   return {
     "grad": float(np.max(grad_err / grad_bound)),
     "step": float(np.max(step_err / step_bound)),
+    **moments,
     "n": int(g_c.size),
   }
 
@@ -250,3 +290,126 @@ def updates_only(records: dict) -> dict[str, np.ndarray]:
   n = np.asarray(records["n"])
   keep = n != np.concatenate([[0], n[:-1]])
   return {k: np.asarray(v)[keep] for k, v in records.items()}
+
+
+# ------------------------------------------------------- open-loop replay --
+# A client's own training is recorded, update by update: the statistic its
+# temperature step took (rejax: the log-prob batch; SBX: the batch entropy)
+# and its whole temperature state after the step. The record is then replayed
+# through entropy_jax's public update from the same initial state, never
+# re-synchronized: a fault in any part of the state (a moment not stored, a
+# wrong decay) compounds over the updates instead of being reset at each one.
+
+
+class Recorded(struct.PyTreeNode):
+  """A client's alpha `TrainState` and the statistic its last temperature step took.
+
+  `params` and `apply_fn` are the client's, so its losses read alpha from it
+  as from their own state; the client's own update method steps `inner`.
+  """
+
+  inner: Any
+  stat: jax.Array
+  key: str = struct.field(pytree_node=False, default="log_alpha")
+
+  @property
+  def params(self) -> Any:
+    return self.inner.params
+
+  @property
+  def apply_fn(self) -> Any:
+    return self.inner.apply_fn
+
+  def trace(self) -> dict[str, jax.Array]:
+    """The step's statistic and the client's temperature state after it."""
+    count, mu, nu = jax.tree.leaves(self.inner.opt_state)
+    return {"stat": self.stat, "log_alpha": self.inner.params[self.key], "count": count, "mu": mu, "nu": nu}
+
+
+def state_trace(state: Any) -> dict[str, jax.Array]:
+  """An `EntropyState`'s `log_alpha` and Adam's `count`, `mu` and `nu`."""
+  count, mu, nu = jax.tree.leaves(state.opt_state)
+  return {"log_alpha": state.log_alpha, "count": count, "mu": mu, "nu": nu}
+
+
+def replay(state: Any, stats: np.ndarray, update: Any) -> dict[str, np.ndarray]:
+  """`state` stepped by `update(state, stat)` for each recorded statistic, in order.
+
+  Returns:
+    `[N]` arrays of the state after each update (see `state_trace`).
+  """
+
+  def step(s, stat):
+    s = update(s, stat)
+    return s, state_trace(s)
+
+  _, trace = jax.jit(lambda s, x: jax.lax.scan(step, s, x))(state, jnp.asarray(stats))
+  return jax.device_get(trace)
+
+
+def ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """`|a - b|` of two `[N]` trajectories, in float32 units in the last place of
+  the largest magnitude either has reached up to each update.
+
+  An update `x <- fl(x - u)` rounds within half an ulp of `|x|` at the time, so
+  differences made early, while `|x|` was large, are measured on that scale
+  when `x` later passes near zero.
+  """
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  scale = np.maximum.accumulate(np.maximum(np.abs(a), np.abs(b)))
+  return np.abs(a.astype(np.float64) - b) / np.spacing(scale)
+
+
+def check_replay(client: dict, ours: dict, max_ulps: dict[str, float]) -> dict[str, float]:
+  """Asserts the replay equal to the client's record, update by update.
+
+  Adam's `count` exactly; `log_alpha`, `mu` and `nu` each within its
+  `max_ulps[name]` (see `ulps`) at every update.
+
+  Returns:
+    The largest difference in ulps of each field.
+  """
+  np.testing.assert_array_equal(ours["count"], client["count"], err_msg="Adam's count")
+  worst = {}
+  for name in ("log_alpha", "mu", "nu"):
+    d = ulps(client[name], ours[name])
+    bad = np.nonzero(~(d <= max_ulps[name]))[0]
+    assert bad.size == 0, (
+      f"replayed {name} differs from the client's by more than {max_ulps[name]} ulp from update {bad[0] + 1} on"
+      f" ({bad.size} of {d.size} updates): client {client[name][bad[:3]]}, replay {ours[name][bad[:3]]}"
+    )
+    worst[name] = float(np.max(d))
+  return worst
+
+
+def temperature_updates(records: dict) -> dict[str, np.ndarray]:
+  """Records taken once per iteration, kept where Adam's count advanced."""
+  count = np.asarray(records["count"])
+  keep = count != np.concatenate([[0], count[:-1]])
+  return {k: np.asarray(v)[keep] for k, v in records.items()}
+
+
+# -------------------------------------------------------------- mutations --
+# Deliberately wrong temperatures, each a small change to Adam that a replay
+# must reject.
+
+
+def adam_without_moments(lr: float) -> optax.GradientTransformation:
+  """`optax.adam(lr)` that never stores its moments: `mu` and `nu` stay at 0, the count advances."""
+  adam = optax.adam(lr)
+
+  def update(grads, state, params=None):
+    updates, new = adam.update(grads, state, params)
+    return updates, (new[0]._replace(mu=state[0].mu, nu=state[0].nu), *new[1:])
+
+  return optax.GradientTransformation(adam.init, update)
+
+
+def mutations(lr: float, prefix: tuple = ()) -> dict[str, optax.GradientTransformation]:
+  """Wrong optimizers for a client using `optax.chain(*prefix, optax.adam(lr))`."""
+  wrong = {
+    "dropped moments": adam_without_moments(lr),
+    "b2=0.99": optax.adam(lr, b2=0.99),
+    "wrong sign": optax.adam(-lr),
+  }
+  return {k: optax.chain(*prefix, tx) if prefix else tx for k, tx in wrong.items()}
