@@ -113,10 +113,6 @@ class EpisodeStats(struct.PyTreeNode):
   recent: jax.Array  # [K] float32
   count: jax.Array  # [] int32, finished episodes
 
-  @classmethod
-  def create(cls, window: int = 10) -> EpisodeStats:
-    return cls(jnp.zeros((), jnp.float32), jnp.zeros((window,), jnp.float32), jnp.zeros((), jnp.int32))
-
   def record(self, reward: jax.Array, done: jax.Array) -> EpisodeStats:
     """Adds `reward`; when `done`, files the finished episode's return."""
     ret = self.current + reward
@@ -126,8 +122,7 @@ class EpisodeStats(struct.PyTreeNode):
   def mean_recent(self) -> jax.Array:
     """Mean return over the last `K` finished episodes (NaN before the first)."""
     k = jnp.minimum(self.count, self.recent.shape[0])
-    total = jnp.sum(self.recent * (jnp.arange(self.recent.shape[0]) < k))
-    return jnp.where(k > 0, total / jnp.maximum(k, 1), jnp.nan)
+    return jnp.where(k > 0, jnp.sum(self.recent * (jnp.arange(self.recent.shape[0]) < k)) / jnp.maximum(k, 1), jnp.nan)
 
 
 # -------------------------------------------------------- agent and update --
@@ -185,18 +180,15 @@ class SAC:
     obs, env_state = self.env.reset(k_env, self.env_params)
     zero_obs = jnp.zeros(self.obs_dim)
     dummy = Transition(zero_obs, jnp.zeros(self.action_dim), jnp.zeros(()), zero_obs, jnp.zeros(()))
-    stats, steps = EpisodeStats.create(), jnp.zeros((), jnp.int32)
+    steps = jnp.zeros((), jnp.int32)
+    stats = EpisodeStats(jnp.zeros(()), jnp.zeros(10), steps)  # the last 10 returns
     return Agent(actor, critic, critic_params, entropy, self.buffer.init(dummy), env_state, obs, stats, key, steps)
 
   def init_population(self, key: jax.Array, targets: Sequence[float], alpha_lrs: Sequence[float]) -> Agent:
     """`N` agents with their own seeds, `[N]` target entropies and alpha learning rates."""
     # entropy_jax: one stacked EntropyState, a target and an alpha learning rate per member.
-    entropy = ej.init_population(
-      jnp.asarray(targets, jnp.float32),
-      initial_alpha=self.cfg.initial_alpha,
-      optimizer=self.alpha_tx,
-      learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
-    )
+    cfg, targets, lrs = self.cfg, jnp.asarray(targets, jnp.float32), jnp.asarray(alpha_lrs, jnp.float32)
+    entropy = ej.init_population(targets, initial_alpha=cfg.initial_alpha, optimizer=self.alpha_tx, learning_rate=lrs)
     return self._init_members(jax.random.split(key, len(targets)), entropy)
 
   def env_step(self, agent: Agent, random_action: bool) -> Agent:
@@ -216,14 +208,15 @@ class SAC:
 
   def update(self, agent: Agent, batch: Transition, key: jax.Array) -> tuple[Agent, dict[str, jax.Array]]:
     """One SAC update on a `[B]` batch: critics, actor, then alpha; scalar metrics."""
-    cfg = self.cfg
     k_next, k_pi = jax.random.split(key)
     alpha = agent.entropy.alpha  # entropy_jax: the temperature, exp(log_alpha)
 
     # Critics: soft Bellman target with the smaller target-Q (eq. 3 and 7).
     next_action, next_log_prob = self.actor.apply(agent.actor.params, batch.next_obs).sample_and_log_prob(seed=k_next)
     next_q = jnp.min(self.critic.apply(agent.target_critic, batch.next_obs, next_action), axis=0)
-    y = jax.lax.stop_gradient(batch.reward + cfg.gamma * (1.0 - batch.terminated) * (next_q - alpha * next_log_prob))
+    y = jax.lax.stop_gradient(
+      batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * (next_q - alpha * next_log_prob)
+    )
 
     def critic_loss(params):
       q = self.critic.apply(params, batch.obs, batch.action)  # [2, B]
@@ -244,10 +237,9 @@ class SAC:
     # entropy_jax: the temperature's loss, gradient and optax step in one call (eq. 18).
     entropy, ent_metrics = ej.continuous_update(agent.entropy, log_prob)
 
-    target_critic = optax.incremental_update(critic.params, agent.target_critic, cfg.tau)
+    target_critic = optax.incremental_update(critic.params, agent.target_critic, self.cfg.tau)
     agent = agent.replace(actor=actor, critic=critic, target_critic=target_critic, entropy=entropy)
-    metrics = {"critic_loss": q_loss, "actor_loss": pi_loss}
-    return agent, {**metrics, **{k: ent_metrics[k] for k in ("alpha", "target", "entropy")}}
+    return agent, {"critic_loss": q_loss, "actor_loss": pi_loss, **ent_metrics}
 
   # ------------------------------------------------ the scanned training loop --
 
@@ -264,9 +256,7 @@ class SAC:
     return jax.lax.scan(lambda a, _: (self.env_step(a, random_action=True), None), agent, None, length=n)[0]
 
   def train_chunk(self, agent: Agent, length: int) -> tuple[Agent, dict]:
-    """`length` env steps (`length // num_envs` train steps) in one scan, and their summary."""
-    if length % self.num_envs:
-      raise ValueError(f"train_chunk: length={length} env steps must be a multiple of num_envs={self.num_envs}.")
+    """`length` env steps per member (`length // num_envs` train steps) in one scan, and their summary."""
     alpha_before = agent.entropy.alpha
     agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.num_envs)
     return agent, summary(agent, metrics, alpha_before)
@@ -275,8 +265,8 @@ class SAC:
 def summary(agent: Agent, metrics: dict | None = None, alpha_before: jax.Array | None = None) -> dict:
   """A chunk's scalars. `alpha_rises` / `alpha_falls` count its updates that raised / lowered alpha."""
   alpha, zero, nan = agent.entropy.alpha, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan)
-  lr = optax.tree_utils.tree_get(agent.entropy.opt_state, "learning_rate")
-  out = {"return": agent.stats.mean_recent(), "steps": agent.steps, "alpha": alpha, "alpha_lr": lr}
+  out = {"return": agent.stats.mean_recent(), "steps": agent.steps, "alpha": alpha}
+  out["alpha_lr"] = optax.tree_utils.tree_get(agent.entropy.opt_state, "learning_rate")
   out |= {"target": agent.entropy.target, "alpha_peak": alpha, "alpha_rises": zero, "alpha_falls": zero}
   out |= {"entropy": nan, "entropy_gap": nan}
   if metrics is not None:
@@ -307,20 +297,18 @@ def train(
   desc: str = "SAC Pendulum",
   chunk_hook: Callable[[Agent, jax.Array], Agent] | None = None,
 ) -> tuple[Agent, dict[str, np.ndarray]]:
-  """Trains a stacked `[N]` population, `total_steps` env steps per member (warm-up included).
+  """Trains a stacked `[N]` population for `total_steps` env steps per member (warm-up included).
 
-  The warm-up and each chunk of `chunk` env steps are one jitted, vmapped `lax.scan`;
-  between chunks the host reads only the chunk's summary. `chunk_hook(population, i)`
-  runs after chunk `i` inside the same jit (population-based training uses it).
-  Returns `(population, history)`, `history` of `[chunks + 1, N]` arrays (row 0: after the warm-up).
+  Each chunk of `chunk` env steps is one jitted, vmapped `lax.scan`, followed in the same jit by
+  `chunk_hook(population, i)` if given. Returns `(population, history)`, `history` of `[chunks + 1, N]` arrays.
   """
   from tqdm.auto import tqdm
 
   n_train = total_steps - sac.cfg.learning_starts
   if n_train < 0 or n_train % chunk or chunk % sac.num_envs:
     raise ValueError(
-      f"train: total_steps - learning_starts = {total_steps} - {sac.cfg.learning_starts} must be a non-negative"
-      f" multiple of chunk={chunk}, itself a multiple of num_envs={sac.num_envs}."
+      f"train: total_steps - learning_starts = {n_train} must be a non-negative multiple of chunk={chunk},"
+      f" itself a multiple of num_envs={sac.num_envs}."
     )
   population = jax.jit(jax.vmap(sac.warmup))(population)
   rows = [jax.vmap(summary)(population)]
@@ -389,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> tuple[Agent, dict[str, np.ndarray
     print(f"{i:6d}  {row[0]:14.1f}  {row[1]:8.3g}  {row[2]:7.3f}  {row[3]:6.3f}")
   at_bar = int(np.sum(history["return"][-1] >= RETURN_BAR))
   print(f"{at_bar}/{args.members} members at mean return >= {RETURN_BAR:.0f} after {args.steps} steps")
+  keys = jax.random.split(jax.random.key(args.seed + 1), args.members)
+  policy = np.asarray(jax.jit(jax.vmap(lambda a, k: evaluate(sac, a, k)))(population, keys)).mean(axis=1)
+  print(f"deterministic policy tanh(mean), mean of 10 episodes per member: {np.round(policy, 1)}")
   if args.out:
     np.savez(args.out, **history)
   return population, history
