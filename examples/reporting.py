@@ -33,6 +33,15 @@ def _pyplot():
   return plt
 
 
+def _steps_axis(ax) -> None:
+  """Environment steps on the x axis, at most five ticks, in thousands ("50k") so that they never run together."""
+  from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+  ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+  ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
+  ax.set_xlabel("environment steps per member")
+
+
 def _save(fig, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path)
@@ -72,7 +81,7 @@ def plot_members(
     ax.axhline(hline, color="k", ls="--", lw=0.8)
   if logy:
     ax.set_yscale("log")
-  ax.set_xlabel("environment steps (per member)")
+  _steps_axis(ax)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
@@ -159,7 +168,7 @@ def plot_groups(
     if logy:
       ax.set_yscale("log")
     ax.set_ylabel(ylabel)
-    ax.set_xlabel("environment steps (per member)")
+    _steps_axis(ax)
     ax.grid(alpha=0.3)
   if dashed:
     for name, values in dashed.items():
