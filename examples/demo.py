@@ -92,8 +92,8 @@ def run(out: str, seed: int, members: int, steps: int, chunk: int, progress: boo
   return summary
 
 
-def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
-  """The discrete target ablation: `discrete_target_study` on CartPole, three rules."""
+def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> dict[str, dict]:
+  """The discrete target ablation (`discrete_target_study` on CartPole, three rules); its summaries by rule."""
   task = study.TASKS["cartpole"]._replace(steps=steps, chunk=ABLATION_CHUNK, seeds=ABLATION_SEEDS)
   print(f"Ablation: discrete SAC on CartPole-v1 with three target entropies, {steps} steps each.")
   runs = study.run_rules(task, [RULES[r] for r in ABLATION_RULES], seed=seed, progress=progress)
@@ -108,8 +108,10 @@ def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
     ],
   )
   path = study.plot_task(task.name, histories, labels, os.path.join(out, "discrete_targets.png"))
-  print(f"Wrote {path}")
-  return path
+  with open(os.path.join(out, "discrete_targets.json"), "w") as f:
+    json.dump(summaries, f, indent=1)
+  print(f"Wrote {path}, {os.path.join(out, 'discrete_targets.json')}")
+  return summaries
 
 
 def main(argv=None):
