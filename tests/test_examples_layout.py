@@ -63,6 +63,8 @@ def test_scripts_import_agents_and_reporting_and_nothing_imports_a_script():
 
 @pytest.mark.parametrize("agent", AGENTS)
 def test_agent_runs_as_a_copied_file_and_as_a_module(agent, tmp_path):
+  for extra in ("gymnax", "flashbax", "distrax"):  # the `examples` extra
+    pytest.importorskip(extra)
   copy = tmp_path / f"{agent}.py"
   shutil.copy(EXAMPLES / f"{agent}.py", copy)
   env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}

@@ -12,6 +12,7 @@ import pytest
 
 from examples import reporting
 
+pytest.importorskip("matplotlib")  # the `examples` extra
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
