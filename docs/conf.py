@@ -21,6 +21,9 @@ extensions = [
   "sphinx.ext.napoleon",
   "sphinx.ext.mathjax",
   "sphinx.ext.viewcode",
+  # MathJax from the `docs` extra, copied into the site: the maths renders
+  # without a network (the default loads it from a CDN at page view).
+  "sphinx-mathjax-offline",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build"]

@@ -18,23 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import numpy as np
 
-from examples import plotting, training
-from examples.sac_continuous import (
-  RETURN_BAR,
-  SAC,
-  Config,
-  default_population,
-  report,
-  train_population,
-)
+if __package__:  # `python -m examples.demo`, or imported
+  from examples import discrete_target_study as study
+  from examples import reporting
+  from examples.sac_continuous import RETURN_BAR, SAC, Config, default_population, train
+  from examples.target_rules import RULES
+else:  # `python examples/demo.py`: this folder is the first entry of sys.path
+  import discrete_target_study as study
+  import reporting
+  from sac_continuous import RETURN_BAR, SAC, Config, default_population, train
+  from target_rules import RULES
 
 # The discrete-target ablation: Velora 0.2.0's negative target, the paper's
 # 0.98 log(A) and the recommended 0.6 log(A), on CartPole-v1.
@@ -45,7 +42,7 @@ ABLATION_CHUNK = 500
 
 def write_plots(history: dict, out: str) -> list[str]:
   """`return.png`, `alpha.png`, `entropy.png` in `out`; returns their paths."""
-  return plotting.plot_history(history, out, "SAC on Pendulum-v1", RETURN_BAR)
+  return reporting.plot_history(history, out, "SAC on Pendulum-v1", RETURN_BAR)
 
 
 def save_history(history: dict, out: str) -> str:
@@ -63,18 +60,10 @@ def run(out: str, seed: int, members: int, steps: int, chunk: int, progress: boo
     f"Training {members} SAC agents on Pendulum-v1 for {steps} environment steps each"
     f" (jax {jax.__version__}, {jax.devices()[0].platform})."
   )
-  with training.Timer() as t:
-    _, history = train_population(
-      sac,
-      jax.random.key(seed),
-      targets,
-      lrs,
-      steps,
-      chunk=chunk,
-      progress=progress,
-      desc="SAC population",
-    )
-  table = plotting.print_table(["member", "return(last10)", "alpha", "entropy", "target"], report(history))
+  population = sac.init_population(jax.random.key(seed), targets, lrs)
+  with reporting.Timer() as t:
+    _, history = train(sac, population, steps, chunk=chunk, progress=progress, desc="SAC population")
+  table = reporting.print_table(["member", "return(last10)", "alpha", "entropy", "target"], reporting.report(history))
   final = history["return"][-1]
   n_ok = int(np.sum(final >= RETURN_BAR))
   line = (
@@ -103,18 +92,15 @@ def run(out: str, seed: int, members: int, steps: int, chunk: int, progress: boo
   return summary
 
 
-def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
-  """The discrete target ablation: `discrete_target_study` on CartPole, three rules."""
-  from examples import discrete_target_study as study
-  from examples.target_rules import RULES
-
+def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> dict[str, dict]:
+  """The discrete target ablation (`discrete_target_study` on CartPole, three rules); its summaries by rule."""
   task = study.TASKS["cartpole"]._replace(steps=steps, chunk=ABLATION_CHUNK, seeds=ABLATION_SEEDS)
   print(f"Ablation: discrete SAC on CartPole-v1 with three target entropies, {steps} steps each.")
   runs = study.run_rules(task, [RULES[r] for r in ABLATION_RULES], seed=seed, progress=progress)
   histories = {r: h for r, (h, _) in zip(ABLATION_RULES, runs)}
   summaries = {r: study.summarize(h, f) for r, (h, f) in zip(ABLATION_RULES, runs)}
   labels = {r: RULES[r].label() for r in ABLATION_RULES}
-  plotting.print_table(
+  reporting.print_table(
     ["target", "updates alpha fell", "rose", "final alpha", "return(last10)"],
     [
       [labels[r], s["alpha_falls"], s["alpha_rises"], s["final_alpha_median"], s["final_return_mean"]]
@@ -122,12 +108,14 @@ def run_ablation(out: str, seed: int, steps: int, progress: bool = True) -> str:
     ],
   )
   path = study.plot_task(task.name, histories, labels, os.path.join(out, "discrete_targets.png"))
-  print(f"Wrote {path}")
-  return path
+  with open(os.path.join(out, "discrete_targets.json"), "w") as f:
+    json.dump(summaries, f, indent=1)
+  print(f"Wrote {path}, {os.path.join(out, 'discrete_targets.json')}")
+  return summaries
 
 
 def main(argv=None):
-  parser = plotting.population_parser(
+  parser = reporting.population_parser(
     "entropy_jax demo: train a vmapped population of SAC agents on"
     " Pendulum-v1, each tuning its own temperature; print a per-member table and"
     " write return/alpha/entropy plots; then a short CartPole ablation of the"
@@ -143,7 +131,7 @@ def main(argv=None):
     help="environment steps per member of the CartPole target ablation (default 6000; 0 skips it)",
   )
   args = parser.parse_args(argv)
-  with training.Timer() as t:
+  with reporting.Timer() as t:
     run(args.out, args.seed, args.members, args.steps, args.chunk)
     if args.ablation_steps:
       run_ablation(args.out, args.seed, args.ablation_steps)

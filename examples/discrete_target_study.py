@@ -19,19 +19,20 @@ import datetime
 import json
 import os
 import platform
-import sys
 from collections.abc import Sequence
 from typing import NamedTuple
-
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from examples import plotting, target_rules, training
-from examples.sac_discrete import Config, DiscreteSAC
+if __package__:  # `python -m examples.discrete_target_study`, or imported
+  from examples import reporting, target_rules
+  from examples.sac_discrete import SAC, Config, evaluate, train
+else:  # `python examples/discrete_target_study.py`: this folder is the first entry of sys.path
+  import reporting
+  import target_rules
+  from sac_discrete import SAC, Config, evaluate, train
 
 # MinAtar: the agent sees the flattened 10x10xC grid (a convolution runs about
 # 10x slower on XLA:CPU), steps 4 environments per update, as CleanRL's
@@ -98,12 +99,12 @@ def run_rules(
   rule, whether the rules run together or one at a time.
 
   Returns:
-    Per rule, `(history, finals)`: `history` as from `training.train`
+    Per rule, `(history, finals)`: `history` as from the agent's `train`
     (`[chunks + 1, seeds]` arrays, plus `tes_drops` `[1, seeds]` for
     TES-SAC), `finals` the greedy evaluation `[seeds]`, the wall time and
     the number of updates.
   """
-  sac = DiscreteSAC(task.cfg)
+  sac = SAC(task.cfg)
   updates = (task.steps - task.cfg.learning_starts) // task.cfg.num_envs
   states = [
     target_rules.build(
@@ -121,8 +122,8 @@ def run_rules(
   key_init, key_eval = jax.random.split(jax.random.key(seed))
   keys = jnp.concatenate([jax.random.split(key_init, task.seeds)] * len(rules))
   eval_keys = jnp.concatenate([jax.random.split(key_eval, task.seeds)] * len(rules))
-  with training.Timer() as t:
-    population, history = training.train(
+  with reporting.Timer() as t:
+    population, history = train(
       sac,
       jax.vmap(sac.init)(keys, entropy, tes),
       task.steps,
@@ -130,7 +131,7 @@ def run_rules(
       progress=progress,
       desc=f"{task.name} {'+'.join(r.name for r in rules)}",
     )
-    greedy = jax.jit(jax.vmap(lambda a, k: sac.evaluate(a, k, EVAL_EPISODES)))(population, eval_keys)
+    greedy = jax.jit(jax.vmap(lambda a, k: evaluate(sac, a, k, EVAL_EPISODES)))(population, eval_keys)
   if population.tes is not None:
     history["tes_drops"] = np.asarray(population.tes.drops)[None]
   greedy = np.asarray(greedy).mean(axis=1)
@@ -184,7 +185,7 @@ def summarize(history: dict, finals: dict) -> dict:
 
 
 def table_rows(results: dict) -> list[list]:
-  """One row per (task, rule) for `plotting.print_table`."""
+  """One row per (task, rule) for `reporting.print_table`."""
   rows = []
   for task, rules in results.items():
     for name, s in rules.items():
@@ -209,7 +210,7 @@ TABLE_HEADER = ["task", "rule", "final return", "AUC", "greedy", "alpha bounded"
 def plot_task(task: str, histories: dict, labels: dict, path: str, title: str = "target rules") -> str:
   """Return, alpha and entropy (targets dashed) per rule: median and range over seeds."""
   steps = next(iter(histories.values()))["steps"][:, 0]
-  return plotting.plot_groups(
+  return reporting.plot_groups(
     steps,
     [
       ("mean return, last 10 episodes", {r: h["return"] for r, h in histories.items()}, False),
@@ -325,7 +326,7 @@ def main(argv=None):
     for group, title in figure_groups(args.rules).items():
       path = os.path.join(args.out, f"{task.name}_{group}.png")
       print(f"Wrote {plot_task(task.name, {r: histories[r] for r in title[1]}, labels, path, title[0])}")
-  plotting.print_table(TABLE_HEADER, table_rows(results))
+  reporting.print_table(TABLE_HEADER, table_rows(results))
   meta = {
     "date": datetime.date.today().isoformat(),
     "machine": platform.machine(),

@@ -13,23 +13,24 @@ Run `python examples/pbt.py --help`.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from examples import common, plotting, training
-from examples.sac_continuous import RETURN_BAR, SAC, default_population, train_population
+if __package__:  # `python -m examples.pbt`, or imported
+  from examples import reporting
+  from examples.sac_continuous import RETURN_BAR, SAC, default_population, train
+else:  # `python examples/pbt.py`: this folder is the first entry of sys.path
+  import reporting
+  from sac_continuous import RETURN_BAR, SAC, default_population, train
 
 PyTree = Any
+# Agent fields that hold a member's own experience, not what it has learned: exploit leaves them in place.
+OWN_FIELDS = ("buffer", "env_state", "obs", "stats", "key", "steps")
 LR_SCALE = 1.25  # explore multiplies a learning rate by at most this factor, or divides by it
 
 
@@ -120,7 +121,7 @@ def pbt_exploit_explore(
   copied = copied.replace(**{f: getattr(population, f) for f in own_fields})
   replaced = source != jnp.arange(source.shape[0])
   entropy = copied.entropy
-  lr = common.injected(entropy.opt_state, "learning_rate")
+  lr = optax.tree_utils.tree_get(entropy.opt_state, "learning_rate")
   new_lr, new_target = explore_lr_and_target(key, lr, entropy.target, replaced, rng)
   entropy = entropy.replace(
     target=new_target.astype(entropy.target.dtype),
@@ -130,7 +131,7 @@ def pbt_exploit_explore(
 
 
 def make_pbt_hook(key: jax.Array, every: int, n_replace: int, rng: ExploreRange):
-  """A `chunk_hook` for `training.train`: a PBT step after every `every` chunks.
+  """A `chunk_hook` for the agents' `train`: a PBT step after every `every` chunks.
 
   Scores are each member's mean return over its last 10 episodes. The branch
   is a `lax.cond` on the chunk counter, so the whole thing stays in one jit.
@@ -139,9 +140,7 @@ def make_pbt_hook(key: jax.Array, every: int, n_replace: int, rng: ExploreRange)
   def hook(population, chunk_index):
     def pbt(pop):
       scores = jax.vmap(lambda a: a.stats.mean_recent())(pop)
-      new_pop, _ = pbt_exploit_explore(
-        jax.random.fold_in(key, chunk_index), pop, scores, n_replace, rng, common.OWN_FIELDS
-      )
+      new_pop, _ = pbt_exploit_explore(jax.random.fold_in(key, chunk_index), pop, scores, n_replace, rng, OWN_FIELDS)
       return new_pop
 
     return jax.lax.cond((chunk_index + 1) % every == 0, pbt, lambda p: p, population)
@@ -156,7 +155,7 @@ def explore_range(sac: SAC) -> ExploreRange:
 
 
 def main(argv=None):
-  parser = plotting.population_parser(
+  parser = reporting.population_parser(
     "Population-based training (exploit + explore of target entropy and alpha learning"
     " rate, inside jit) of SAC agents on gymnax Pendulum-v1.",
     steps=20_000,
@@ -172,18 +171,11 @@ def main(argv=None):
   targets, lrs = default_population(sac, args.members)
   key_train, key_pbt = jax.random.split(jax.random.key(args.seed))
   hook = make_pbt_hook(key_pbt, args.interval // args.chunk, args.replace, explore_range(sac))
-  training.train_and_report(
-    train_population,
-    sac,
-    targets,
-    lrs,
-    args,
-    RETURN_BAR,
-    key=key_train,
-    extra=["alpha_lr"],
-    desc="SAC Pendulum PBT",
-    chunk_hook=hook,
-  )
+  population = sac.init_population(key_train, targets, lrs)
+  with reporting.Timer() as t:
+    _, history = train(sac, population, args.steps, chunk=args.chunk, desc="SAC Pendulum PBT", chunk_hook=hook)
+  reporting.print_population_result(history, RETURN_BAR, args.steps, t.seconds, extra=["alpha_lr"])
+  return history
 
 
 if __name__ == "__main__":

@@ -1,32 +1,22 @@
-"""Discrete SAC on gymnax CartPole-v1 or MinAtar, alpha tuned by entropy_jax.
+"""Discrete SAC on gymnax CartPole-v1 (or MinAtar) with alpha tuned by entropy_jax, in one file.
 
-Discrete SAC (Christodoulou 2019, "Soft Actor-Critic for Discrete Action
-Settings", arXiv:1910.07207): the critics output Q for every action, and the
-soft value, the actor loss and the temperature loss take the policy's exact
-expectation over actions instead of a sample. Twin critics with
-Polyak-averaged targets (Fujimoto et al. 2018), a distrax Categorical policy,
-a flashbax replay buffer, and the temperature update
-`entropy_jax.discrete_update` fused into the one jitted update step.
-Environment steps and updates run in `lax.scan` on device; a population is the
-same code under `vmap`, each member with its own seed and entropy state. A
-member may carry a TES-SAC controller (`entropy_jax.tes_sac_update`, Xu et
-al. 2021) that sets its target after every update.
-
-Run `python examples/sac_discrete.py --help`.
+Discrete SAC (Christodoulou 2019, arXiv:1910.07207): critics output Q for every action; the soft value,
+actor loss and temperature loss take the policy's exact expectation over actions. Twin critics with
+Polyak-averaged targets, a distrax Categorical policy, a flashbax replay buffer, `entropy_jax.discrete_update`
+fused into the one jitted update step, and an optional TES-SAC controller (`entropy_jax.tes_sac_update`,
+Xu et al. 2021) per member. Steps and updates run in `lax.scan`; a population is the same code under
+`jax.vmap`. It reads top to bottom: config, networks, replay buffer, agent and update, scanned training
+loop, vmapped population, evaluation, `main`. Run `python examples/sac_discrete.py --help`.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import distrax
+import flashbax
 import flax.linen as nn
 import gymnax
 import jax
@@ -37,10 +27,11 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 import entropy_jax as ej
-from examples import common, plotting, training
-from examples.common import EpisodeStats, Transition
 
 RETURN_BAR = 475.0  # CartPole-v1's "solved" threshold
+
+
+# ------------------------------------------------------------------- config --
 
 
 class Config(NamedTuple):
@@ -55,41 +46,85 @@ class Config(NamedTuple):
   gamma: float = 0.99
   tau: float = 0.05
   buffer_size: int = 50_000
-  learning_starts: int = 1_000  # env steps per member of uniform-random actions
+  learning_starts: int = 1_000  # env steps per member of uniform-random actions, no updates
   initial_alpha: float = 0.1
-  max_alpha: float | None = None  # upper bound on alpha (None: unbounded)
+  max_alpha: float | None = None  # entropy_jax: an upper bound on alpha (None: unbounded)
   obs_dtype: str = "float32"  # how the buffer stores observations ("uint8" for 0/1 grids)
-
-
-DEFAULT_CONFIG = Config()
 
 
 # ----------------------------------------------------------------- networks --
 
 
+class MLP(nn.Module):
+  """`Dense -> relu` for each hidden size, then a linear `Dense(out)`."""
+
+  hidden: Sequence[int]
+  out: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for h in self.hidden:
+      x = nn.relu(nn.Dense(h)(x))
+    return nn.Dense(self.out)(x)
+
+
 class Actor(nn.Module):
-  """`obs [B, obs_dim] -> Categorical` over `A` actions."""
+  """`obs [B, O] -> Categorical` over `A` actions."""
 
   hidden: Sequence[int]
   num_actions: int
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> distrax.Categorical:
-    return distrax.Categorical(logits=common.MLP(self.hidden, self.num_actions)(obs))
+    return distrax.Categorical(logits=MLP(self.hidden, self.num_actions)(obs))
 
 
-class TwinQ(nn.Module):
-  """`obs [B, obs_dim] -> Q [2, B, A]`: two independent critics, a value per action."""
+class TwinCritic(nn.Module):
+  """`obs [B, O] -> Q [2, B, A]`: two independent critics, a value per action."""
 
   hidden: Sequence[int]
   num_actions: int
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
-    return jnp.stack([common.MLP(self.hidden, self.num_actions)(obs) for _ in range(2)])
+    return jnp.stack([MLP(self.hidden, self.num_actions)(obs) for _ in range(2)])
 
 
-# -------------------------------------------------------------------- agent --
+# ------------------------------------------------------------ replay buffer --
+
+
+class Transition(NamedTuple):
+  """One environment transition, as stored in the flashbax buffer."""
+
+  obs: jax.Array  # [obs_dim], flattened, stored as `cfg.obs_dtype`
+  action: jax.Array  # [] int32
+  reward: jax.Array  # [] float32
+  next_obs: jax.Array  # [obs_dim]: the true next observation, before any auto-reset
+  terminated: jax.Array  # [] float32: 1.0 at a true terminal state (no bootstrap)
+
+
+class EpisodeStats(struct.PyTreeNode):
+  """The running returns of `E` environments and a ring of the last `K` finished episodes, carried by `lax.scan`."""
+
+  current: jax.Array  # [E] float32
+  recent: jax.Array  # [K] float32, shared by the E environments
+  count: jax.Array  # [] int32, finished episodes
+
+  def record(self, reward: jax.Array, done: jax.Array) -> EpisodeStats:
+    """Adds the `[E]` rewards; files each finished episode's return into the ring, in env order."""
+    ret, recent, count = self.current + reward, self.recent, self.count
+    for e in range(reward.shape[0]):  # static and small
+      recent = jnp.where(done[e], recent.at[count % recent.shape[0]].set(ret[e]), recent)
+      count = count + done[e].astype(jnp.int32)
+    return self.replace(current=jnp.where(done, 0.0, ret), recent=recent, count=count)
+
+  def mean_recent(self) -> jax.Array:
+    """Mean return over the last `K` finished episodes (NaN before the first)."""
+    k = jnp.minimum(self.count, self.recent.shape[0])
+    return jnp.where(k > 0, jnp.sum(self.recent * (jnp.arange(self.recent.shape[0]) < k)) / jnp.maximum(k, 1), jnp.nan)
+
+
+# -------------------------------------------------------- agent and update --
 
 
 class Agent(struct.PyTreeNode):
@@ -98,168 +133,96 @@ class Agent(struct.PyTreeNode):
   actor: TrainState
   critic: TrainState
   target_critic: Any  # critic parameters, Polyak-averaged
-  entropy: ej.EntropyState
-  tes: ej.TesSacState | None  # the TES-SAC controller of the target, or None
+  entropy: ej.EntropyState  # entropy_jax: log_alpha, its optimizer state, the target
+  tes: ej.TesSacState | None  # entropy_jax: a TES-SAC controller of the target, or None
   buffer: Any  # flashbax buffer state
   env_state: Any  # [E] stacked gymnax states
   obs: jax.Array  # [E, obs_dim]
-  stats: EpisodeStats  # `current` is [E]; the ring is shared by the E envs
+  stats: EpisodeStats
   key: jax.Array
-  steps: jax.Array  # [] int32 environment steps taken (all E envs)
+  steps: jax.Array  # [] int32 environment steps taken (all E environments)
 
 
-OWN_FIELDS = common.OWN_FIELDS
+class SAC:
+  """A discrete-action SAC agent's functions: static things here, all state in `Agent`, so they vmap."""
 
-
-def _row(x: jax.Array, e: int) -> jax.Array:
-  return x[e]
-
-
-def alpha_optimizer() -> optax.GradientTransformation:
-  """Alpha's Adam (`ej.adam`) with an injected learning rate, set per member."""
-  return optax.inject_hyperparams(ej.adam)(learning_rate=3e-4)
-
-
-class DiscreteSAC(common.ScanLoop):
-  """The functions of a discrete-action SAC agent for one gymnax env.
-
-  The object only holds static things (config, env, networks, buffer); all
-  state is in `Agent`. Each method is a pure function of its arguments, so
-  `jax.vmap(sac.train_chunk)` trains a population. Step counts are
-  environment steps per member; each scan iteration steps `num_envs`
-  environments and makes one gradient update.
-  """
-
-  def __init__(self, cfg: Config = DEFAULT_CONFIG):
-    self.cfg = cfg
-    self.num_envs = cfg.num_envs
+  def __init__(self, cfg: Config | None = None):
+    self.cfg = cfg = Config() if cfg is None else cfg
+    self.num_envs = cfg.num_envs  # environments each member steps per train step
     self.env, self.env_params = gymnax.make(cfg.env_name)
     self.num_actions = int(self.env.action_space(self.env_params).n)
-    # Observations are flattened: MinAtar's [10, 10, C] grids become [100 C] vectors.
-    self.obs_dim = int(np.prod(self.env.observation_space(self.env_params).shape))
+    self.obs_dim = int(np.prod(self.env.observation_space(self.env_params).shape))  # MinAtar: the flat grid
     self.actor = Actor(cfg.hidden, self.num_actions)
-    self.critic = TwinQ(cfg.hidden, self.num_actions)
-    self.buffer = common.make_buffer(cfg.buffer_size, cfg.batch_size)
+    self.critic = TwinCritic(cfg.hidden, self.num_actions)
+    self.buffer = flashbax.make_item_buffer(cfg.buffer_size, cfg.batch_size, cfg.batch_size)
+    # Built once: they are static fields of `TrainState`, so every `init` makes the same tree structure.
     self.actor_tx = optax.adam(cfg.actor_lr)
     self.critic_tx = optax.adam(cfg.critic_lr)
-    self.alpha_tx = alpha_optimizer()
+    # entropy_jax: alpha's Adam, its learning rate injected so each member sets its own.
+    self.alpha_tx = optax.inject_hyperparams(ej.adam)(learning_rate=3e-4)
+    self._init_members = jax.jit(jax.vmap(self.init))
 
-  def default_target(self, ratio: float = ej.DISCRETE_TARGET_RATIO) -> float:
-    """`ratio * log(A)` (`entropy_jax.discrete_target`)."""
-    return ej.discrete_target(self.num_actions, ratio)
+  @property
+  def default_target(self) -> float:
+    """entropy_jax: `0.6 log A`, the library's default discrete target."""
+    return ej.discrete_target(self.num_actions)
 
-  # ------------------------------------------------------------------ init --
   def init(self, key: jax.Array, entropy: ej.EntropyState, tes: ej.TesSacState | None = None) -> Agent:
-    """A fresh agent with the given entropy state (one member of a population)."""
-    cfg = self.cfg
+    """A fresh agent with the given entropy state and controller (one member of a population)."""
+    cfg, obs0 = self.cfg, jnp.zeros((1, self.obs_dim))
     k_actor, k_critic, k_env, key = jax.random.split(key, 4)
-    obs0 = jnp.zeros((1, self.obs_dim))
-    actor = TrainState.create(
-      apply_fn=self.actor.apply,
-      params=self.actor.init(k_actor, obs0),
-      tx=self.actor_tx,
-    )
+    actor = TrainState.create(apply_fn=self.actor.apply, params=self.actor.init(k_actor, obs0), tx=self.actor_tx)
     critic_params = self.critic.init(k_critic, obs0)
-    critic = TrainState.create(
-      apply_fn=self.critic.apply,
-      params=critic_params,
-      tx=self.critic_tx,
-    )
+    critic = TrainState.create(apply_fn=self.critic.apply, params=critic_params, tx=self.critic_tx)
     obs, env_state = jax.vmap(self.env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), self.env_params)
-    stored = jnp.zeros(self.obs_dim, cfg.obs_dtype)
-    dummy = Transition(
-      obs=stored, action=jnp.zeros((), jnp.int32), reward=jnp.zeros(()), next_obs=stored, terminated=jnp.zeros(())
-    )
-    return Agent(
-      actor=actor,
-      critic=critic,
-      target_critic=critic_params,
-      entropy=entropy,
-      tes=tes,
-      buffer=self.buffer.init(dummy),
-      env_state=env_state,
-      obs=obs.reshape(cfg.num_envs, -1),
-      stats=EpisodeStats.create(envs=cfg.num_envs),
-      key=key,
-      steps=jnp.zeros((), jnp.int32),
-    )
-
-  def init_members(self, key: jax.Array, entropy: ej.EntropyState, tes: ej.TesSacState | None = None) -> Agent:
-    """`N` agents with their own seeds from a stacked `[N]` entropy state (and controller)."""
-    keys = jax.random.split(key, entropy.log_alpha.shape[0])
-    return jax.vmap(self.init)(keys, entropy, tes)
+    zero_obs = jnp.zeros(self.obs_dim, cfg.obs_dtype)
+    dummy = Transition(zero_obs, jnp.zeros((), jnp.int32), jnp.zeros(()), zero_obs, jnp.zeros(()))
+    steps, obs = jnp.zeros((), jnp.int32), obs.reshape(cfg.num_envs, -1)
+    stats = EpisodeStats(jnp.zeros(cfg.num_envs), jnp.zeros(10), steps)  # the last 10 returns
+    return Agent(actor, critic, critic_params, entropy, tes, self.buffer.init(dummy), env_state, obs, stats, key, steps)
 
   def init_population(self, key: jax.Array, targets: Sequence[float], alpha_lrs: Sequence[float]) -> Agent:
     """`N` agents with their own seeds, `[N]` target entropies and alpha learning rates."""
+    # entropy_jax: one stacked EntropyState, a target and an alpha learning rate per member.
+    cfg, targets, lrs = self.cfg, jnp.asarray(targets, jnp.float32), jnp.asarray(alpha_lrs, jnp.float32)
     entropy = ej.init_population(
-      jnp.asarray(targets, jnp.float32),
-      initial_alpha=self.cfg.initial_alpha,
-      max_alpha=self.cfg.max_alpha,
-      optimizer=self.alpha_tx,
-      learning_rate=jnp.asarray(alpha_lrs, jnp.float32),
+      targets, initial_alpha=cfg.initial_alpha, max_alpha=cfg.max_alpha, optimizer=self.alpha_tx, learning_rate=lrs
     )
-    return self.init_members(key, entropy)
+    return self._init_members(jax.random.split(key, len(targets)), entropy)
 
-  # ------------------------------------------------------------ acting --
   def env_step(self, agent: Agent, random_action: bool) -> Agent:
-    """One step of each of the member's `E` environments, stored in the buffer."""
-    n_envs = self.cfg.num_envs
+    """One step of each of the member's `E` environments (policy or uniform actions), stored in the buffer."""
+    n_envs, store = self.cfg.num_envs, self.cfg.obs_dtype
     key, k_act, k_env = jax.random.split(agent.key, 3)
     if random_action:
       action = jax.random.randint(k_act, (n_envs,), 0, self.num_actions)
     else:
-      action = self.actor.apply(agent.actor.params, agent.obs).sample(seed=k_act)
-    action = action.astype(jnp.int32)
+      action = self.actor.apply(agent.actor.params, agent.obs).sample(seed=k_act).astype(jnp.int32)
     obs, env_state, reward, terminated, truncated, info = jax.vmap(self.env.step, (0, 0, 0, None))(
       jax.random.split(k_env, n_envs), agent.env_state, action, self.env_params
     )
-    obs = obs.reshape(n_envs, -1)
-    store = self.cfg.obs_dtype
-    transitions = Transition(
-      obs=agent.obs.astype(store),
-      action=action,
-      reward=reward.astype(jnp.float32),
-      next_obs=info["final_observation"].reshape(n_envs, -1).astype(store),
-      terminated=terminated.astype(jnp.float32),
-    )
+    reward, final_obs = reward.astype(jnp.float32), info["final_observation"].reshape(n_envs, -1)
+    done, terminated = terminated | truncated, terminated.astype(jnp.float32)
+    transitions = Transition(agent.obs.astype(store), action, reward, final_obs.astype(store), terminated)
     buffer = agent.buffer
-    for e in range(n_envs):
-      buffer = self.buffer.add(buffer, jax.tree.map(functools.partial(_row, e=e), transitions))
-    return agent.replace(
-      buffer=buffer,
-      env_state=env_state,
-      obs=obs,
-      stats=agent.stats.record_each(reward, terminated | truncated),
-      key=key,
-      steps=agent.steps + n_envs,
-    )
+    for e in range(n_envs):  # one item per environment, in env order
+      buffer = self.buffer.add(buffer, jax.tree.map(lambda x, e=e: x[e], transitions))
+    stats, obs = agent.stats.record(reward, done), obs.reshape(n_envs, -1)
+    return agent.replace(buffer=buffer, env_state=env_state, obs=obs, stats=stats, key=key, steps=agent.steps + n_envs)
 
-  # ------------------------------------------------------------ learning --
   def update(self, agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jax.Array]]:
-    """One discrete SAC update on a `[B]` batch: critics, actor, then alpha.
+    """One update on a `[B]` batch: critics, actor, then alpha, all with the alpha from before the step.
 
-    Christodoulou 2019, with the exact expectation over the `A` actions:
-      V(s')  = sum_a pi(a|s') [min_i Q'_i(s', a) - alpha log pi(a|s')]   (eq. 10)
-      J_Q    = 1/2 sum_i mean_b (Q_i(s_b, a_b) - r_b - gamma (1 - d_b) V(s'_b))^2
-      J_pi   = mean_b sum_a pi(a|s_b) [alpha log pi(a|s_b) - min_i Q_i(s_b, a)]  (eq. 12)
-      J_alpha: `entropy_jax.discrete_update(pi(.|s_b), log pi(.|s_b))`     (eq. 11)
-    All three use the alpha from before this step. With a TES-SAC controller,
-    the batch entropy then advances it and its target becomes the state's.
-
-    Args:
-      agent: the learner.
-      batch: a `Transition` with a leading batch axis `[B]`.
-
-    Returns:
-      `(agent, metrics)` with scalar metrics.
+    V(s')  = sum_a pi(a|s') [min_i Q'_i(s', a) - alpha log pi(a|s')]   (eq. 10)
+    J_Q    = 1/2 sum_i mean_b (Q_i(s_b, a_b) - r_b - gamma (1 - d_b) V(s'_b))^2
+    J_pi   = mean_b sum_a pi(a|s_b) [alpha log pi(a|s_b) - min_i Q_i(s_b, a)]  (eq. 12)
     """
-    cfg = self.cfg
-    alpha = agent.entropy.alpha
+    alpha = agent.entropy.alpha  # entropy_jax: the temperature, exp(log_alpha)
 
     next_pi = self.actor.apply(agent.actor.params, batch.next_obs)
     next_q = jnp.min(self.critic.apply(agent.target_critic, batch.next_obs), axis=0)
     next_v = jnp.sum(next_pi.probs * (next_q - alpha * next_pi.logits), axis=-1)
-    y = jax.lax.stop_gradient(batch.reward + cfg.gamma * (1.0 - batch.terminated) * next_v)
+    y = jax.lax.stop_gradient(batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_v)
 
     def critic_loss(params):
       q = self.critic.apply(params, batch.obs)  # [2, B, A]
@@ -271,37 +234,24 @@ class DiscreteSAC(common.ScanLoop):
     q_min = jnp.min(self.critic.apply(critic.params, batch.obs), axis=0)  # [B, A]
 
     def actor_loss(params):
-      pi = self.actor.apply(params, batch.obs)
-      # distrax normalises: `pi.logits` are the log-probabilities.
-      loss = jnp.mean(jnp.sum(pi.probs * (alpha * pi.logits - q_min), axis=-1))
-      return loss, (pi.probs, pi.logits)
+      pi = self.actor.apply(params, batch.obs)  # distrax normalises: `pi.logits` are log-probabilities
+      return jnp.mean(jnp.sum(pi.probs * (alpha * pi.logits - q_min), axis=-1)), (pi.probs, pi.logits)
 
     (pi_loss, (probs, log_probs)), pi_grads = jax.value_and_grad(actor_loss, has_aux=True)(agent.actor.params)
     actor = agent.actor.apply_gradients(grads=pi_grads)
 
-    # Temperature: entropy_jax's fused loss + gradient + optax step.
+    # entropy_jax: the temperature's loss (exact over actions, eq. 11), gradient and optax step in one call.
     entropy, ent_metrics = ej.discrete_update(agent.entropy, probs, log_probs)
     tes = agent.tes
-    if tes is not None:
+    if tes is not None:  # entropy_jax: TES-SAC moves the target from the batch entropy
       tes = ej.tes_sac_update(tes, ent_metrics["entropy"])
       entropy = entropy.replace(target=tes.target)
 
-    target_critic = optax.incremental_update(critic.params, agent.target_critic, cfg.tau)
-    agent = agent.replace(
-      actor=actor,
-      critic=critic,
-      target_critic=target_critic,
-      entropy=entropy,
-      tes=tes,
-    )
-    metrics = {
-      "critic_loss": q_loss,
-      "actor_loss": pi_loss,
-      "alpha": ent_metrics["alpha"],
-      "target": ent_metrics["target"],
-      "entropy": ent_metrics["entropy"],
-    }
-    return agent, metrics
+    target_critic = optax.incremental_update(critic.params, agent.target_critic, self.cfg.tau)
+    agent = agent.replace(actor=actor, critic=critic, target_critic=target_critic, entropy=entropy, tes=tes)
+    return agent, {"critic_loss": q_loss, "actor_loss": pi_loss, **ent_metrics}
+
+  # ------------------------------------------------ the scanned training loop --
 
   def train_step(self, agent: Agent) -> tuple[Agent, dict]:
     """One policy step in each environment, then one update from the buffer."""
@@ -311,64 +261,138 @@ class DiscreteSAC(common.ScanLoop):
     batch = batch._replace(obs=batch.obs.astype(jnp.float32), next_obs=batch.next_obs.astype(jnp.float32))
     return self.update(agent.replace(key=key), batch)
 
-  def evaluate(self, agent: Agent, key: jax.Array, episodes: int = 10, policy: str = "greedy") -> jax.Array:
-    """`[episodes]` returns of full episodes from fresh resets (no learning).
+  def warmup(self, agent: Agent) -> Agent:
+    """`cfg.learning_starts` env steps of uniform-random actions (no updates), in one scan."""
+    n = self.cfg.learning_starts // self.num_envs
+    return jax.lax.scan(lambda a, _: (self.env_step(a, random_action=True), None), agent, None, length=n)[0]
 
-    `policy`: `"greedy"` takes the most probable action, `"sample"` samples
-    the policy, `"random"` acts uniformly at random (the baseline).
-    """
-
-    def act(obs, k):
-      if policy == "random":
-        return jax.random.randint(k, (), 0, self.num_actions)
-      pi = self.actor.apply(agent.actor.params, obs.reshape(-1))
-      return pi.mode() if policy == "greedy" else pi.sample(seed=k)
-
-    return common.evaluate_episodes(self.env, self.env_params, act, key, episodes)
+  def train_chunk(self, agent: Agent, length: int) -> tuple[Agent, dict]:
+    """`length` env steps per member (`length // num_envs` train steps) in one scan, and their summary."""
+    alpha_before = agent.entropy.alpha
+    agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.num_envs)
+    return agent, summary(agent, metrics, alpha_before)
 
 
-# ------------------------------------------------------------ population --
+def summary(agent: Agent, metrics: dict | None = None, alpha_before: jax.Array | None = None) -> dict:
+  """A chunk's scalars. `alpha_rises` / `alpha_falls` count its updates that raised / lowered alpha."""
+  alpha, zero, nan = agent.entropy.alpha, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan)
+  out = {"return": agent.stats.mean_recent(), "steps": agent.steps, "alpha": alpha}
+  out["alpha_lr"] = optax.tree_utils.tree_get(agent.entropy.opt_state, "learning_rate")
+  out |= {"target": agent.entropy.target, "alpha_peak": alpha, "alpha_rises": zero, "alpha_falls": zero}
+  out |= {"entropy": nan, "entropy_gap": nan}
+  if metrics is not None:
+    moves = jnp.diff(jnp.concatenate([alpha_before[None], metrics["alpha"]]))
+    out |= {"alpha_rises": jnp.sum(moves > 0).astype(jnp.int32), "alpha_falls": jnp.sum(moves < 0).astype(jnp.int32)}
+    out["alpha_peak"] = jnp.maximum(alpha_before, jnp.max(metrics["alpha"]))
+    out["entropy"] = jnp.mean(metrics["entropy"])
+    out["entropy_gap"] = jnp.mean(metrics["entropy"] - metrics["target"])  # the sign that drives alpha
+  return out
 
 
-def default_population(sac: DiscreteSAC, n: int) -> tuple[np.ndarray, np.ndarray]:
-  """Per-member `[N]` targets and alpha learning rates.
+# ------------------------------------------------------- vmapped population --
 
-  Every target is the library's default, `entropy_jax.discrete_target(A)`
-  (0.6 log A: the ratio that served on both CartPole and MinAtar Breakout
-  without tuning, docs/discrete_targets.md); alpha learning rates are spread
-  log-uniformly from 3e-4 to 3e-3.
+
+def default_population(sac: SAC, n: int) -> tuple[np.ndarray, np.ndarray]:
+  """`[N]` targets, all the library's default `0.6 log A`; alpha learning rates log-uniform in [3e-4, 3e-3]."""
+  return np.full(n, sac.default_target, np.float32), np.geomspace(3e-4, 3e-3, n).astype(np.float32)
+
+
+def train(
+  sac: SAC,
+  population: Agent,
+  total_steps: int,
+  *,
+  chunk: int = 1_000,
+  progress: bool = True,
+  desc: str = "discrete SAC CartPole",
+  chunk_hook: Callable[[Agent, jax.Array], Agent] | None = None,
+) -> tuple[Agent, dict[str, np.ndarray]]:
+  """Trains a stacked `[N]` population for `total_steps` env steps per member (warm-up included).
+
+  Each chunk of `chunk` env steps is one jitted, vmapped `lax.scan`, followed in the same jit by
+  `chunk_hook(population, i)` if given. Returns `(population, history)`, `history` of `[chunks + 1, N]` arrays.
   """
-  targets = np.full(n, sac.default_target(), np.float32)
-  lrs = common.log_uniform_spread(3e-4, 3e-3, n)
-  return targets, lrs
+  from tqdm.auto import tqdm
+
+  n_train = total_steps - sac.cfg.learning_starts
+  if n_train < 0 or n_train % chunk or chunk % sac.num_envs:
+    raise ValueError(
+      f"train: total_steps - learning_starts = {n_train} must be a non-negative multiple of chunk={chunk},"
+      f" itself a multiple of num_envs={sac.num_envs}."
+    )
+  population = jax.jit(jax.vmap(sac.warmup))(population)
+  rows = [jax.vmap(summary)(population)]
+
+  @jax.jit
+  def chunk_fn(pop, i):
+    pop, row = jax.vmap(lambda a: sac.train_chunk(a, chunk))(pop)
+    return (pop if chunk_hook is None else chunk_hook(pop, i)), row
+
+  n = rows[0]["alpha"].shape[0]
+  bar = tqdm(total=n_train * n, desc=desc, unit="step", unit_scale=True, disable=not progress, dynamic_ncols=True)
+  for i in range(n_train // chunk):
+    population, row = chunk_fn(population, jnp.int32(i))
+    rows.append(jax.device_get(row))
+    bar.update(chunk * n)
+    if np.any(np.isfinite(rows[-1]["return"])):
+      bar.set_postfix(mean_return=f"{np.nanmean(rows[-1]['return']):.1f}")
+  bar.close()
+  return population, {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
 
 
-# The shared loop (examples/training.py), with this agent's defaults.
-train_population = functools.partial(training.train_population, chunk=1_000, desc="discrete SAC CartPole")
-report = plotting.report
+# --------------------------------------------------------------- evaluation --
 
 
-def main(argv=None):
-  parser = plotting.population_parser(
-    "Train a vmapped population of discrete SAC agents on gymnax CartPole-v1, alpha"
-    " tuned by entropy_jax, and print each member's final return.",
-    steps=50_000,
-    chunk=1_000,
+def evaluate(sac: SAC, agent: Agent, key: jax.Array, episodes: int = 10) -> jax.Array:
+  """`[episodes]` returns of the greedy policy (the most probable action) from fresh resets, run in parallel."""
+  env, params = sac.env, sac.env_params
+
+  def episode(k):
+    k_reset, k_run = jax.random.split(k)
+    obs, env_state = env.reset(k_reset, params)
+
+    def body(carry, k_t):
+      obs, env_state, total, alive = carry
+      action = sac.actor.apply(agent.actor.params, obs.reshape(-1)).mode()
+      obs, env_state, reward, terminated, truncated, _ = env.step(jax.random.split(k_t)[1], env_state, action, params)
+      return (obs, env_state, total + alive * reward, alive * (1.0 - (terminated | truncated))), None  # stop at the end
+
+    init = (obs, env_state, jnp.zeros(()), jnp.ones(()))
+    return jax.lax.scan(body, init, jax.random.split(k_run, params.max_steps_in_episode))[0][2]
+
+  return jax.vmap(episode)(jax.random.split(key, episodes))
+
+
+# --------------------------------------------------------------------- main --
+
+
+def main(argv: Sequence[str] | None = None) -> tuple[Agent, dict[str, np.ndarray]]:
+  parser = argparse.ArgumentParser(
+    description="Train a vmapped population of discrete SAC agents on gymnax CartPole-v1, alpha tuned by entropy_jax,"
+    " and print each member's final return."
   )
-  parser.add_argument("--out", default=None, help="optional folder for history.npz and PNGs")
+  parser.add_argument("--members", type=int, default=8, help="population size (default 8)")
+  parser.add_argument("--steps", type=int, default=50_000, help="environment steps per member (default 50000)")
+  parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+  parser.add_argument("--chunk", type=int, default=1_000, help="env steps per jitted scan (default 1000)")
+  parser.add_argument("--out", default=None, help="optional .npz file for the training history")
   args = parser.parse_args(argv)
 
-  sac = DiscreteSAC()
+  sac = SAC()
   targets, lrs = default_population(sac, args.members)
-  population, history = training.train_and_report(train_population, sac, targets, lrs, args, RETURN_BAR)
-  greedy = jax.vmap(lambda a, k: sac.evaluate(a, k))(
-    population, jax.random.split(jax.random.key(args.seed + 1), args.members)
-  )
-  print("greedy-policy evaluation (10 episodes each):", np.round(np.mean(greedy, axis=1), 1))
+  population = sac.init_population(jax.random.key(args.seed), targets, lrs)
+  population, history = train(sac, population, args.steps, chunk=args.chunk)
+  print("member  return(last10)     alpha  entropy  target")
+  for i, row in enumerate(zip(*(history[k][-1] for k in ("return", "alpha", "entropy", "target")))):
+    print(f"{i:6d}  {row[0]:14.1f}  {row[1]:8.3g}  {row[2]:7.3f}  {row[3]:6.3f}")
+  at_bar = int(np.sum(history["return"][-1] >= RETURN_BAR))
+  print(f"{at_bar}/{args.members} members at mean return >= {RETURN_BAR:.0f} after {args.steps} steps")
+  keys = jax.random.split(jax.random.key(args.seed + 1), args.members)
+  policy = np.asarray(jax.jit(jax.vmap(lambda a, k: evaluate(sac, a, k)))(population, keys)).mean(axis=1)
+  print(f"greedy policy, mean of 10 episodes per member: {np.round(policy, 1)}")
   if args.out:
-    os.makedirs(args.out, exist_ok=True)
-    np.savez(os.path.join(args.out, "history.npz"), **history)
-    plotting.plot_history(history, args.out, "discrete SAC on CartPole-v1", RETURN_BAR)
+    np.savez(args.out, **history)
+  return population, history
 
 
 if __name__ == "__main__":

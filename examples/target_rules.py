@@ -15,7 +15,7 @@ of the uniform policy's entropy `log A`, the same for every task:
   for the parity ablation.
 
 `build` turns a rule into the `[N]` stacked `EntropyState` (and TES-SAC
-state) that `DiscreteSAC.init_members` takes.
+state) that `jax.vmap(SAC.init)` of `sac_discrete.py` takes.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from examples import common, pbt
-from examples.common import OWN_FIELDS
+from examples import pbt
+from examples.pbt import OWN_FIELDS
 from examples.sac_continuous import SAC, Config
 
 
@@ -98,8 +98,8 @@ def test_pbt_explore_perturbs_only_replaced_members(population):
   scores = jnp.array([4.0, 3.0, 2.0, 1.0])  # 3 <- 0, 2 <- 1
   new, source = jax.jit(lambda k: pbt.pbt_exploit_explore(k, population, scores, 2, rng, OWN_FIELDS))(jax.random.key(2))
   np.testing.assert_array_equal(source, [0, 1, 1, 0])
-  lr0 = np.asarray(common.injected(population.entropy.opt_state, "learning_rate"))
-  lr = np.asarray(common.injected(new.entropy.opt_state, "learning_rate"))
+  lr0 = np.asarray(optax.tree_utils.tree_get(population.entropy.opt_state, "learning_rate"))
+  lr = np.asarray(optax.tree_utils.tree_get(new.entropy.opt_state, "learning_rate"))
   t0, t = np.asarray(population.entropy.target), np.asarray(new.entropy.target)
   np.testing.assert_array_equal(lr[:2], lr0[:2])
   np.testing.assert_array_equal(t[:2], t0[:2])

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from examples import common, sac_continuous
-from examples.sac_continuous import SAC, Config, train_population
+from examples import sac_continuous
+from examples.sac_continuous import SAC, Config, Transition, evaluate, train
 
 LOW_TARGET, HIGH_TARGET = -1.0, 0.6  # max entropy of a tanh-squashed 1-D action: log 2 = 0.69
 STEPS = 3_500  # per member: 1,000 random warm-up steps + 2,500 SAC steps
@@ -26,16 +26,9 @@ def sac():
 
 @pytest.fixture(scope="module")
 def trained(sac):
-  population, history = train_population(
-    sac,
-    jax.random.key(0),
-    [LOW_TARGET, HIGH_TARGET],
-    [1e-3, 1e-3],
-    STEPS,
-    chunk=500,
-    progress=False,
-  )
-  returns = jax.jit(jax.vmap(lambda a, k: sac.evaluate(a, k, episodes=4)))(
+  population = sac.init_population(jax.random.key(0), [LOW_TARGET, HIGH_TARGET], [1e-3, 1e-3])
+  population, history = train(sac, population, STEPS, chunk=500, progress=False)
+  returns = jax.jit(jax.vmap(lambda a, k: evaluate(sac, a, k, episodes=4)))(
     population, jax.random.split(jax.random.key(1), 2)
   )
   return population, history, np.asarray(returns)
@@ -80,7 +73,7 @@ def test_one_fused_update_moves_log_alpha_by_adam_first_step(sac):
   pop = sac.init_population(jax.random.key(3), [-1.0, 5.0], [lr, lr])
   k_obs, k_act, k_next = jax.random.split(jax.random.key(4), 3)
   shape = (2, sac.cfg.batch_size)
-  batch = common.Transition(
+  batch = Transition(
     obs=jax.random.normal(k_obs, (*shape, sac.obs_dim)),
     action=jax.random.uniform(k_act, (*shape, 1), minval=-1, maxval=1),
     reward=-jnp.ones(shape),
@@ -100,7 +93,7 @@ def test_one_fused_update_moves_log_alpha_by_adam_first_step(sac):
 
 
 @pytest.mark.slow
-def test_summary_counts_alpha_moves_and_report_has_a_row_per_member(trained):
+def test_summary_counts_alpha_moves(trained):
   _, history, _ = trained
   updates_per_chunk = 500
   rises, falls = history["alpha_rises"][1:], history["alpha_falls"][1:]
@@ -111,9 +104,6 @@ def test_summary_counts_alpha_moves_and_report_has_a_row_per_member(trained):
   # The chunk's peak is at least where alpha started and ended the chunk.
   peak = history["alpha_peak"][1:]
   assert np.all(peak >= np.maximum(history["alpha"][:-1], history["alpha"][1:]) * (1 - 1e-6))
-  rows = sac_continuous.report(history)
-  assert [r[0] for r in rows] == [0, 1]
-  np.testing.assert_allclose([r[2] for r in rows], history["alpha"][-1])
 
 
 def test_script_has_help(capsys):
@@ -121,3 +111,24 @@ def test_script_has_help(capsys):
     sac_continuous.main(["--help"])
   assert e.value.code == 0
   assert "--members" in capsys.readouterr().out
+
+
+def test_episode_stats_match_numpy():
+  rewards = np.arange(1.0, 26.0, dtype=np.float32)
+  dones = np.zeros(25, bool)
+  dones[[2, 5, 9, 12, 14, 17, 19, 22, 23, 24]] = True
+  stats = sac_continuous.EpisodeStats(jnp.zeros(()), jnp.zeros(4), jnp.zeros((), jnp.int32))
+  assert np.isnan(stats.mean_recent())
+  record = jax.jit(lambda s, r, d: s.record(r, d))
+  for r, d in zip(rewards, dones):
+    stats = record(stats, r, d)
+  ends = np.flatnonzero(dones)
+  returns = [rewards[a + 1 : b + 1].sum() for a, b in zip(np.r_[-1, ends[:-1]], ends)]
+  assert int(stats.count) == len(returns)
+  assert float(stats.mean_recent()) == pytest.approx(np.mean(returns[-4:]))
+
+
+@pytest.mark.parametrize("steps, chunk", [(999, 500), (2_100, 300)])
+def test_train_rejects_budgets_off_the_chunk_grid(sac, steps, chunk):
+  with pytest.raises(ValueError, match="train: total_steps - learning_starts"):
+    train(sac, None, steps, chunk=chunk)

@@ -18,7 +18,6 @@ import pytest
 
 import entropy_jax as ej
 from examples import sac_discrete as sd
-from examples.common import Transition
 
 STEPS = 5_000
 CHUNK = 500
@@ -31,11 +30,12 @@ NAMES = ["low", "low", "velora", "paper"]
 
 @pytest.fixture(scope="module")
 def run():
-  sac = sd.DiscreteSAC(CFG)
+  sac = sd.SAC(CFG)
   paper = ej.discrete_target(2, ej.PAPER_DISCRETE_TARGET_RATIO)
   targets = np.array([ej.discrete_target(2, 0.15)] * 2 + [ej.velora_discrete_target(2), paper], np.float32)
   lrs = np.full(4, 1e-3, np.float32)
-  population, history = sd.train_population(sac, jax.random.key(0), targets, lrs, STEPS, chunk=CHUNK, progress=False)
+  population = sac.init_population(jax.random.key(0), targets, lrs)
+  population, history = sd.train(sac, population, STEPS, chunk=CHUNK, progress=False)
   return sac, population, history
 
 
@@ -91,10 +91,10 @@ def test_alpha_moves_as_the_entropy_gap_says(run):
 
 def test_update_losses_match_a_numpy_reference():
   """Critic target, critic and actor losses, with the exact sum over actions."""
-  sac = sd.DiscreteSAC(sd.Config(hidden=(8,), batch_size=5, num_envs=1, buffer_size=8))
+  sac = sd.SAC(sd.Config(hidden=(8,), batch_size=5, num_envs=1, buffer_size=8))
   agent = jax.jit(sac.init)(jax.random.key(3), ej.init_entropy_state(0.3, initial_alpha=0.7))
   rng = np.random.default_rng(0)
-  batch = Transition(
+  batch = sd.Transition(
     obs=jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
     action=jnp.asarray([0, 1, 1, 0, 1], jnp.int32),
     reward=jnp.ones(5, jnp.float32),
@@ -142,7 +142,7 @@ def test_minatar_grids_are_stored_flat_as_uint8():
     learning_starts=8,
     obs_dtype="uint8",
   )
-  sac = sd.DiscreteSAC(cfg)
+  sac = sd.SAC(cfg)
   assert (sac.num_actions, sac.obs_dim) == (3, 400)
   agent = sac.init_population(jax.random.key(0), [0.1], [3e-4])
   agent = jax.jit(jax.vmap(sac.warmup))(agent)
@@ -161,3 +161,52 @@ def test_script_has_help(capsys):
     sd.main(["--help"])
   assert e.value.code == 0
   assert "--seed" in capsys.readouterr().out
+
+
+def test_episode_stats_file_every_env_into_one_ring():
+  record = jax.jit(lambda s, r, d: s.record(r, d))
+  stats = sd.EpisodeStats(jnp.array([5.0, 1.0]), jnp.zeros(3), jnp.zeros((), jnp.int32))
+  # Both envs finish in the same step: 5+1 and 1+2 are filed in env order.
+  stats = record(stats, jnp.array([1.0, 2.0]), jnp.array([True, True]))
+  np.testing.assert_allclose(stats.recent, [6.0, 3.0, 0.0])
+  np.testing.assert_allclose(stats.current, [0.0, 0.0])
+  assert int(stats.count) == 2
+  stats = record(stats, jnp.array([4.0, 1.0]), jnp.array([False, True]))
+  stats = record(stats, jnp.array([1.0, 7.0]), jnp.array([True, True]))
+  # Ring of 3: [6, 3] + 1 + 5 + 7 -> slots hold [5, 7, 1] after wrapping.
+  np.testing.assert_allclose(stats.recent, [5.0, 7.0, 1.0])
+  assert int(stats.count) == 5
+  np.testing.assert_allclose(stats.mean_recent(), (5.0 + 7.0 + 1.0) / 3)
+
+
+def test_evaluate_stops_counting_at_the_episode_end():
+  sac = sd.SAC(sd.Config(hidden=(8,), num_envs=1, batch_size=4, buffer_size=8))
+  agent = jax.jit(sac.init)(jax.random.key(0), ej.init_entropy_state(0.3))
+  # An actor that always pushes left: zero weights, logits [10, -10].
+  params = jax.tree.map(jnp.zeros_like, agent.actor.params)
+  params["params"]["MLP_0"]["Dense_1"]["bias"] = jnp.array([10.0, -10.0])
+  agent = agent.replace(actor=agent.actor.replace(params=params))
+  returns = jax.jit(lambda k: sd.evaluate(sac, agent, k, 3))(jax.random.key(0))
+
+  def reference(key):
+    k_reset, k_run = jax.random.split(key)
+    _, state = sac.env.reset(k_reset, sac.env_params)
+    total = 0.0
+    for k in jax.random.split(k_run, sac.env_params.max_steps_in_episode):
+      _, k_env = jax.random.split(k)
+      _obs, state, reward, terminated, truncated, _ = sac.env.step(k_env, state, 0, sac.env_params)
+      total += float(reward)
+      if terminated or truncated:
+        return total
+    return total
+
+  expected = [reference(k) for k in jax.random.split(jax.random.key(0), 3)]
+  np.testing.assert_allclose(returns, expected)
+  # Always pushing left ends a CartPole episode after a few dozen steps, with reward 1 per step.
+  assert all(5 <= r < 100 for r in expected), expected
+
+
+@pytest.mark.parametrize("steps, chunk", [(999, 500), (1_100, 25), (2_000, 300)])
+def test_train_rejects_budgets_off_the_chunk_grid(steps, chunk):
+  with pytest.raises(ValueError, match="train: total_steps - learning_starts"):
+    sd.train(sd.SAC(), None, steps, chunk=chunk)

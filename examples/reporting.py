@@ -1,13 +1,18 @@
-"""Plots and tables of training histories (matplotlib, Agg backend).
+"""What the scripts around the agents share: the population command line, tables, timing and plots.
 
-A history maps names to `[chunks + 1, N]` arrays (`training.train`): one row per
-progress tick, one column per population member.
+The agents (`sac_continuous.py`, `sac_discrete.py`) stand alone and import nothing from here; the
+demo, population-based training and the discrete target study import them and this module. A
+history maps names to `[chunks + 1, N]` arrays (the agents' `train`): one row per chunk, one
+column per population member. Plots use matplotlib's Agg backend.
+
+Run `python examples/reporting.py --help` to plot a history saved by an agent's `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +31,15 @@ def _pyplot():
   import matplotlib.pyplot as plt
 
   return plt
+
+
+def _steps_axis(ax) -> None:
+  """Environment steps on the x axis, at most five ticks, in thousands ("50k") so that they never run together."""
+  from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+  ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+  ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
+  ax.set_xlabel("environment steps per member")
 
 
 def _save(fig, path: str) -> str:
@@ -67,7 +81,7 @@ def plot_members(
     ax.axhline(hline, color="k", ls="--", lw=0.8)
   if logy:
     ax.set_yscale("log")
-  ax.set_xlabel("environment steps (per member)")
+  _steps_axis(ax)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
@@ -154,7 +168,7 @@ def plot_groups(
     if logy:
       ax.set_yscale("log")
     ax.set_ylabel(ylabel)
-    ax.set_xlabel("environment steps (per member)")
+    _steps_axis(ax)
     ax.grid(alpha=0.3)
   if dashed:
     for name, values in dashed.items():
@@ -217,3 +231,34 @@ def print_population_result(history: dict, bar: float, steps: int, seconds: floa
   )
   print(line)
   return line
+
+
+class Timer:
+  """`with Timer() as t: ...; t.seconds`."""
+
+  def __enter__(self) -> Timer:
+    self.start = time.perf_counter()
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self.seconds = time.perf_counter() - self.start
+
+
+def main(argv: Sequence[str] | None = None) -> list[str]:
+  parser = argparse.ArgumentParser(
+    description="Plot a training history saved by an agent's --out: return.png, alpha.png and entropy.png."
+  )
+  parser.add_argument("history", help="the .npz file an agent's --out wrote")
+  parser.add_argument("--out", required=True, help="folder for the PNGs")
+  parser.add_argument("--title", default="SAC", help="the plots' title (default SAC)")
+  parser.add_argument("--bar", type=float, default=None, help="return drawn as a dashed line on the return plot")
+  args = parser.parse_args(argv)
+  with np.load(args.history) as f:
+    history = dict(f)
+  paths = plot_history(history, args.out, args.title, args.bar)
+  print("Wrote " + ", ".join(paths))
+  return paths
+
+
+if __name__ == "__main__":
+  main()
