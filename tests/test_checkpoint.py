@@ -315,7 +315,7 @@ def file_of(payload):
 
 def test_other_format_version(tmp_path, good_file):
   _, data, _ = good_file
-  payload = checkpoint._read_payload(data, "good")
+  payload = checkpoint._read_payload(data)
   payload["version"] = checkpoint.FORMAT_VERSION + 1
   path = write(tmp_path, file_of(payload))
   with pytest.raises(CheckpointError, match=r"format version 2; this library reads version 1"):
@@ -337,7 +337,7 @@ def test_other_format_version(tmp_path, good_file):
 def test_a_file_whose_values_no_constructor_accepts_is_refused(tmp_path, good_file, leaf, value, message):
   # The same rules as the constructors and the compat classes' load_state_dict.
   _, data, _ = good_file
-  payload = checkpoint._read_payload(data, "good")
+  payload = checkpoint._read_payload(data)
   paths = [p for p, _, _ in payload["signature"]]
   payload["leaves"][paths.index(leaf)] = value
   with pytest.raises(CheckpointError, match=message):
