@@ -42,6 +42,8 @@ def test_single_and_population_write_results_extrapolate_loops_and_skip_over_bud
   assert set(machine["versions"]) >= {"jax", "jaxlib", "optax", "torch", "velora"}
   assert machine["date_utc"] and len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
   assert machine["command"].startswith("python -m benchmarks.run --sections single,population --sizes 1,4,512")
+  # No path of the machine that ran it: --out is recorded by its name.
+  assert str(tmp_path) not in (tmp_path / "results.json").read_text() + (tmp_path / "results.md").read_text()
 
   for kind in single_update.KINDS:
     rows = results["single"][kind]
@@ -124,8 +126,9 @@ def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
       *TINY,
     ]
   )
-  assert rc == 0
   results = json.loads((tmp_path / "results.json").read_text())
+  # The exit status flags a failed structure goal (at N=8 XLA may compile otherwise than at the sheet's N).
+  assert rc == int(any(g["structure"] and g["status"] == "FAIL" for g in results["goals"]))
   rows = results["optimizer"]["rows"]
   assert rows["floor: jnp.sum"]["x_floor"] == 1.0 and len(rows) == 9
   assert all(r["x_floor"] > 0 for r in rows.values())
