@@ -1,12 +1,56 @@
-"""Shared test set-up: 8 virtual CPU devices, asked for before jax is imported.
+"""Shared test set-up.
 
-The flag is added to any `XLA_FLAGS` already set (a user's own XLA options
-stay), unless a device count is already given there.
+* 8 virtual CPU devices, asked for before jax is imported. The flag is added
+  to any `XLA_FLAGS` already set (a user's own XLA options stay), unless a
+  device count is already given there.
+* `ENTROPY_JAX_TEST_INSTALLED=1` (what `make test` sets): the suite runs
+  against an installed wheel, so a file missing from the wheel fails it. The
+  session refuses to start if `entropy_jax` would be imported from this
+  checkout instead, and fails if any test was skipped: with every extra
+  installed, a skip means something the suite should have run did not.
 """
 
 import os
+import pathlib
+
+import pytest
 
 _DEVICES = "--xla_force_host_platform_device_count"
 _flags = os.environ.get("XLA_FLAGS", "")
 if _DEVICES not in _flags:
   os.environ["XLA_FLAGS"] = f"{_flags} {_DEVICES}=8".strip()
+
+_CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+_INSTALLED = os.environ.get("ENTROPY_JAX_TEST_INSTALLED") == "1"
+
+
+def pytest_configure(config):
+  del config
+  if not _INSTALLED:
+    return
+  import importlib.metadata
+
+  import entropy_jax
+
+  where = pathlib.Path(entropy_jax.__file__).resolve()
+  if _CHECKOUT in where.parents:
+    raise pytest.UsageError(
+      f"ENTROPY_JAX_TEST_INSTALLED=1, but entropy_jax is imported from the checkout ({where}), not from an"
+      " installed wheel: run pytest with `python -P -m pytest` from a PYTHONPATH without the checkout."
+    )
+  installed = importlib.metadata.version("entropy_jax")
+  if installed != entropy_jax.__version__:
+    raise pytest.UsageError(
+      f"entropy_jax {entropy_jax.__version__} is imported, but the installed distribution is {installed}."
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del exitstatus
+  if not _INSTALLED:
+    return
+  reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+  skipped = reporter.stats.get("skipped", []) if reporter else []
+  if skipped:
+    reporter.write_line(f"ENTROPY_JAX_TEST_INSTALLED=1: {len(skipped)} test(s) skipped; every extra is installed.")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

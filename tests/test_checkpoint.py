@@ -39,7 +39,9 @@ from entropy_jax.update import continuous_update
 
 ADAM = optax.adam(1e-2)
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory holding the entropy_jax under test (the checkout, or site-packages
+# when the suite runs against an installed wheel), for child processes.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint.__file__)))
 
 
 def linear_target(start, slope, step):
@@ -187,7 +189,7 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   n = 1_000_000  # ~40 MB per checkpoint: the write takes long enough to be caught.
   path = tmp_path / "pop.ckpt"
   env = dict(
-    os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS="", JAX_PLATFORMS="cpu"
+    os.environ, PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS="", JAX_PLATFORMS="cpu"
   )
   base = init_population(-1.0, size=n)
   caught = 0
@@ -198,6 +200,7 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
       stderr=subprocess.PIPE,
       text=True,
       env=env,
+      cwd=tmp_path,  # not the checkout: `python -c` puts the working directory first on sys.path
     )
     saved = []
     reader = threading.Thread(
