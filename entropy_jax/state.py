@@ -341,5 +341,8 @@ def _log_bounds(min_alpha, max_alpha, initial_alpha):
   return lo, hi
 
 
-# The name compat.py imports; removed with compat.py's move to `_checks.entry`.
-log_alpha_from = _log_alpha_from
+def __getattr__(name: str) -> Any:
+  # The name compat.py imports; it goes when compat.py names itself with `_checks.entry`.
+  if name == "log_alpha_from":
+    return _log_alpha_from
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -189,7 +189,10 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   n = 1_000_000  # ~40 MB per checkpoint: the write takes long enough to be caught.
   path = tmp_path / "pop.ckpt"
   env = dict(
-    os.environ, PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS="", JAX_PLATFORMS="cpu"
+    os.environ,
+    PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    XLA_FLAGS="",
+    JAX_PLATFORMS="cpu",
   )
   base = init_population(-1.0, size=n)
   caught = 0
