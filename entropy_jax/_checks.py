@@ -1,32 +1,23 @@
 """Argument checks shared by the public functions.
 
 Every error names the public function the user called, the argument, what
-was expected and what came. The function's name is not passed down: each
-public function is marked with `@public`, which records its name for the
-duration of the call, and the checks here read it back (`caller()`). The
-outermost public function wins, so a public function that calls another
-(`fixed_alpha_state` builds with `init_entropy_state`) reports errors under
-the name the user called. A caller outside the package names itself with
-`with entry("EntropyModule"): ...`, and `within(detail)` adds what part of
-the input is being checked ("init_entropy_state (the schedule's value at
-step 0)"). The checks run while a function is
-traced, so they also fire under `jit` and `vmap`, and cost nothing in the
-compiled program.
+was expected and what came. The name is not passed down: `@public` records
+it for the duration of a call and `caller()` reads it back. The outermost
+public function wins (`fixed_alpha_state` builds with `init_entropy_state`,
+and its errors say `fixed_alpha_state`); a caller outside the package names
+itself with `with entry("EntropyModule"):`; `within(detail)` says which part
+of the input is checked ("init_entropy_state (the schedule's value at step
+0)"). The checks run while a function is traced, so they fire under `jit` and
+`vmap` too and cost nothing in the compiled program.
 
-Two kinds of check live here:
+Arrays are checked on static information (shape, rank, dtype). Numbers a
+constructor takes (an initial alpha, a target, a learning rate) are checked
+after conversion to float32, the dtype of the state: a value float64 holds
+but float32 overflows, flushes to zero or makes subnormal is rejected before
+any array is built. Traced values cannot be inspected and pass through.
 
-* Trace-time checks of arrays (shape, rank, dtype), which read only static
-  information.
-* Value checks of the numbers a user gives a constructor (an initial alpha,
-  a target, a learning rate). The state holds float32, so each number is
-  checked *after* conversion to float32: a value that is finite in float64
-  but overflows, underflows to zero or turns subnormal in float32 is
-  rejected before any array is built. Traced values (inside `jit` or `vmap`)
-  cannot be inspected and pass through.
-
-The errors are `ValueError` or `TypeError`, what a Python caller catches.
-(`chex.assert_*` raise `AssertionError` with generic text; the library uses
-chex for its array types, and the tests use its assertions.)
+The errors are `ValueError` or `TypeError`, what a Python caller catches
+(`chex.assert_*` raise `AssertionError` with generic text).
 """
 
 from __future__ import annotations
@@ -83,17 +74,11 @@ def within(detail: str) -> Iterator[None]:
 
 def public(fn: _F) -> _F:
   """Marks `fn` as a public entry point: the checks it runs name it."""
-  name = fn.__name__
 
   @functools.wraps(fn)
   def wrapper(*args: Any, **kwargs: Any) -> Any:
-    if _ENTRY.get() is not None:
+    with entry(fn.__name__):
       return fn(*args, **kwargs)
-    token = _ENTRY.set(name)
-    try:
-      return fn(*args, **kwargs)
-    finally:
-      _ENTRY.reset(token)
 
   return wrapper  # type: ignore[return-value]
 
