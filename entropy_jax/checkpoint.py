@@ -70,6 +70,7 @@ def signature(state: Any) -> Signature:
   ]
 
 
+@_checks.public
 def check_structure(state: Any, like: EntropyState) -> None:
   """Raises `ValueError` unless `state` has the structure of `like`.
 

@@ -405,3 +405,16 @@ def test_population_size_mismatch(tmp_path):
   np.testing.assert_array_equal(
     restored.opt_state.hyperparams["learning_rate"], np.geomspace(1e-4, 1e-1, 4).astype(np.float32)
   )
+
+
+def test_check_structure_compares_the_tree_the_static_fields_and_every_leaf():
+  like = init_entropy_state(-1.0, optimizer=ADAM)
+  checkpoint.check_structure(init_entropy_state(-3.0, initial_alpha=0.5, optimizer=ADAM), like)  # values may differ
+  checkpoint.check_structure(checkpoint.signature(like), like)  # a checkpoint's record of a state
+  # The same leaves, another static field: the tree differs.
+  with pytest.raises(ValueError, match=r"^check_structure: structure mismatch; the static fields .* loss_form='alpha'"):
+    checkpoint.check_structure(init_entropy_state(-1.0, optimizer=ADAM, loss_form="alpha"), like)
+  with pytest.raises(ValueError, match=r"leaf \.log_alpha: saved float32\[3\], `like` has float32\[\]"):
+    checkpoint.check_structure(init_population(-1.0, optimizer=ADAM, size=3), like)
+  with pytest.raises(ValueError, match=r"leaves saved but not in `like`: \['\.opt_state\[0\]\.count'"):
+    checkpoint.check_structure(like, init_entropy_state(-1.0, optimizer=optax.sgd(0.1)))
