@@ -47,7 +47,7 @@ def pytest_configure(config):
   import entropy_jax
 
   where = pathlib.Path(entropy_jax.__file__).resolve()
-  if _CHECKOUT in where.parents:
+  if where.is_relative_to(_CHECKOUT / "entropy_jax"):
     raise pytest.UsageError(
       f"ENTROPY_JAX_TEST_INSTALLED=1, but entropy_jax is imported from the checkout ({where}), not from an"
       " installed wheel: run pytest with `python -P -m pytest` from a PYTHONPATH without the checkout."

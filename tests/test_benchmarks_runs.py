@@ -18,6 +18,8 @@ TINY = ["--repeats", "1", "--min-time", "1e-4", "--batch", "8", "--scan-k", "3",
 
 
 def test_single_and_population_write_results_extrapolate_loops_and_skip_over_budget(tmp_path, capsys):
+  pytest.importorskip("velora")  # the [parity] extra: the Velora rows
+  pytest.importorskip("matplotlib")  # the [examples] extra: the plot
   # Budget 10 kB: N=4 needs 2*4*8*4 + 64*4*4 = 1,280 bytes, N=512 needs 163,840.
   rc = run.main(
     [
@@ -144,6 +146,8 @@ def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
 
 
 def test_sac_section_reports_throughput_and_the_entropy_updates_share(tmp_path, capsys):
+  for module in ("gymnax", "flashbax", "distrax"):  # the [examples] extra: the SAC agent
+    pytest.importorskip(module)
   assert sac.main(["--members", "2", "--steps", "2", "--repeats", "1", "--json", str(tmp_path / "sac.json")]) == 0
   r = json.loads((tmp_path / "sac.json").read_text())["sac"]
   assert r["members"] == 2 and r["steps_per_call"] == 2
