@@ -87,12 +87,11 @@ def check_structure(state: Any, like: EntropyState) -> None:
     ValueError: the message names the leaves that differ.
   """
   if isinstance(state, EntropyState):
-    got_def, like_def = jax.tree_util.tree_structure(state), jax.tree_util.tree_structure(like)
-    if got_def != like_def and [p for p, _, _ in signature(state)] == [p for p, _, _ in signature(like)]:
+    same_leaves = [p for p, _, _ in signature(state)] == [p for p, _, _ in signature(like)]
+    if same_leaves and jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(like):
       raise ValueError(
-        f"{_checks.caller()}: structure mismatch; the static fields (optimizer, schedule function, loss_form)"
-        f" differ: got loss_form={state.loss_form!r} and tx={state.tx!r}, expected loss_form={like.loss_form!r}"
-        f" and tx={like.tx!r}."
+        f"{_checks.caller()}: structure mismatch; the static fields (the optimizer, the schedule's function or"
+        f" loss_form) differ; loss_form is {state.loss_form!r}, `like` has {like.loss_form!r}."
       )
     state = signature(state)
   expected = signature(like)
