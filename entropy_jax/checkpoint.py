@@ -88,7 +88,8 @@ def check_structure(state: Any, like: EntropyState) -> None:
   """
   if isinstance(state, EntropyState):
     same_leaves = [p for p, _, _ in signature(state)] == [p for p, _, _ in signature(like)]
-    if same_leaves and jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(like):
+    tree: Any = jax.tree_util.tree_structure(state)  # PyTreeDef: equal when the static fields are
+    if same_leaves and tree != jax.tree_util.tree_structure(like):
       raise ValueError(
         f"{_checks.caller()}: structure mismatch; the static fields (the optimizer, the schedule's function or"
         f" loss_form) differ; loss_form is {state.loss_form!r}, `like` has {like.loss_form!r}."
