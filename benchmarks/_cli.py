@@ -170,39 +170,3 @@ def add_shapes(p: argparse.ArgumentParser) -> None:
     help="continuous action dimension; the target is -action_dim (default 6)",
   )
   p.add_argument("--num-actions", type=positive_int, default=6, help="discrete actions A (default 6)")
-
-
-def standalone(module: Any, argv: list[str] | None = None) -> int:
-  """`python -m benchmarks.<module>`: parses the module's flags, runs it, prints
-  the goals it measured and writes `--json`.
-
-  A measurement module defines `NAME` (its section), `REPEATS` and `MIN_TIME`
-  (its timing defaults; `REPEATS = None` for one timed otherwise), `SHAPES`
-  (whether it takes `--batch`, `--action-dim` and `--num-actions`),
-  `add_arguments(parser)` (its flags; `add_scaled` for those whose default
-  depends on `--quick`), optionally `finish(args)` (what else the flags
-  imply), `run(args, notes)`, which returns its entries of the results
-  (`{NAME: ...}`, or more than one), and `markdown(results, args)`, which
-  reads them back.
-  """
-  name = module.__spec__.name if module.__spec__ else module.__name__  # Not "__main__" under -m.
-  p = parser(name.rsplit(".", 1)[-1], module.__doc__)
-  if module.REPEATS:
-    add_timing(p, module.REPEATS, module.MIN_TIME)
-  else:  # Timed in fresh processes, without `_timing.interleaved`.
-    p.add_argument("--quick", action="store_true", help="a short run: fewer fresh processes")
-  if module.SHAPES:
-    add_shapes(p)
-  module.add_arguments(p)
-  add_json(p)
-  args = p.parse_args(argv)
-  fill_defaults(args, module)
-  from benchmarks import goals
-
-  notes: list[str] = []
-  results = {**module.run(args, notes), "notes": notes}
-  for note in notes:
-    print("note: " + note)
-  goals.print_goals(goals.grade(results), only_measured=True)
-  write_json(args.json, results)
-  return 0

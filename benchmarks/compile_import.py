@@ -21,7 +21,7 @@ import sys
 import tempfile
 from typing import Any
 
-from benchmarks import _cli
+from benchmarks import _cli, _script
 from benchmarks._fresh import TARGETS
 
 NAME = "compile"
@@ -132,7 +132,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  return _cli.standalone(sys.modules[__name__], argv)
+  return _script.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

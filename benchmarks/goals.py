@@ -3,7 +3,8 @@
   python -m benchmarks.goals [benchmarks/results/results.json]
 
 prints each goal of a run's results with PASS, FAIL or n/a (not measured in
-that run).
+that run), and flags a failed goal as a regression; it exits with status 1
+when a structure goal (one on the compiled program, not on a timing) fails.
 """
 
 from __future__ import annotations
@@ -61,17 +62,25 @@ def grade(results: dict[str, Any], goals: list[dict[str, Any]] | None = None) ->
         "threshold": f"{symbol} {g[kind]:g}",
         "shown": "not measured" if value is None else g["format"].format(value),
         "status": status,
+        "structure": bool(g.get("structure", False)),
       }
     )
   return out
 
 
-def print_goals(graded: list[dict[str, Any]], only_measured: bool = False) -> None:
+def print_goals(graded: list[dict[str, Any]], only_measured: bool = False) -> int:
+  """Prints the goals and a regression line for each failed one; returns the
+  exit status: 1 if a structure goal failed, else 0."""
   shown = [g for g in graded if not (only_measured and g["status"] == "n/a")]
   if shown:
     print("Goals:")
   for g in shown:
     print(f"  [{g['status']:>4s}] {g['goal']}: {g['shown']}")
+  failed = [g for g in graded if g["status"] == "FAIL"]
+  for g in failed:
+    kind = "structure of the compiled update" if g["structure"] else "timing; check the machine's load"
+    print(f"REGRESSION ({kind}): {g['goal']}: {g['shown']}, expected {g['threshold']}")
+  return int(any(g["structure"] for g in failed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(args.results.read_text())
   except (OSError, ValueError) as e:
     p.error(f"argument results: cannot read {args.results}: {e}")
-  print_goals(grade(results))
-  return 0
+  return print_goals(grade(results))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import _cli, population
+from benchmarks import _cli, _script, population
 from benchmarks._forms import MINIMAL
 
 NAME = "hlo"
@@ -174,6 +174,8 @@ def describe(hlo: str, n: int, b: int) -> dict[str, Any]:
     "n_loops": len(loops),
     "copies": sum(lp["kind"] == "copy" for lp in loops),
     "n_operands_read": sum(lp["n_operands"] for lp in loops),
+    # Loops reading more than four [N] arrays: the clamped log_alpha and the skip verdict.
+    "wide_loops": sum(lp["n_operands"] > 4 for lp in loops),
     "loops": loops,
     "nb_readers": r["nb_readers"],
     "nb_temporaries": r["nb_temporaries"],
@@ -252,7 +254,11 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     seconds, count = compile_seconds(fn, fargs, args.repeats, f"step{i}")
     compiles[name] = {"compile_s": seconds, "kernels": count}
     print(f"    {name:42s} {seconds * 1e3:8.1f} ms  {count:3d} kernels")
-  return {NAME: {"n": n, "batch": b, "forms": forms, "compile": compiles}}
+  every_form = {
+    "most_log_probs_readers": max(len(d["nb_readers"]) for d in forms.values()),
+    "other_nb_arrays": sum(len(d["nb_temporaries"]) for d in forms.values()),
+  }
+  return {NAME: {"n": n, "batch": b, "forms": forms, "every_form": every_form, "compile": compiles}}
 
 
 def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
@@ -279,7 +285,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  return _cli.standalone(sys.modules[__name__], argv)
+  return _script.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import math
 import sys
 from typing import Any
 
-from benchmarks import _cli
+from benchmarks import _cli, _script
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
 
 NAME = "optimizer"
@@ -99,7 +99,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  return _cli.standalone(sys.modules[__name__], argv)
+  return _script.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import _cli, _machine
+from benchmarks import _cli, _machine, _script
 from benchmarks._forms import GRAD_THEN_APPLY, MINIMAL
 
 NAME = "population"
@@ -297,7 +297,7 @@ def plot(results: dict[str, Any], machine: dict[str, Any], batch: int, path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-  return _cli.standalone(sys.modules[__name__], argv)
+  return _script.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,27 @@ def parse_args(argv: list[str] | None = None):
   return p.parse_args(argv)
 
 
+def portable(path: pathlib.Path) -> str:
+  """`path` as the results record it: relative to the repository when inside
+  it, else its last component, so that no machine's layout is committed."""
+  path = path.resolve()
+  try:
+    return str(path.relative_to(DEFAULT_OUT.parents[1]))
+  except ValueError:
+    return path.name
+
+
+def command_line(argv: list[str], out: pathlib.Path) -> str:
+  """The command that produced a run, with `--out` written as `portable` writes it."""
+  words = list(argv)
+  for i, word in enumerate(words):
+    if word == "--out" and i + 1 < len(words):
+      words[i + 1] = portable(out)
+    elif word.startswith("--out="):
+      words[i] = "--out=" + portable(out)
+  return " ".join(["python -m benchmarks.run", *words])
+
+
 def section_args(args, module):
   """The run's flags with the section's own defaults filled in."""
   margs = copy.copy(args)
@@ -101,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
   start = time.perf_counter()
   import jax
 
-  command = " ".join(["python -m benchmarks.run"] + (sys.argv[1:] if argv is None else list(argv)))
+  command = command_line(sys.argv[1:] if argv is None else list(argv), args.out)
   results: dict[str, Any] = {
     "machine": _machine.machine_info(command),
     "sections": args.sections,
@@ -123,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(module.run(margs, notes))
     results["notes"] += [n for n in notes if n not in results["notes"]]
     results["section_wall_s"][name] = round(time.perf_counter() - t0, 1)
-    results["args"][name] = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(margs).items()}
+    results["args"][name] = {k: portable(v) if isinstance(v, pathlib.Path) else v for k, v in vars(margs).items()}
   results["machine"]["loadavg_end"] = _machine.loadavg()
   results["wall_s"] = round(time.perf_counter() - start, 1)
   results["goals"] = goals.grade(results)
@@ -137,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     written.append("population.png")
   for note in results["notes"]:
     print("note: " + note)
-  goals.print_goals(results["goals"])
+  status = goals.print_goals(results["goals"])
   print(
     f"Load average {results['machine']['loadavg_start']} at the start, {results['machine']['loadavg_end']} at"
     f" the end. Wrote {', '.join(written)} to {args.out} in {results['wall_s']:.0f} s."
   )
-  return 0
+  return status
 
 
 if __name__ == "__main__":

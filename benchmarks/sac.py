@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from benchmarks import _cli
+from benchmarks import _cli, _script
 
 NAME = "sac"
 REPEATS, MIN_TIME = 11, 0.0  # Each sample is one scan of --steps steps.
@@ -111,7 +111,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  return _cli.standalone(sys.modules[__name__], argv)
+  return _script.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import _cli, _machine
+from benchmarks import _cli, _machine, _script
 
 NAME = "single"
 REPEATS, MIN_TIME = 9, 0.02
@@ -158,7 +158,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  return _cli.standalone(sys.modules[__name__], argv)
+  return _script.standalone(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ match.
 One set of rules serves both formats that hold a state: the checkpoint file
 (`save_checkpoint` / `restore_checkpoint`) and the Velora-compatible classes'
 `state_dict()`, which carries the same payload (`encode_state` /
-`decode_state`). Decoding checks the version, the structure, every leaf's
-shape and dtype, and then the values as the constructors do
-(`entropy_jax.state.check_state_values`), before it returns a state: a
+`decode_state`). Decoding checks the version, the structure and every
+leaf's shape and dtype (`check_structure`, which also serves whoever
+replaces a state with one of the same structure), and then the values as
+the constructors do, before it returns a state: a
 truncated, corrupted, foreign, mismatched or unusable payload raises
 `CheckpointError` and never yields a half-loaded state.
 
@@ -43,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from entropy_jax.state import EntropyState, check_state_values
+from entropy_jax import _checks
+from entropy_jax.state import LOG_ALPHA_MAX, LOG_ALPHA_MIN, EntropyState
 
 FORMAT_NAME = "entropy_jax.checkpoint"
 FORMAT_VERSION = 1
@@ -68,6 +70,37 @@ def signature(state: Any) -> Signature:
   ]
 
 
+@_checks.public
+def check_structure(state: Any, like: EntropyState) -> None:
+  """Raises `ValueError` unless `state` has the structure of `like`.
+
+  The one check of a state's structure: the same tree (the same optimizer,
+  schedule and `loss_form`, when `state` is a state) and the same shape and
+  dtype at every leaf.
+
+  Args:
+    state: a state (concrete or abstract), or a `signature` of one (what a
+      checkpoint records).
+    like: the state it must match.
+
+  Raises:
+    ValueError: the message names the leaves that differ.
+  """
+  if isinstance(state, EntropyState):
+    same_leaves = [p for p, _, _ in signature(state)] == [p for p, _, _ in signature(like)]
+    tree: Any = jax.tree_util.tree_structure(state)  # PyTreeDef: equal when the static fields are
+    if same_leaves and tree != jax.tree_util.tree_structure(like):
+      raise ValueError(
+        f"{_checks.caller()}: structure mismatch; the static fields (the optimizer, the schedule's function or"
+        f" loss_form) differ; loss_form is {state.loss_form!r}, `like` has {like.loss_form!r}."
+      )
+    state = signature(state)
+  expected = signature(like)
+  if state != expected:
+    raise ValueError(f"{_checks.caller()}: structure mismatch; {_diff(state, expected)}")
+
+
+@_checks.public
 def encode_state(state: EntropyState) -> dict[str, Any]:
   """The payload of a checkpoint: plain Python and NumPy values.
 
@@ -76,7 +109,7 @@ def encode_state(state: EntropyState) -> dict[str, Any]:
   Sharded arrays are gathered to the host.
   """
   if not isinstance(state, EntropyState):
-    raise TypeError(f"encode_state: expected an EntropyState; got {type(state).__name__}.")
+    raise TypeError(f"{_checks.caller()}: expected an EntropyState; got {type(state).__name__}.")
   return {
     "version": FORMAT_VERSION,
     "loss_form": state.loss_form,
@@ -85,7 +118,8 @@ def encode_state(state: EntropyState) -> dict[str, Any]:
   }
 
 
-def decode_state(payload: Any, like: EntropyState, source: str = "decode_state") -> EntropyState:
+@_checks.public
+def decode_state(payload: Any, like: EntropyState) -> EntropyState:
   """The state an `encode_state` payload holds, checked, in the structure of `like`.
 
   Args:
@@ -96,7 +130,6 @@ def decode_state(payload: Any, like: EntropyState, source: str = "decode_state")
       static fields are used as they are. Where a leaf of `like` has a
       sharding (a `jax.Array`, or a `jax.ShapeDtypeStruct` with one), the
       restored leaf is placed with that sharding.
-    source: what the payload came from, to start error messages with.
 
   Returns:
     The state; every array leaf equals the saved one bit for bit.
@@ -104,39 +137,43 @@ def decode_state(payload: Any, like: EntropyState, source: str = "decode_state")
   Raises:
     CheckpointError: another format version, missing fields, a structure or
       leaf that does not match `like`, or values that no constructor would
-      accept (see `entropy_jax.state.check_state_values`).
+      accept (a `log_alpha` outside its bounds, bounds outside
+      `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`, a target float32 cannot hold,
+      negative counters or learning rates).
   """
   if not isinstance(like, EntropyState):
-    raise TypeError(f"{source}: `like` must be an EntropyState; got {type(like).__name__}.")
+    raise TypeError(f"{_checks.caller()}: `like` must be an EntropyState; got {type(like).__name__}.")
   if not isinstance(payload, dict) or "version" not in payload:
-    raise CheckpointError(f"{source}: no format version in the payload.")
+    raise CheckpointError(f"{_checks.caller()}: no format version in the payload.")
   if payload["version"] != FORMAT_VERSION:
     raise CheckpointError(
-      f"{source}: format version {payload['version']!r}; this library reads version {FORMAT_VERSION}."
+      f"{_checks.caller()}: format version {payload['version']!r}; this library reads version {FORMAT_VERSION}."
     )
   keys = ("loss_form", "signature", "leaves")
   if any(k not in payload for k in keys):
-    raise CheckpointError(f"{source}: missing fields; expected {keys}.")
-  expected = signature(like)
+    raise CheckpointError(f"{_checks.caller()}: missing fields; expected {keys}.")
   try:
     saved = [(str(p), tuple(int(d) for d in s), str(d)) for p, s, d in payload["signature"]]
   except (TypeError, ValueError) as e:
-    raise CheckpointError(f"{source}: unreadable structure signature: {e}") from None
-  if saved != expected:
-    raise CheckpointError(f"{source}: structure mismatch; {_diff(saved, expected)}")
+    raise CheckpointError(f"{_checks.caller()}: unreadable structure signature: {e}") from None
+  try:
+    check_structure(saved, like)
+  except ValueError as e:
+    raise CheckpointError(str(e)) from None
   if payload["loss_form"] != like.loss_form:
     raise CheckpointError(
-      f"{source}: saved with loss_form={payload['loss_form']!r}, but `like` has loss_form={like.loss_form!r}."
+      f"{_checks.caller()}: saved with loss_form={payload['loss_form']!r}, but `like` has loss_form={like.loss_form!r}."
     )
-  values = _decode_leaves(payload["leaves"], saved, source)
+  values = _decode_leaves(payload["leaves"], saved)
   like_leaves, treedef = jax.tree_util.tree_flatten(like)
   try:
-    check_state_values(jax.tree_util.tree_unflatten(treedef, values), source)
+    _check_values(jax.tree_util.tree_unflatten(treedef, values))
   except ValueError as e:
     raise CheckpointError(str(e)) from None
   return jax.tree_util.tree_unflatten(treedef, [_place(value, leaf) for value, leaf in zip(values, like_leaves)])
 
 
+@_checks.public
 def save_checkpoint(path: PathLike, state: EntropyState) -> str:
   """Writes `state` to `path` atomically (temp file, fsync, `os.replace`).
 
@@ -150,7 +187,7 @@ def save_checkpoint(path: PathLike, state: EntropyState) -> str:
   """
   path = os.fspath(path)
   if not isinstance(state, EntropyState):
-    raise TypeError(f"save_checkpoint: expected an EntropyState; got {type(state).__name__}.")
+    raise TypeError(f"{_checks.caller()}: expected an EntropyState; got {type(state).__name__}.")
   body = serialization.msgpack_serialize(encode_state(state))
   data = MAGIC + hashlib.sha256(body).digest() + body
   directory = os.path.dirname(os.path.abspath(path))
@@ -169,6 +206,7 @@ def save_checkpoint(path: PathLike, state: EntropyState) -> str:
   return path
 
 
+@_checks.public
 def restore_checkpoint(path: PathLike, like: EntropyState) -> EntropyState:
   """Reads a checkpoint written by `save_checkpoint` into the structure of `like`.
 
@@ -188,10 +226,11 @@ def restore_checkpoint(path: PathLike, like: EntropyState) -> EntropyState:
   """
   path = os.fspath(path)
   if not isinstance(like, EntropyState):
-    raise TypeError(f"restore_checkpoint: `like` must be an EntropyState; got {type(like).__name__}.")
+    raise TypeError(f"{_checks.caller()}: `like` must be an EntropyState; got {type(like).__name__}.")
   with open(path, "rb") as f:
     data = f.read()
-  return decode_state(_read_payload(data, path), like, path)
+  with _checks.within(path):
+    return decode_state(_read_payload(data), like)
 
 
 # ----------------------------------------------------------------------------
@@ -203,21 +242,22 @@ MAGIC = b"ENTROPY_JAX_CKPT"
 _DIGEST = 32
 
 
-def _read_payload(data: bytes, path: str) -> Any:
+def _read_payload(data: bytes) -> Any:
   """The payload of a checkpoint file, after checking its magic and digest."""
   if not data.startswith(MAGIC):
     if MAGIC.startswith(data):
-      raise CheckpointError(f"{path}: truncated ({len(data)} bytes).")
-    raise CheckpointError(f"{path}: not an {FORMAT_NAME} file (no {MAGIC!r} header).")
+      raise CheckpointError(f"{_checks.caller()}: truncated ({len(data)} bytes).")
+    raise CheckpointError(f"{_checks.caller()}: not an {FORMAT_NAME} file (no {MAGIC!r} header).")
   digest, body = data[len(MAGIC) : len(MAGIC) + _DIGEST], data[len(MAGIC) + _DIGEST :]
   if hashlib.sha256(body).digest() != digest:
     raise CheckpointError(
-      f"{path}: truncated or corrupted ({len(data)} bytes): the SHA-256 digest of the contents does not match."
+      f"{_checks.caller()}: truncated or corrupted ({len(data)} bytes): the SHA-256 digest of the contents does"
+      " not match."
     )
   try:
     return serialization.msgpack_restore(body)
   except Exception as e:  # A digest collision aside, only a writer bug gets here.
-    raise CheckpointError(f"{path}: unreadable contents: {type(e).__name__}: {e}") from e
+    raise CheckpointError(f"{_checks.caller()}: unreadable contents: {type(e).__name__}: {e}") from e
 
 
 def _create_temporary(directory: str, name: str) -> tuple[int, str]:
@@ -234,21 +274,45 @@ def _create_temporary(directory: str, name: str) -> tuple[int, str]:
       continue
 
 
-def _decode_leaves(values: Any, saved: Signature, source: str) -> list[np.ndarray]:
+def _decode_leaves(values: Any, saved: Signature) -> list[np.ndarray]:
   if not isinstance(values, list) or len(values) != len(saved):
-    raise CheckpointError(f"{source}: expected {len(saved)} arrays.")
+    raise CheckpointError(f"{_checks.caller()}: expected {len(saved)} arrays.")
   out = []
   for value, (p, shape, dtype) in zip(values, saved):
     try:
       value = np.asarray(value)
     except Exception as e:
-      raise CheckpointError(f"{source}: leaf {p} is not an array: {e}") from None
+      raise CheckpointError(f"{_checks.caller()}: leaf {p} is not an array: {e}") from None
     if value.shape != shape or value.dtype.name != dtype:
       raise CheckpointError(
-        f"{source}: leaf {p} should be {dtype}{list(shape)}, got {value.dtype.name}{list(value.shape)}."
+        f"{_checks.caller()}: leaf {p} should be {dtype}{list(shape)}, got {value.dtype.name}{list(value.shape)}."
       )
     out.append(value)
   return out
+
+
+def _check_values(state: EntropyState) -> None:
+  """Raises `ValueError` unless a concrete state's values are usable.
+
+  The rules of the constructors, for a state that comes from elsewhere:
+  `log_alpha` finite and within its bounds, the bounds within
+  `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]` with `min < max`, the target
+  representable in float32, non-negative counters, and injected learning
+  rates as `init_entropy_state` requires.
+  """
+  for name in ("log_alpha", "log_alpha_min", "log_alpha_max"):
+    _checks.in_range(f"state.{name}", np.asarray(getattr(state, name)), low=LOG_ALPHA_MIN, high=LOG_ALPHA_MAX)
+  lo, hi, log_alpha = (np.asarray(x) for x in (state.log_alpha_min, state.log_alpha_max, state.log_alpha))
+  if not np.all(lo < hi):
+    raise ValueError(f"{_checks.caller()}: need state.log_alpha_min < state.log_alpha_max; got {lo} and {hi}.")
+  if not np.all((lo <= log_alpha) & (log_alpha <= hi)):
+    raise ValueError(f"{_checks.caller()}: state.log_alpha {log_alpha} lies outside its bounds [{lo}, {hi}].")
+  _checks.float32_value("state.target", np.asarray(state.target))
+  for name in ("step", "skipped"):
+    value = np.asarray(getattr(state, name))
+    if not np.all(value >= 0):
+      raise ValueError(f"{_checks.caller()}: state.{name} must be >= 0; got {value}.")
+  _checks.learning_rates(state.opt_state)
 
 
 def _place(value: np.ndarray, like_leaf: Any) -> jax.Array:

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 import optax
 
-from entropy_jax import optimizers
-from entropy_jax.checkpoint import CheckpointError, decode_state, encode_state, signature
+from entropy_jax import _checks, optimizers
+from entropy_jax.checkpoint import decode_state, encode_state, signature
 from entropy_jax.state import EntropyState, init_entropy_state
 from entropy_jax.targets import DISCRETE_TARGET_RATIO, continuous_target, discrete_target
 from entropy_jax.update import continuous_update, discrete_update
@@ -79,27 +79,27 @@ def _named(name: str, lr: float) -> optax.GradientTransformation:
   return NAMED_OPTIMIZERS[name](learning_rate=lr)
 
 
-def _optimizer(optim: Any, lr: float, where: str) -> tuple[str, optax.GradientTransformation]:
+def _optimizer(optim: Any, lr: float) -> tuple[str, optax.GradientTransformation]:
   """`(the name repr shows, the transformation)` of a name, a `torch.optim` class or an optax factory."""
   name = optim.__name__ if isinstance(optim, type) and _is_torch(optim) else "SGD" if optim is optax.sgd else optim
   if isinstance(name, str):
     if name not in NAMED_OPTIMIZERS:
-      raise ValueError(f"{where}: unknown optimizer {name!r}; known: {list(NAMED_OPTIMIZERS)} or an optax factory.")
+      raise ValueError(f"{_checks.caller()}: unknown optimizer {name!r}; known: {list(NAMED_OPTIMIZERS)}, or optax's.")
     return name, _named(name, lr)
   tx = optim(learning_rate=lr) if callable(optim) and not isinstance(optim, optax.GradientTransformation) else None
   if not isinstance(tx, optax.GradientTransformation):
-    raise TypeError(f"{where}: `optim` must be {list(NAMED_OPTIMIZERS)} or an optax factory; got {optim!r}.")
+    raise TypeError(f"{_checks.caller()}: `optim` must be {list(NAMED_OPTIMIZERS)} or an optax factory; got {optim!r}.")
   return getattr(optim, "__name__", type(optim).__name__), tx
 
 
-def _device(device: Any, where: str) -> jax.Device | None:
+def _device(device: Any) -> jax.Device | None:
   if device is None or isinstance(device, jax.Device):
     return device
   kind, _, index = (str(device) if isinstance(device, str) or _is_torch(device) else "?").lower().partition(":")
   try:  # torch's "cuda" (and "rocm") is JAX's "gpu".
     return jax.devices({"cuda": "gpu", "rocm": "gpu"}.get(kind, kind))[int(index or 0)]
   except (RuntimeError, IndexError, ValueError):  # An unknown or absent backend, or no such index.
-    raise ValueError(f"{where}: `device` {device!r} is not a device of this JAX; it has {jax.devices()}.") from None
+    raise ValueError(f"{_checks.caller()}: `device` {device!r} is not one of this JAX's: {jax.devices()}.") from None
 
 
 class _EntropyModuleBase:
@@ -116,20 +116,17 @@ class _EntropyModuleBase:
   _skipped: int
 
   def __init__(self, action_dim: int, *, initial_alpha=1.0, optim="Adam", lr=3e-4, device=None, target_entropy=None):
-    where = type(self).__name__
-    if isinstance(action_dim, bool) or not isinstance(action_dim, numbers.Integral) or action_dim < 1:
-      raise ValueError(f"{where}: `action_dim` must be a positive int; got {action_dim!r}.")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 1.2e-38 <= lr <= 3.4e38:
-      raise ValueError(f"{where}: `lr` must be a positive number float32 holds; got {lr!r}.")
-    self.action_dim, self.initial_alpha, self.lr, self.device = int(action_dim), initial_alpha, lr, device
-    self._optim_name, self.optim = _optimizer(optim, lr, where)
-    self._default_target = target_entropy is None
-    target = self._DEFAULT_TARGET(self.action_dim) if target_entropy is None else target_entropy
-    try:  # The core checks initial_alpha and the target.
+    with _checks.entry(type(self).__name__):  # The core's checks (initial_alpha, the target) name this class.
+      if isinstance(action_dim, bool) or not isinstance(action_dim, numbers.Integral) or action_dim < 1:
+        raise ValueError(f"{_checks.caller()}: `action_dim` must be a positive int; got {action_dim!r}.")
+      if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 1.2e-38 <= lr <= 3.4e38:
+        raise ValueError(f"{_checks.caller()}: `lr` must be a positive number float32 holds; got {lr!r}.")
+      self.action_dim, self.initial_alpha, self.lr, self.device = int(action_dim), initial_alpha, lr, device
+      self._optim_name, self.optim = _optimizer(optim, lr)
+      self._default_target = target_entropy is None
+      target = self._DEFAULT_TARGET(self.action_dim) if target_entropy is None else target_entropy
       state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self.optim)
-    except (TypeError, ValueError) as e:
-      raise type(e)(f"{where}: {e}") from None
-    self._jax_device = _device(device, where)
+      self._jax_device = _device(device)
     self._torch = sys.modules["torch"] if _is_torch(optim) or _is_torch(device) else None
     self._pending: tuple[Any, EntropyState, jax.Array, int] | None = None
     self._set(jax.device_put(state, self._jax_device))
@@ -170,19 +167,19 @@ class _EntropyModuleBase:
 
   def _run(self, update: Callable, inputs: dict[str, Any], **kwargs) -> Any:
     """Calls the core's jitted `update`; its state waits for `gradient_step`."""
-    where = f"{type(self).__name__}.compute_loss"
-    arrays = {k: _as_jax(v, k, where) for k, v in inputs.items() if v is not None or k != "mask"}
-    if self._torch is None and any(map(_is_torch, inputs.values())):
-      self._torch = sys.modules["torch"]
-      self._alpha = self._out(self._alpha)
-    new, metrics = update(self._state, **arrays, **kwargs)
-    skipped = int(metrics["skipped"])  # The one wait for the result.
-    if skipped != self._skipped:
-      bad = {k: int(np.sum(~np.isfinite(np.asarray(v, np.float32)))) for k, v in arrays.items()}
-      raise NonFiniteLossError(
-        f"{where}: the update is not finite. NaN/Inf values per input: {bad} (-inf is fine in log_probs where"
-        " probs is 0; with none, the step overflowed the optimizer's state). The state is unchanged."
-      )
+    with _checks.entry(f"{type(self).__name__}.compute_loss"):
+      arrays = {k: _as_jax(v, k) for k, v in inputs.items() if v is not None or k != "mask"}
+      if self._torch is None and any(map(_is_torch, inputs.values())):
+        self._torch = sys.modules["torch"]
+        self._alpha = self._out(self._alpha)
+      new, metrics = update(self._state, **arrays, **kwargs)
+      skipped = int(metrics["skipped"])  # The one wait for the result.
+      if skipped != self._skipped:
+        bad = {k: int(np.sum(~np.isfinite(np.asarray(v, np.float32)))) for k, v in arrays.items()}
+        raise NonFiniteLossError(
+          f"{_checks.caller()}: the update is not finite. NaN/Inf values per input: {bad} (-inf is fine in"
+          " log_probs where probs is 0; with none, the step overflowed the optimizer's state). The state is unchanged."
+        )
     self._pending = (self._out(metrics["loss"]), new, metrics["alpha"], skipped)
     return self._pending[0]
 
@@ -201,29 +198,33 @@ class _EntropyModuleBase:
   def state_dict(self) -> dict[str, Any]:
     """Everything needed to continue bit-identically, as Python and NumPy values: the
     settings, and `state`, the `EntropyState` in `entropy_jax.checkpoint.encode_state`'s form."""
-    settings = {"kind": type(self).__name__, "action_dim": self.action_dim, "optim": self._optim_name, "lr": self.lr}
-    return {"format": STATE_DICT_FORMAT, "version": STATE_DICT_VERSION, **settings, "state": encode_state(self._state)}
+    return {**self._settings(), "state": encode_state(self._state)}
+
+  def _settings(self) -> dict[str, Any]:
+    kind = {"format": STATE_DICT_FORMAT, "version": STATE_DICT_VERSION, "kind": type(self).__name__}
+    return {**kind, "action_dim": self.action_dim, "optim": self._optim_name, "lr": self.lr}
 
   def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
     """Restores a `state_dict()` of this class, or Velora's `{"entropy_optim": <torch optimizer state>}`:
     its step count and moments, while the module keeps its own `log_alpha` (Velora's holds none; a warning says so).
     Anything else raises `ValueError` (a `CheckpointError` for a state the checkpoint module refuses), changing nothing.
     """
-    where = f"{type(self).__name__}.load_state_dict"
-    if not isinstance(state_dict, Mapping):
-      raise TypeError(f"{where}: expected a dict from state_dict(); got {type(state_dict).__name__}.")
-    if set(state_dict) == {"entropy_optim"}:
-      return self._load_velora(state_dict["entropy_optim"], where)
-    diff = {k: (state_dict.get(k), v) for k, v in self.state_dict().items() if k != "state" and state_dict.get(k) != v}
-    if diff:
-      raise ValueError(f"{where}: not a state_dict() of this module's class and settings; (got, expected): {diff}.")
-    self._restore(state_dict["state"], where)
+    with _checks.entry(f"{type(self).__name__}.load_state_dict"):  # The checkpoint module's errors name it too.
+      if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{_checks.caller()}: expected a dict from state_dict(); got {type(state_dict).__name__}.")
+      if set(state_dict) == {"entropy_optim"}:
+        return self._load_velora(state_dict["entropy_optim"])
+      diff = {k: (state_dict.get(k), v) for k, v in self._settings().items() if state_dict.get(k) != v}
+      if diff:
+        message = "not a state_dict() of this module's class and settings; (got, expected)"
+        raise ValueError(f"{_checks.caller()}: {message}: {diff}.")
+      self._restore(state_dict["state"])
 
-  def _load_velora(self, optim_state: Any, where: str) -> None:
-    fields = _TORCH_FIELDS.get(self._optim_name, {"(a named optimizer)": ""})
+  def _load_velora(self, optim_state: Any) -> None:
+    fields, where = _TORCH_FIELDS.get(self._optim_name, {"(a named optimizer)": ""}), _checks.caller()
     try:
       (group,) = optim_state["param_groups"]
-      saved = {k: np.asarray(_as_jax(v, k, where)) for k, v in optim_state["state"].get(0, {}).items() if v is not None}
+      saved = {k: np.asarray(_as_jax(v, k)) for k, v in optim_state["state"].get(0, {}).items() if v is not None}
     except (TypeError, KeyError, ValueError, AttributeError):
       raise ValueError(f"{where}: not a torch optimizer's state of one parameter: {optim_state!r:.200}.") from None
     if group.get("lr") != self.lr or (saved and set(saved) != set(fields)) or not np.isfinite([*saved.values()]).all():
@@ -233,26 +234,24 @@ class _EntropyModuleBase:
     moved = {fields[k]: v.astype(np.int32 if k == "step" else np.float32) for k, v in saved.items() if fields[k]}
     opt_state = optax.tree_utils.tree_set(self.optim.init(self._state.log_alpha), **moved)
     step = saved.get("step", np.zeros(())).astype(np.int32)
-    self._restore(encode_state(self._state.replace(opt_state=opt_state, step=step)), where)
+    self._restore(encode_state(self._state.replace(opt_state=opt_state, step=step)))
     warnings.warn(f"{where}: a Velora state_dict holds no log_alpha; this module keeps its own.", stacklevel=3)
 
-  def _restore(self, payload: Any, where: str) -> None:
-    try:  # The checkpoint module's checks: structure, shapes, dtypes, values.
-      self._set(jax.device_put(decode_state(payload, self._state), self._jax_device))
-    except CheckpointError as e:
-      raise CheckpointError(f"{where}: {e}") from None
+  def _restore(self, payload: Any) -> None:
+    # The checkpoint module's checks (structure, shapes, dtypes, values), named after the caller.
+    self._set(jax.device_put(decode_state(payload, self._state), self._jax_device))
 
   def __repr__(self) -> str:
     settings = f"initial_alpha={self.initial_alpha}, optim={self._optim_name}, lr={self.lr}, device={self.device}"
     return f"{type(self).__name__}(action_dim={self.action_dim}, {settings})"
 
 
-def _as_jax(x: Any, name: str, where: str) -> Any:
+def _as_jax(x: Any, name: str) -> Any:
   """A NumPy or JAX array as it is; a torch tensor detached and viewed through DLPack."""
   if isinstance(x, (np.ndarray, jax.Array)):
     return x
   if not (_is_torch(x) and hasattr(x, "__dlpack__")):
-    raise TypeError(f"{where}: `{name}` must be a NumPy array, a JAX array or a torch tensor; got {type(x)}.")
+    raise TypeError(f"{_checks.caller()}: `{name}` must be a NumPy, JAX or torch array; got {type(x)}.")
   tensor = x.detach()  # DLPack on JAX's accelerator; else a NumPy view (no copy), through the host if need be.
   on_jax_device = tensor.device.type == jax.default_backend().replace("gpu", "cuda") != "cpu"
   return jax.dlpack.from_dlpack(tensor.contiguous()) if on_jax_device else tensor.cpu().numpy()

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 from jax.experimental import checkify
 
 from entropy_jax import _checks
-from entropy_jax.losses import _discrete_inputs
 from entropy_jax.state import EntropyState
 from entropy_jax.update import Metrics, discrete_update
 
@@ -41,6 +40,7 @@ def default_atol(dtype) -> float:
   return max(1e-5, 4.0 * float(jnp.finfo(dtype).eps))
 
 
+@_checks.public
 def check_probs(
   probs: jax.Array,
   log_probs: jax.Array | None = None,
@@ -62,11 +62,10 @@ def check_probs(
     atol: tolerance on each row's sum (and on `exp(log_probs)`); default
       `default_atol(probs.dtype)`.
   """
-  where = "check_probs"
   lp_in = probs if log_probs is None else log_probs
-  probs, lp, mask = _discrete_inputs(probs, lp_in, mask, where)
+  probs, lp, mask = _checks.discrete_inputs(probs, lp_in, mask)
   tol = default_atol(probs.dtype) if atol is None else float(atol)
-  _checks.positive("atol", tol, where)
+  _checks.positive("atol", tol)
   valid = jnp.ones(probs.shape, bool) if mask is None else mask
   p = probs.astype(jnp.float32)
 
@@ -101,6 +100,7 @@ def check_probs(
     )
 
 
+@_checks.public
 def checked_discrete_update(
   state: EntropyState, probs: jax.Array, log_probs: jax.Array, *, atol: float | None = None, **options: Any
 ) -> tuple[checkify.Error, tuple[EntropyState, Metrics]]:

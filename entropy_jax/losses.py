@@ -25,7 +25,7 @@ LossForm = Literal["log", "alpha"]
 LOSS_FORMS = ("log", "alpha")
 
 
-def _times_temperature(log_alpha: jax.Array, stat: jax.Array, form: str, where: str) -> jax.Array:
+def _times_temperature(log_alpha: jax.Array, stat: jax.Array, form: str) -> jax.Array:
   """`log_alpha * stat` (log-form) or `exp(log_alpha) * stat` (alpha-form).
 
   log-form (SB3, SBX, Velora, Dopamine): d loss / d log_alpha = stat.
@@ -36,7 +36,7 @@ def _times_temperature(log_alpha: jax.Array, stat: jax.Array, form: str, where: 
     return log_alpha * stat
   if form == "alpha":
     return _alpha_times(log_alpha, stat)
-  raise ValueError(f"{where}: `form` must be one of {LOSS_FORMS}; got {form!r}.")
+  raise ValueError(f"{_checks.caller()}: `form` must be one of {LOSS_FORMS}; got {form!r}.")
 
 
 @jax.custom_jvp
@@ -72,6 +72,7 @@ def _weighted_mean(x: jax.Array, weights: jax.Array | None, axis, dtype):
   return jnp.mean(x.astype(dtype) * weights.astype(dtype), axis=axis)
 
 
+@_checks.public
 def continuous_entropy(log_probs: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """The batch estimate of the policy entropy, `-mean_b log pi(a_b | s_b)`.
 
@@ -82,12 +83,13 @@ def continuous_entropy(log_probs: jax.Array, weights: jax.Array | None = None) -
   Returns:
     A scalar in the accumulation dtype (at least float32).
   """
-  log_probs = _continuous_log_probs(log_probs, "continuous_entropy")
-  w = _weights(weights, log_probs.shape[0], "continuous_entropy")
+  log_probs = _checks.continuous_log_probs(log_probs)
+  w = _checks.sample_weights(weights, log_probs.shape[0])
   dtype = _checks.accumulation_dtype(log_probs)
   return -_weighted_mean(log_probs, w, None, dtype)
 
 
+@_checks.public
 def continuous_loss(
   log_alpha: jax.Array,
   log_probs: jax.Array,
@@ -122,12 +124,11 @@ def continuous_loss(
   Returns:
     A scalar loss, in float32 for float32, bfloat16 or float16 inputs.
   """
-  where = "continuous_loss"
-  log_alpha = _checks.scalar("log_alpha", log_alpha, where)
-  log_probs = _continuous_log_probs(log_probs, where)
+  log_alpha = _checks.scalar("log_alpha", log_alpha)
+  log_probs = _checks.continuous_log_probs(log_probs)
   batch = log_probs.shape[0]
-  target = _checks.batch_vector("target", target, batch, where)
-  w = _weights(weights, batch, where)
+  target = _checks.batch_vector("target", target, batch)
+  w = _checks.sample_weights(weights, batch)
   dtype = _checks.accumulation_dtype(log_probs, target)
   if target.ndim == 0:
     # Reduce first: mean(w * (lp + t)) = mean(w * lp) + t * mean(w).
@@ -135,9 +136,10 @@ def continuous_loss(
     stat = _weighted_mean(log_probs, w, None, dtype) + target.astype(dtype) * mean_w
   else:
     stat = _weighted_mean(log_probs.astype(dtype) + target.astype(dtype), w, None, dtype)
-  return _times_temperature(log_alpha, -jax.lax.stop_gradient(stat), form, where)
+  return _times_temperature(log_alpha, -jax.lax.stop_gradient(stat), form)
 
 
+@_checks.public
 def discrete_entropy(
   probs: jax.Array,
   log_probs: jax.Array,
@@ -157,13 +159,13 @@ def discrete_entropy(
   Returns:
     A scalar in the accumulation dtype (at least float32).
   """
-  where = "discrete_entropy"
-  probs, log_probs, mask = _discrete_inputs(probs, log_probs, mask, where)
-  w = _weights(weights, probs.shape[0], where)
+  probs, log_probs, mask = _checks.discrete_inputs(probs, log_probs, mask)
+  w = _checks.sample_weights(weights, probs.shape[0])
   dtype = _checks.accumulation_dtype(probs, log_probs)
   return _weighted_mean(_per_state_entropy(probs, log_probs, mask, dtype), w, None, dtype)
 
 
+@_checks.public
 def discrete_loss(
   log_alpha: jax.Array,
   probs: jax.Array,
@@ -200,12 +202,11 @@ def discrete_loss(
   Returns:
     A scalar loss, in float32 for float32, bfloat16 or float16 inputs.
   """
-  where = "discrete_loss"
-  log_alpha = _checks.scalar("log_alpha", log_alpha, where)
-  probs, log_probs, mask = _discrete_inputs(probs, log_probs, mask, where)
+  log_alpha = _checks.scalar("log_alpha", log_alpha)
+  probs, log_probs, mask = _checks.discrete_inputs(probs, log_probs, mask)
   batch = probs.shape[0]
-  target = _checks.batch_vector("target", target, batch, where)
-  w = _weights(weights, batch, where)
+  target = _checks.batch_vector("target", target, batch)
+  w = _checks.sample_weights(weights, batch)
   dtype = _checks.accumulation_dtype(probs, log_probs, target)
   h = _per_state_entropy(probs, log_probs, mask, dtype)  # [B]
   if target.ndim == 0:
@@ -213,50 +214,11 @@ def discrete_loss(
     stat = _weighted_mean(h, w, None, dtype) - target.astype(dtype) * mean_w
   else:
     stat = _weighted_mean(h - target.astype(dtype), w, None, dtype)
-  return _times_temperature(log_alpha, jax.lax.stop_gradient(stat), form, where)
+  return _times_temperature(log_alpha, jax.lax.stop_gradient(stat), form)
 
 
 # ----------------------------------------------------------------------------
-# Input handling.
-
-
-def _continuous_log_probs(log_probs, where: str) -> jax.Array:
-  log_probs = _checks.floating("log_probs", log_probs, where)
-  ok = log_probs.ndim == 1 or (log_probs.ndim == 2 and log_probs.shape[1] == 1)
-  if not ok:
-    raise ValueError(f"{where}: `log_probs` must have shape [B] or [B, 1]; got shape {log_probs.shape}.")
-  _checks.nonempty_batch("log_probs", log_probs.shape, where)
-  return log_probs.reshape(log_probs.shape[0])
-
-
-def _weights(weights, batch: int, where: str) -> jax.Array | None:
-  if weights is None:
-    return None
-  weights = _checks.floating("weights", weights, where)
-  if weights.shape != (batch,):
-    raise ValueError(f"{where}: `weights` must have shape ({batch},) to match the batch; got shape {weights.shape}.")
-  return weights
-
-
-def _discrete_inputs(probs, log_probs, mask, where: str):
-  probs = _checks.floating("probs", probs, where)
-  log_probs = _checks.floating("log_probs", log_probs, where)
-  if probs.ndim != 2:
-    raise ValueError(f"{where}: `probs` must have shape [B, A]; got shape {probs.shape}.")
-  if log_probs.shape != probs.shape:
-    raise ValueError(
-      f"{where}: `probs` and `log_probs` must have the same shape [B, A]; got {probs.shape} and {log_probs.shape}."
-    )
-  _checks.nonempty_batch("probs", probs.shape, where)
-  if probs.shape[1] == 0:
-    raise ValueError(f"{where}: `probs` has no actions (shape {probs.shape}); expected A >= 1.")
-  if mask is not None:
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-      raise TypeError(f"{where}: `mask` must be bool; got dtype {mask.dtype}.")
-    if mask.shape != probs.shape:
-      raise ValueError(f"{where}: `mask` must have the shape of `probs`, {probs.shape}; got {mask.shape}.")
-  return probs, log_probs, mask
+# The per-state entropy.
 
 
 def _per_state_entropy(probs, log_probs, mask, dtype) -> jax.Array:

@@ -48,9 +48,12 @@ DEFAULT_LEARNING_RATE = 3e-4  # Velora's, SB3's and the SAC paper's.
 class ScaleByAdamState(NamedTuple):
   """State of `scale_by_adam`, as `optax.ScaleByAdamState`."""
 
-  count: jax.Array  # type: ignore[assignment]  # [] int32, the number of updates (optax's name).
-  mu: optax.Updates  # first moment, like the params.
-  nu: optax.Updates  # second moment, like the params.
+  #: `[]` int32, the number of updates (optax's name; it shadows `tuple.count`).
+  count: jax.Array  # type: ignore[assignment]
+  #: The first moment, shaped like the params.
+  mu: optax.Updates
+  #: The second moment, shaped like the params.
+  nu: optax.Updates
 
 
 def scale_by_adam(

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from entropy_jax import _checks
-from entropy_jax.tes_sac import TES_DECAY
 
 
 def _progress(step: jax.Array, steps: jax.Array, begin: jax.Array) -> jax.Array:
@@ -67,7 +66,6 @@ def _geometric(step, start, end, steps, begin):
 
 def _ramp(
   fn: Callable[..., jax.Array],
-  where: str,
   start: chex.Numeric,
   end: chex.Numeric,
   steps: chex.Numeric,
@@ -75,20 +73,21 @@ def _ramp(
   num_actions: int | None,
 ) -> Partial:
   """The one factory behind the anneals: checks the parameters, binds them as leaves."""
-  start = _checks.float32_value("start", start, where)
-  end = _checks.float32_value("end", end, where)
+  start = _checks.float32_value("start", start)
+  end = _checks.float32_value("end", end)
   if num_actions is not None:
-    log_a = math.log(_checks.positive_int("num_actions", num_actions, where))
+    log_a = math.log(_checks.positive_int("num_actions", num_actions))
     start, end = start * log_a, end * log_a
   return Partial(
     fn,
     start=start,
     end=end,
-    steps=_checks.int_steps("steps", steps, where, minimum=1),
-    begin=_checks.int_steps("begin", begin, where, minimum=0),
+    steps=_checks.int_steps("steps", steps, minimum=1),
+    begin=_checks.int_steps("begin", begin, minimum=0),
   )
 
 
+@_checks.public
 def linear_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Linear anneal from `start` to `end` over `steps` updates after `begin`.
 
@@ -105,9 +104,10 @@ def linear_schedule(start, end, steps, *, begin=0, num_actions: int | None = Non
   Returns:
     A `Partial` mapping the update count to a float32 target.
   """
-  return _ramp(_linear, "linear_schedule", start, end, steps, begin, num_actions)
+  return _ramp(_linear, start, end, steps, begin, num_actions)
 
 
+@_checks.public
 def cosine_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Half-cosine anneal from `start` to `end` over `steps` updates after `begin`.
 
@@ -118,9 +118,10 @@ def cosine_schedule(start, end, steps, *, begin=0, num_actions: int | None = Non
 
   Args and returns as for `linear_schedule`.
   """
-  return _ramp(_cosine, "cosine_schedule", start, end, steps, begin, num_actions)
+  return _ramp(_cosine, start, end, steps, begin, num_actions)
 
 
+@_checks.public
 def exponential_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Geometric anneal from `start` to `end` over `steps` updates after `begin`.
 
@@ -131,13 +132,12 @@ def exponential_schedule(start, end, steps, *, begin=0, num_actions: int | None 
 
   Args and returns as for `linear_schedule`.
   """
-  where = "exponential_schedule"
-  schedule = _ramp(_geometric, where, start, end, steps, begin, num_actions)
+  schedule = _ramp(_geometric, start, end, steps, begin, num_actions)
   start, end = schedule.keywords["start"], schedule.keywords["end"]
   if not isinstance(start, jax.core.Tracer) and not isinstance(end, jax.core.Tracer):
     if not bool(jnp.all(start * end > 0)):
       raise ValueError(
-        f"{where}: `start` and `end` must be non-zero and of the same sign; got start={start} and end={end}."
+        f"{_checks.caller()}: `start` and `end` must be non-zero and of the same sign; got start={start} and end={end}."
       )
   return schedule
 
@@ -148,12 +148,13 @@ def _staircase(step, initial, decay, steps_per_drop, floor, begin):
   return jnp.maximum(initial * decay ** drops.astype(jnp.float32), floor)
 
 
+@_checks.public
 def annealed_discrete_target(
   num_actions: int,
   *,
   steps_per_drop: chex.Numeric,
   initial_ratio: chex.Numeric = 0.98,
-  decay: chex.Numeric = TES_DECAY,
+  decay: chex.Numeric = 0.9,
   min_ratio: chex.Numeric = 0.0,
   begin: chex.Numeric = 0,
 ) -> Partial:
@@ -187,13 +188,12 @@ def annealed_discrete_target(
   Returns:
     A `Partial` mapping the update count to a float32 target.
   """
-  where = "annealed_discrete_target"
-  log_a = math.log(_checks.positive_int("num_actions", num_actions, where))
+  log_a = math.log(_checks.positive_int("num_actions", num_actions))
   return Partial(
     _staircase,
-    initial=_checks.float32_value("initial_ratio", initial_ratio, where) * log_a,
-    decay=_checks.decay_factor(decay, where),
-    steps_per_drop=_checks.int_steps("steps_per_drop", steps_per_drop, where, minimum=1),
-    floor=_checks.float32_value("min_ratio", min_ratio, where) * log_a,
-    begin=_checks.int_steps("begin", begin, where, minimum=0),
+    initial=_checks.float32_value("initial_ratio", initial_ratio) * log_a,
+    decay=_checks.decay_factor(decay),
+    steps_per_drop=_checks.int_steps("steps_per_drop", steps_per_drop, minimum=1),
+    floor=_checks.float32_value("min_ratio", min_ratio) * log_a,
+    begin=_checks.int_steps("begin", begin, minimum=0),
   )

@@ -4,7 +4,7 @@ A population (`init_population`, or `jax.tree.map(jnp.stack, ...)`) is an
 `EntropyState` whose every leaf has a leading member axis `[N, ...]`. Each
 member's update reads only its own row, so the member axis can be split
 across devices with a `NamedSharding(mesh, PartitionSpec("members"))` and
-the vmapped update runs on each device's block without any communication:
+the vmapped update runs on each device's block without any communication::
 
     mesh = population_mesh()                       # all devices, 1-D
     pop = shard_population(init_population(t, size=n), mesh)
@@ -31,6 +31,8 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from entropy_jax import _checks
 
 MEMBER_AXIS = "members"
 
@@ -60,6 +62,7 @@ else:  # jax < 0.7
   from jax.experimental.shard_map import shard_map as _shard_map  # pragma: no cover
 
 
+@_checks.public
 def population_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = MEMBER_AXIS) -> Mesh:
   """A 1-D `Mesh` over `devices` (default: all devices, every host's).
 
@@ -72,10 +75,11 @@ def population_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str 
   """
   devices = jax.devices() if devices is None else list(devices)
   if not devices:
-    raise ValueError("population_mesh: `devices` is empty; expected at least one device.")
+    raise ValueError(f"{_checks.caller()}: `devices` is empty; expected at least one device.")
   return Mesh(np.asarray(devices), (axis_name,))
 
 
+@_checks.public
 def member_sharding(mesh: Mesh, axis_name: str = MEMBER_AXIS) -> NamedSharding:
   """`NamedSharding(mesh, P(axis_name))`: leading axis split, the rest whole.
 
@@ -83,38 +87,42 @@ def member_sharding(mesh: Mesh, axis_name: str = MEMBER_AXIS) -> NamedSharding:
   and `[N, B, A]` probabilities alike are split along `N` only.
   """
   if axis_name not in mesh.axis_names:
-    raise ValueError(f"member_sharding: axis {axis_name!r} is not in the mesh; its axes are {mesh.axis_names}.")
+    raise ValueError(f"{_checks.caller()}: axis {axis_name!r} is not in the mesh; its axes are {mesh.axis_names}.")
   return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
-def population_size(tree: PyTree, where: str = "population_size") -> int:
+@_checks.public
+def population_size(tree: PyTree) -> int:
   """The common leading size `N` of every leaf of `tree`, or raises."""
   leaves = jax.tree.leaves(tree)
   if not leaves:
-    raise ValueError(f"{where}: the population has no array leaves.")
+    raise ValueError(f"{_checks.caller()}: the population has no array leaves.")
   if any(np.ndim(x) == 0 for x in leaves):
     shapes = sorted({np.shape(x) for x in leaves if not np.ndim(x)})
     raise ValueError(
-      f"{where}: every leaf needs a leading member axis [N, ...]; got leaves of"
+      f"{_checks.caller()}: every leaf needs a leading member axis [N, ...]; got leaves of"
       f" shape {shapes}. Build populations with `init_population` or"
       " `jax.tree.map(jnp.stack, ...)`."
     )
   sizes = {int(np.shape(x)[0]) for x in leaves}
   if len(sizes) != 1:
-    raise ValueError(f"{where}: leaves disagree on the population size N; got leading sizes {sorted(sizes)}.")
+    raise ValueError(
+      f"{_checks.caller()}: leaves disagree on the population size N; got leading sizes {sorted(sizes)}."
+    )
   return sizes.pop()
 
 
-def _check_divisible(n: int, mesh: Mesh, axis_name: str, where: str) -> None:
+def _check_divisible(n: int, mesh: Mesh, axis_name: str) -> None:
   shards = mesh.shape[axis_name]
   if n % shards:
     raise ValueError(
-      f"{where}: a population of N={n} members cannot be split evenly over the"
+      f"{_checks.caller()}: a population of N={n} members cannot be split evenly over the"
       f" {shards} devices of mesh axis {axis_name!r}; pad it to a multiple of"
       f" {shards} (e.g. N={-(-n // shards) * shards})."
     )
 
 
+@_checks.public
 def shard_population(tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PyTree:
   """Places every leaf of `tree` on `mesh`, split along its leading axis.
 
@@ -129,9 +137,8 @@ def shard_population(tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_AXIS) -> 
   Returns:
     `tree` with every leaf a `jax.Array` sharded as `member_sharding(mesh)`.
   """
-  where = "shard_population"
   sharding = member_sharding(mesh, axis_name)
-  _check_divisible(population_size(tree, where), mesh, axis_name, where)
+  _check_divisible(population_size(tree), mesh, axis_name)
   return jax.device_put(tree, sharding)
 
 
@@ -143,15 +150,16 @@ class PopulationUpdate:
   `update.lower(...)` (same arguments) gives its `jax.stages.Lowered`.
   """
 
-  def __init__(self, compiled: Any, mesh: Mesh, axis_name: str, where: str):
+  def __init__(self, compiled: Any, mesh: Mesh, axis_name: str, name: str):
     self._compiled = compiled
     self._mesh = mesh
     self._axis_name = axis_name
-    self._where = where
+    self._name = name  # The function that built it, named in errors.
 
   def __call__(self, state: PyTree, *args: Any, **kwargs: Any) -> Any:
-    n = population_size((state, args, kwargs), self._where)
-    _check_divisible(n, self._mesh, self._axis_name, self._where)
+    with _checks.entry(self._name):
+      n = population_size((state, args, kwargs))
+      _check_divisible(n, self._mesh, self._axis_name)
     return self._compiled(state, args, kwargs)
 
   def lower(self, state: PyTree, *args: Any, **kwargs: Any) -> Any:
@@ -159,6 +167,7 @@ class PopulationUpdate:
     return self._compiled.lower(state, args, kwargs)
 
 
+@_checks.public
 def sharded_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PopulationUpdate:
   """`jax.jit(jax.vmap(update_fn))` with every input and output member-sharded.
 
@@ -184,6 +193,7 @@ def sharded_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = M
   return PopulationUpdate(compiled, mesh, axis_name, "sharded_update")
 
 
+@_checks.public
 def shard_mapped_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PopulationUpdate:
   """`update_fn` vmapped over each device's block of members, by `jax.shard_map`.
 
@@ -217,6 +227,7 @@ def communication_ops(hlo_text: str) -> list[str]:
   return [m.group(1) for m in _COLLECTIVE_RE.finditer(hlo_text)]
 
 
+@_checks.public
 def from_process_local(local_tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_AXIS) -> PyTree:
   """The global population from each process's own rows (multi-host).
 
@@ -235,7 +246,7 @@ def from_process_local(local_tree: PyTree, mesh: Mesh, axis_name: str = MEMBER_A
     `local_tree` as global arrays sharded as `member_sharding(mesh)`.
   """
   sharding = member_sharding(mesh, axis_name)
-  population_size(local_tree, "from_process_local")
+  population_size(local_tree)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
 
 

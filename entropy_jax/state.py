@@ -85,6 +85,7 @@ class EntropyState(struct.PyTreeNode):
     return jnp.exp(self.log_alpha)
 
 
+@_checks.public
 def init_entropy_state(
   target: chex.Numeric | Schedule,
   *,
@@ -116,44 +117,19 @@ def init_entropy_state(
   Returns:
     A fresh `EntropyState` with `step == skipped == 0`.
   """
-  where = "init_entropy_state"
-  optimizer = _optimizer(optimizer, where)
-  _loss_form(loss_form, where)
+  optimizer = _optimizer(optimizer)
+  _loss_form(loss_form)
   if np.ndim(initial_alpha) != 0:
     raise ValueError(
-      f"{where}: `initial_alpha` must be a scalar; got shape"
+      f"{_checks.caller()}: `initial_alpha` must be a scalar; got shape"
       f" {np.shape(initial_alpha)}. Use init_population for [N] values."
     )
-  log_alpha = log_alpha_from("initial_alpha", initial_alpha, where)
-  lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
-
-  schedule = None
-  if callable(target):
-    schedule = target if isinstance(target, jax.tree_util.Partial) else jax.tree_util.Partial(target)
-    target_value = _checks.float32_value(
-      "target", schedule(jnp.zeros((), jnp.int32)), f"{where} (the schedule's value at step 0)"
-    )
-  else:
-    target_value = _checks.float32_value("target", target, where)
-  if target_value.ndim != 0:
-    raise ValueError(f"{where}: `target` must be a scalar; got shape {target_value.shape}.")
-
-  opt_state = optimizer.init(log_alpha)
-  _check_learning_rates(opt_state, where)
-  return EntropyState(
-    log_alpha=log_alpha,
-    opt_state=opt_state,
-    target=target_value,
-    step=jnp.zeros((), jnp.int32),
-    skipped=jnp.zeros((), jnp.int32),
-    log_alpha_min=lo,
-    log_alpha_max=hi,
-    target_schedule=schedule,
-    tx=optimizer,
-    loss_form=loss_form,
-  )
+  log_alpha = _log_alpha_from("initial_alpha", initial_alpha)
+  lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha)
+  return _new_state(target, log_alpha, optimizer, lo, hi, loss_form)
 
 
+@_checks.public
 def init_population(
   target: Any,
   *,
@@ -188,34 +164,33 @@ def init_population(
   Returns:
     An `EntropyState` whose leaves have a leading axis of size `N`.
   """
-  where = "init_population"
-  optimizer = _optimizer(optimizer, where)
-  _loss_form(loss_form, where)
+  optimizer = _optimizer(optimizer)
+  _loss_form(loss_form)
   arrays = {"target": target, "initial_alpha": initial_alpha, **hyperparams}
   # np.shape/np.ndim take lists, numpy and jax arrays and tracers alike.
   sizes = {k: np.shape(v)[0] for k, v in arrays.items() if np.ndim(v) == 1}
   bad = {k: np.shape(v) for k, v in arrays.items() if np.ndim(v) > 1}
   if bad:
-    raise ValueError(f"{where}: arguments must be scalars or [N] arrays; got shapes {bad}.")
+    raise ValueError(f"{_checks.caller()}: arguments must be scalars or [N] arrays; got shapes {bad}.")
   n = size if size is not None else (next(iter(sizes.values())) if sizes else None)
   if n is None:
-    raise ValueError(f"{where}: pass `size` when every argument is a scalar.")
+    raise ValueError(f"{_checks.caller()}: pass `size` when every argument is a scalar.")
   if any(s != n for s in sizes.values()):
-    raise ValueError(f"{where}: all [N] arguments must share N={n}; got sizes {sizes}.")
-  log_alpha = jnp.broadcast_to(log_alpha_from("initial_alpha", initial_alpha, where), (n,))
-  targets = jnp.broadcast_to(_checks.float32_value("target", target, where), (n,))
-  lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha, where)
+    raise ValueError(f"{_checks.caller()}: all [N] arguments must share N={n}; got sizes {sizes}.")
+  log_alpha = jnp.broadcast_to(_log_alpha_from("initial_alpha", initial_alpha), (n,))
+  targets = jnp.broadcast_to(_checks.float32_value("target", target), (n,))
+  lo, hi = _log_bounds(min_alpha, max_alpha, initial_alpha)
   opt_state = jax.vmap(optimizer.init)(log_alpha)
   if hyperparams:
-    values = {k: jnp.broadcast_to(_checks.float32_value(k, v, where), (n,)) for k, v in hyperparams.items()}
+    values = {k: jnp.broadcast_to(_checks.float32_value(k, v), (n,)) for k, v in hyperparams.items()}
     try:
       opt_state = optax.tree_utils.tree_set(opt_state, **values)
     except (KeyError, ValueError) as e:
       raise ValueError(
-        f"{where}: could not set hyperparameters {sorted(values)} in the optimizer"
+        f"{_checks.caller()}: could not set hyperparameters {sorted(values)} in the optimizer"
         " state; wrap the optimizer with optax.inject_hyperparams."
       ) from e
-  _check_learning_rates(opt_state, where)
+  _checks.learning_rates(opt_state)
   zeros = jnp.zeros((n,), jnp.int32)
   return EntropyState(
     log_alpha=log_alpha,
@@ -235,6 +210,7 @@ def init_population(
 FIXED_ALPHA_OPTIMIZER = optax.set_to_zero()
 
 
+@_checks.public
 def fixed_alpha_state(
   alpha: chex.Numeric,
   target: chex.Numeric = 0.0,
@@ -259,67 +235,70 @@ def fixed_alpha_state(
   Returns:
     An `EntropyState` with `log_alpha = log(alpha)` that no update changes.
   """
-  log_alpha_from("alpha", alpha, "fixed_alpha_state")
-  if not callable(target):
-    _checks.float32_value("target", target, "fixed_alpha_state")
-  return init_entropy_state(target, initial_alpha=alpha, optimizer=FIXED_ALPHA_OPTIMIZER, loss_form=loss_form)
-
-
-def check_state_values(state: EntropyState, where: str) -> None:
-  """Raises `ValueError` unless a concrete state's values are usable.
-
-  The rules of the constructors, for a state that comes from elsewhere (a
-  checkpoint, a `state_dict`): `log_alpha` finite and within its bounds, the
-  bounds within `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]` with `min < max`, the
-  target representable in float32, non-negative counters, and injected
-  learning rates as `init_entropy_state` requires.
-  """
-  for name in ("log_alpha", "log_alpha_min", "log_alpha_max"):
-    _checks.in_range(
-      f"state.{name}",
-      np.asarray(getattr(state, name)),
-      where,
-      low=LOG_ALPHA_MIN,
-      high=LOG_ALPHA_MAX,
+  _loss_form(loss_form)
+  if np.ndim(alpha) != 0:
+    raise ValueError(
+      f"{_checks.caller()}: `alpha` must be a scalar; got shape {np.shape(alpha)}."
+      " For a population, use jax.vmap(fixed_alpha_state)."
     )
-  lo, hi, log_alpha = (np.asarray(x) for x in (state.log_alpha_min, state.log_alpha_max, state.log_alpha))
-  if not np.all(lo < hi):
-    raise ValueError(f"{where}: need state.log_alpha_min < state.log_alpha_max; got {lo} and {hi}.")
-  if not np.all((lo <= log_alpha) & (log_alpha <= hi)):
-    raise ValueError(f"{where}: state.log_alpha {log_alpha} lies outside its bounds [{lo}, {hi}].")
-  _checks.float32_value("state.target", np.asarray(state.target), where)
-  for name in ("step", "skipped"):
-    if not np.all(np.asarray(getattr(state, name)) >= 0):
-      raise ValueError(f"{where}: state.{name} must be >= 0; got {np.asarray(getattr(state, name))}.")
-  _check_learning_rates(state.opt_state, where)
+  log_alpha = _log_alpha_from("alpha", alpha)
+  lo, hi = jnp.float32(LOG_ALPHA_MIN), jnp.float32(LOG_ALPHA_MAX)
+  return _new_state(target, log_alpha, FIXED_ALPHA_OPTIMIZER, lo, hi, loss_form)
 
 
 # ----------------------------------------------------------------------------
 # Argument handling.
 
 
-def _optimizer(optimizer: Any, where: str) -> optax.GradientTransformation:
+def _new_state(target, log_alpha, optimizer, lo, hi, loss_form) -> EntropyState:
+  """The state with a checked `log_alpha`, bounds and optimizer, after checking the target."""
+  schedule = None
+  if callable(target):
+    schedule = target if isinstance(target, jax.tree_util.Partial) else jax.tree_util.Partial(target)
+    with _checks.within("the schedule's value at step 0"):
+      target_value = _checks.float32_value("target", schedule(jnp.zeros((), jnp.int32)))
+  else:
+    target_value = _checks.float32_value("target", target)
+  if target_value.ndim != 0:
+    raise ValueError(f"{_checks.caller()}: `target` must be a scalar; got shape {target_value.shape}.")
+  opt_state = optimizer.init(log_alpha)
+  _checks.learning_rates(opt_state)
+  return EntropyState(
+    log_alpha=log_alpha,
+    opt_state=opt_state,
+    target=target_value,
+    step=jnp.zeros((), jnp.int32),
+    skipped=jnp.zeros((), jnp.int32),
+    log_alpha_min=lo,
+    log_alpha_max=hi,
+    target_schedule=schedule,
+    tx=optimizer,
+    loss_form=loss_form,
+  )
+
+
+def _optimizer(optimizer: Any) -> optax.GradientTransformation:
   if optimizer is None:
     return DEFAULT_OPTIMIZER
   if not isinstance(optimizer, optax.GradientTransformation):
-    raise TypeError(f"{where}: `optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
+    raise TypeError(
+      f"{_checks.caller()}: `optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}."
+    )
   return optimizer
 
 
-def _loss_form(loss_form: Any, where: str) -> None:
+def _loss_form(loss_form: Any) -> None:
   if loss_form not in LOSS_FORMS:
-    raise ValueError(f"{where}: `loss_form` must be one of {LOSS_FORMS}; got {loss_form!r}.")
+    raise ValueError(f"{_checks.caller()}: `loss_form` must be one of {LOSS_FORMS}; got {loss_form!r}.")
 
 
-def log_alpha_from(name: str, alpha: Any, where: str) -> jax.Array:
+def _log_alpha_from(name: str, alpha: Any) -> jax.Array:
   """`log(alpha)` in float32, after checking alpha lies in `[ALPHA_MIN, ALPHA_MAX]`.
-
-  Used by every constructor that takes an alpha (here, and the compat classes).
 
   The check is on the float32 value, in log space: alpha must be a normal
   float32 whose log lies in `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`.
   """
-  arr = _checks.concrete(name, alpha, where)
+  arr = _checks.concrete(name, alpha)
   if arr is not None:
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
       f32 = arr.astype(np.float32)
@@ -327,7 +306,7 @@ def log_alpha_from(name: str, alpha: Any, where: str) -> jax.Array:
     ok = (f32 > 0) & np.isfinite(log) & (log >= LOG_ALPHA_MIN) & (log <= LOG_ALPHA_MAX)
     if not np.all(ok):
       raise ValueError(
-        f"{where}: `{name}` must be positive and lie in the usable range"
+        f"{_checks.caller()}: `{name}` must be positive and lie in the usable range"
         f" [{ALPHA_MIN:.4g}, {ALPHA_MAX:.4g}] (log alpha in [{LOG_ALPHA_MIN:g},"
         f" {LOG_ALPHA_MAX:g}], where alpha = exp(log_alpha) is a normal float32);"
         f" got {_checks.first_bad(arr, ~ok)}."
@@ -335,7 +314,7 @@ def log_alpha_from(name: str, alpha: Any, where: str) -> jax.Array:
   return jnp.log(jnp.asarray(alpha, jnp.float32))
 
 
-def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
+def _log_bounds(min_alpha, max_alpha, initial_alpha):
   """`(log_alpha_min, log_alpha_max)` as float32 scalars, checked.
 
   A missing bound is the edge of the usable range. The initial alpha (scalar
@@ -344,35 +323,19 @@ def _log_bounds(min_alpha, max_alpha, initial_alpha, where):
   """
   for name, value in (("min_alpha", min_alpha), ("max_alpha", max_alpha)):
     if value is not None and np.ndim(value) != 0:
-      raise ValueError(f"{where}: `{name}` must be a scalar; got shape {np.shape(value)}.")
-  lo = jnp.float32(LOG_ALPHA_MIN) if min_alpha is None else log_alpha_from("min_alpha", min_alpha, where)
-  hi = jnp.float32(LOG_ALPHA_MAX) if max_alpha is None else log_alpha_from("max_alpha", max_alpha, where)
-  as_f32 = {
-    k: _checks.concrete(k, v, where) for k, v in (("min_alpha", min_alpha), ("max_alpha", max_alpha)) if v is not None
-  }
+      raise ValueError(f"{_checks.caller()}: `{name}` must be a scalar; got shape {np.shape(value)}.")
+  lo = jnp.float32(LOG_ALPHA_MIN) if min_alpha is None else _log_alpha_from("min_alpha", min_alpha)
+  hi = jnp.float32(LOG_ALPHA_MAX) if max_alpha is None else _log_alpha_from("max_alpha", max_alpha)
+  as_f32 = {k: _checks.concrete(k, v) for k, v in (("min_alpha", min_alpha), ("max_alpha", max_alpha)) if v is not None}
   low, high = as_f32.get("min_alpha"), as_f32.get("max_alpha")
   if low is not None and high is not None and not np.float32(low) < np.float32(high):
-    raise ValueError(f"{where}: need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
-  alpha = _checks.concrete("initial_alpha", initial_alpha, where)
+    raise ValueError(f"{_checks.caller()}: need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
+  alpha = _checks.concrete("initial_alpha", initial_alpha)
   if alpha is not None:
     a = alpha.astype(np.float32)
     outside = (low is not None and np.any(a < np.float32(low))) or (high is not None and np.any(a > np.float32(high)))
     if outside:
-      raise ValueError(f"{where}: initial_alpha={initial_alpha} lies outside the bounds [{min_alpha}, {max_alpha}].")
+      raise ValueError(
+        f"{_checks.caller()}: initial_alpha={initial_alpha} lies outside the bounds [{min_alpha}, {max_alpha}]."
+      )
   return lo, hi
-
-
-def _check_learning_rates(opt_state: optax.OptState, where: str) -> None:
-  """Rejects an injected `learning_rate` that is negative or not a usable float32.
-
-  Only hyperparameters held in the state (`optax.inject_hyperparams`) can be
-  read; a rate baked into `optax.adam(lr)` is out of reach. Zero is allowed:
-  a warm-up schedule starts there (use `optax.set_to_zero()` for a fixed alpha).
-  """
-  for path, value in optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate"):
-    if isinstance(value, jax.core.Tracer) or not isinstance(value, (jax.Array, np.ndarray)):
-      continue
-    label = f"the optimizer's `learning_rate` at {jax.tree_util.keystr(path)}"
-    _checks.float32_value("learning_rate", np.asarray(value), where, label=label)
-    if not np.all(np.asarray(value) >= 0):
-      raise ValueError(f"{where}: {label} must be >= 0; got {np.asarray(value)}.")

@@ -32,11 +32,13 @@ DISCRETE_TARGET_RATIO = 0.6  # The default: measured, see the module doc.
 PAPER_DISCRETE_TARGET_RATIO = 0.98  # Christodoulou 2019's, and Velora's (with the sign flipped).
 
 
+@_checks.public
 def continuous_target(action_dim: int) -> float:
   """`-action_dim`: the SAC heuristic target for a `action_dim`-D action box."""
-  return -float(_checks.positive_int("action_dim", action_dim, "continuous_target"))
+  return -float(_checks.positive_int("action_dim", action_dim))
 
 
+@_checks.public
 def discrete_target(action_dim: int, ratio: chex.Numeric = DISCRETE_TARGET_RATIO) -> float:
   """`ratio * log(action_dim)`: a fraction of the uniform policy's entropy.
 
@@ -45,19 +47,20 @@ def discrete_target(action_dim: int, ratio: chex.Numeric = DISCRETE_TARGET_RATIO
   arXiv:1910.07207) uses `0.98 * log(A)` (written `-0.98 * log(1/A)`):
   `discrete_target(A, PAPER_DISCRETE_TARGET_RATIO)`.
   """
-  where = "discrete_target"
-  a = _checks.positive_int("action_dim", action_dim, where)
-  _checks.float32_value("ratio", ratio, where)
+  a = _checks.positive_int("action_dim", action_dim)
+  _checks.float32_value("ratio", ratio)
   return float(ratio) * math.log(a)
 
 
+@_checks.public
 def velora_discrete_target(action_dim: int) -> float:
   """Velora 0.2.0's discrete target, `0.98 * log(1 / A)` (negative; see module doc)."""
-  a = _checks.positive_int("action_dim", action_dim, "velora_discrete_target")
+  a = _checks.positive_int("action_dim", action_dim)
   # Computed as Velora does, in float32: 0.98 * log(float32(1 / A)).
   return float(PAPER_DISCRETE_TARGET_RATIO * jnp.log(jnp.float32(1.0 / a)))
 
 
+@_checks.public
 def masked_discrete_target(mask: chex.Array, ratio: chex.Numeric = DISCRETE_TARGET_RATIO) -> jax.Array:
   """Per-state target `ratio * log(n_valid_b)` from a `[B, A]` action mask.
 
@@ -73,8 +76,7 @@ def masked_discrete_target(mask: chex.Array, ratio: chex.Numeric = DISCRETE_TARG
   mask = jnp.asarray(mask)
   if mask.dtype != jnp.bool_ or mask.ndim != 2:
     raise ValueError(
-      "masked_discrete_target: `mask` must be a bool array of shape [B, A];"
-      f" got dtype {mask.dtype} and shape {mask.shape}."
+      f"{_checks.caller()}: `mask` must be a bool array of shape [B, A]; got dtype {mask.dtype} and shape {mask.shape}."
     )
   n_valid = jnp.sum(mask, axis=-1, dtype=jnp.float32)
   return ratio * jnp.log(jnp.maximum(n_valid, 1.0))

@@ -72,6 +72,7 @@ class TesSacState(NamedTuple):
   floor: jax.Array  # [] float32, H never drops below this.
 
 
+@_checks.public
 def tes_sac_init(
   initial_target: chex.Numeric,
   *,
@@ -103,12 +104,11 @@ def tes_sac_init(
   Returns:
     A `TesSacState`; feed it each update's batch entropy with `tes_sac_update`.
   """
-  where = "tes_sac_init"
-  target = _checks.float32_value("initial_target", initial_target, where)
-  smoothing = _checks.float32_value("smoothing", smoothing, where)
-  _checks.in_range("smoothing", smoothing, where, low=0.0, high=1.0, high_open=True)
+  target = _checks.float32_value("initial_target", initial_target)
+  smoothing = _checks.float32_value("smoothing", smoothing)
+  _checks.in_range("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
   thresholds = {
-    name: _checks.non_negative(name, value, where)
+    name: _checks.non_negative(name, value)
     for name, value in (("mean_threshold", mean_threshold), ("std_threshold", std_threshold))
   }
   zero_f = jnp.zeros_like(target)
@@ -120,15 +120,16 @@ def tes_sac_init(
     stable=zero_i,
     drops=zero_i,
     observed=zero_i,
-    decay=_checks.decay_factor(decay, where),
+    decay=_checks.decay_factor(decay),
     smoothing=smoothing,
     mean_threshold=thresholds["mean_threshold"],
     std_threshold=thresholds["std_threshold"],
-    patience=_checks.int_steps("patience", patience, where, minimum=1),
-    floor=_checks.float32_value("floor", floor, where),
+    patience=_checks.int_steps("patience", patience, minimum=1),
+    floor=_checks.float32_value("floor", floor),
   )
 
 
+@_checks.public
 def tes_sac_update(tes: TesSacState, entropy: chex.Numeric) -> TesSacState:
   """One step of TES-SAC's target annealing from a batch entropy estimate.
 
@@ -155,7 +156,7 @@ def tes_sac_update(tes: TesSacState, entropy: chex.Numeric) -> TesSacState:
   Returns:
     The new `TesSacState`.
   """
-  e = _checks.scalar("entropy", entropy, "tes_sac_update").astype(tes.mean.dtype)
+  e = _checks.scalar("entropy", entropy).astype(tes.mean.dtype)
   lam = tes.smoothing
   first = tes.observed == 0
   delta = jnp.where(first, 0.0, e - tes.mean)

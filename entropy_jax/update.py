@@ -41,6 +41,7 @@ Metrics = dict[str, jax.Array]
 GRAD_LIMIT = 2.0**60
 
 
+@_checks.public
 def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
   """One optax update of `log_alpha` from `grad = d loss / d log_alpha`.
 
@@ -59,14 +60,13 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
   Returns:
     The new state.
   """
-  where = "apply_gradients"
   if jnp.ndim(state.log_alpha) != 0:
     raise ValueError(
-      f"{where}: expected a single state (log_alpha of shape ()); got"
+      f"{_checks.caller()}: expected a single state (log_alpha of shape ()); got"
       f" log_alpha of shape {jnp.shape(state.log_alpha)}. For a population,"
       " use jax.vmap(apply_gradients)(population, grads)."
     )
-  grad = _checks.scalar("grad", grad, where)
+  grad = _checks.scalar("grad", grad)
   # Limited before the cast: a float64 gradient (under jax_enable_x64) beyond
   # float32's range is finite, and must not turn infinite in log_alpha's dtype.
   limited = jnp.clip(grad, -GRAD_LIMIT, GRAD_LIMIT).astype(state.log_alpha.dtype)
@@ -107,6 +107,7 @@ def apply_gradients(state: EntropyState, grad: chex.Numeric) -> EntropyState:
   )
 
 
+@_checks.public
 def continuous_update(
   state: EntropyState,
   log_probs: jax.Array,
@@ -134,6 +135,7 @@ def continuous_update(
   return _step(state, loss, grad, entropy, state.target)
 
 
+@_checks.public
 def discrete_update(
   state: EntropyState,
   probs: jax.Array,
@@ -162,7 +164,7 @@ def discrete_update(
   target = state.target
   if masked_target_ratio is not None:
     if mask is None:
-      raise ValueError("discrete_update: `masked_target_ratio` needs a `mask`.")
+      raise ValueError(f"{_checks.caller()}: `masked_target_ratio` needs a `mask`.")
     target = masked_discrete_target(mask, masked_target_ratio)
 
   def loss_fn(log_alpha):

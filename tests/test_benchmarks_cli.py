@@ -1,72 +1,17 @@
-"""The benchmark scripts' command lines (no timing is asserted anywhere).
+"""The benchmark runner's command line (no timing is asserted anywhere).
 
-Every script answers `--help` and refuses a bad flag with exit status 2 and a
-message naming the flag, the expected and the received value; population
-sizes follow `--max-n`.
+A bad flag exits with status 2 and a message naming the flag, the expected
+and the received value; population sizes follow `--max-n`; each section gets
+its own timing defaults; the recorded command holds no machine path.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks import population, run
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = [
-  "run",
-  "single_update",
-  "population",
-  "optimizer_cost",
-  "hlo_report",
-  "sac",
-  "compile_import",
-  "goals",
-  "_fresh",
-]
-
-
-def _run(*argv: str) -> subprocess.CompletedProcess:
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-  return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_every_script_has_help_and_refuses_a_bad_flag(script):
-  helped = _run(f"benchmarks.{script}", "--help")
-  assert helped.returncode == 0, helped.stderr
-  assert f"usage: python -m benchmarks.{script}" in helped.stdout
-  bad = _run(f"benchmarks.{script}", "--bogus")
-  assert bad.returncode == 2
-  assert "unrecognized arguments: --bogus" in bad.stderr and "--help" in bad.stderr
-
-
-def test_the_runner_lists_every_sections_flags(capsys):
-  with pytest.raises(SystemExit) as e:
-    run.parse_args(["--help"])
-  assert e.value.code == 0
-  out = capsys.readouterr().out
-  for flag in (
-    "--quick",
-    "--sections",
-    "--out",
-    "--repeats",
-    "--max-n",
-    "--sizes",
-    "--loop-max-n",
-    "--scan-k",
-    "--optimizer-n",
-    "--hlo-n",
-    "--members",
-    "--steps",
-    "--fresh-repeats",
-    "--compile-targets",
-  ):
-    assert flag in out
 
 
 @pytest.mark.parametrize(
@@ -119,3 +64,12 @@ def test_each_section_gets_its_own_timing_defaults_unless_given():
 def test_population_bytes_counts_the_log_probs_twice_and_the_states():
   assert population.population_bytes(1, 256) == 2 * 256 * 4 + 64 * 4
   assert population.population_bytes(131072, 256) == 2 * 131072 * 256 * 4 + 64 * 131072 * 4
+
+
+def test_the_recorded_command_names_the_output_directory_without_the_machines_path(tmp_path):
+  inside = run.DEFAULT_OUT / "gpu"
+  assert run.portable(inside) == str(pathlib.Path("benchmarks", "results", "gpu"))
+  assert run.portable(tmp_path / "out") == "out"
+  argv = ["--quick", "--out", str(tmp_path / "out"), "--sections", "hlo"]
+  assert run.command_line(argv, tmp_path / "out") == "python -m benchmarks.run --quick --out out --sections hlo"
+  assert run.command_line([f"--out={inside}"], inside) == "python -m benchmarks.run --out=benchmarks/results/gpu"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
-from benchmarks import goals, population, single_update
+from benchmarks import goals, hlo_report, population, single_update
 
 
 def test_every_goal_reads_a_value_the_measurements_write():
@@ -20,8 +21,31 @@ def test_every_goal_reads_a_value_the_measurements_write():
     elif path[0] == "single":
       assert path[1] in single_update.KINDS and path[2] == single_update.COMPAT, path
       assert path[3] == "speedup_vs_velora", path
+    elif path[0] == "hlo":
+      assert g.get("structure") is True, path
     else:
       assert path[0] in ("compile", "import"), path
+
+
+def test_every_structure_goal_reads_a_figure_the_hlo_section_writes(capsys):
+  # Whether the figures meet the goals depends on the XLA version; that they
+  # are measured does not.
+  args = argparse.Namespace(hlo_n=64, batch=32, action_dim=6, repeats=1)
+  graded = [g for g in goals.grade(hlo_report.run(args, [])) if g["structure"]]
+  assert len(graded) == sum(bool(g.get("structure")) for g in goals.load()) >= 9
+  assert all(g["status"] in ("PASS", "FAIL") for g in graded), [g["goal"] for g in graded if g["status"] == "n/a"]
+  capsys.readouterr()
+
+
+def test_a_failed_structure_goal_is_flagged_and_sets_the_exit_status(capsys):
+  sheet = [
+    {"text": "loops", "value": ["hlo", "n"], "at_most": 3, "format": "{:d}", "structure": True},
+    {"text": "speed", "value": ["t"], "at_least": 2.0, "format": "{:.1f}x"},
+  ]
+  assert goals.print_goals(goals.grade({"hlo": {"n": 3}, "t": 1.0}, sheet)) == 0
+  assert "REGRESSION (timing; check the machine's load): speed: 1.0x, expected >= 2" in capsys.readouterr().out
+  assert goals.print_goals(goals.grade({"hlo": {"n": 4}, "t": 3.0}, sheet)) == 1
+  assert "REGRESSION (structure of the compiled update): loops: 4, expected <= 3" in capsys.readouterr().out
 
 
 def _status(results, start):

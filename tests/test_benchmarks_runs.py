@@ -18,6 +18,8 @@ TINY = ["--repeats", "1", "--min-time", "1e-4", "--batch", "8", "--scan-k", "3",
 
 
 def test_single_and_population_write_results_extrapolate_loops_and_skip_over_budget(tmp_path, capsys):
+  pytest.importorskip("velora")  # the [parity] extra: the Velora rows
+  pytest.importorskip("matplotlib")  # the [examples] extra: the plot
   # Budget 10 kB: N=4 needs 2*4*8*4 + 64*4*4 = 1,280 bytes, N=512 needs 163,840.
   rc = run.main(
     [
@@ -42,6 +44,8 @@ def test_single_and_population_write_results_extrapolate_loops_and_skip_over_bud
   assert set(machine["versions"]) >= {"jax", "jaxlib", "optax", "torch", "velora"}
   assert machine["date_utc"] and len(machine["loadavg_start"]) == 3 and len(machine["loadavg_end"]) == 3
   assert machine["command"].startswith("python -m benchmarks.run --sections single,population --sizes 1,4,512")
+  # No path of the machine that ran it: --out is recorded by its name.
+  assert str(tmp_path) not in (tmp_path / "results.json").read_text() + (tmp_path / "results.md").read_text()
 
   for kind in single_update.KINDS:
     rows = results["single"][kind]
@@ -131,8 +135,9 @@ def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
       *TINY,
     ]
   )
-  assert rc == 0
   results = json.loads((tmp_path / "results.json").read_text())
+  # The exit status flags a failed structure goal (at N=8 XLA may compile otherwise than at the sheet's N).
+  assert rc == int(any(g["structure"] and g["status"] == "FAIL" for g in results["goals"]))
   rows = results["optimizer"]["rows"]
   assert rows["floor: jnp.sum"]["x_floor"] == 1.0 and len(rows) == 9
   assert all(r["x_floor"] > 0 for r in rows.values())
@@ -148,6 +153,8 @@ def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
 
 
 def test_sac_section_reports_throughput_and_the_entropy_updates_share(tmp_path, capsys):
+  for module in ("gymnax", "flashbax", "distrax"):  # the [examples] extra: the SAC agent
+    pytest.importorskip(module)
   assert sac.main(["--members", "2", "--steps", "2", "--repeats", "1", "--json", str(tmp_path / "sac.json")]) == 0
   r = json.loads((tmp_path / "sac.json").read_text())["sac"]
   assert r["members"] == 2 and r["steps_per_call"] == 2

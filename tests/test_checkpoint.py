@@ -39,7 +39,9 @@ from entropy_jax.update import continuous_update
 
 ADAM = optax.adam(1e-2)
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory holding the entropy_jax under test (the checkout, or site-packages
+# when the suite runs against an installed wheel), for child processes.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint.__file__)))
 
 
 def linear_target(start, slope, step):
@@ -187,7 +189,10 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   n = 1_000_000  # ~40 MB per checkpoint: the write takes long enough to be caught.
   path = tmp_path / "pop.ckpt"
   env = dict(
-    os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), XLA_FLAGS="", JAX_PLATFORMS="cpu"
+    os.environ,
+    PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    XLA_FLAGS="",
+    JAX_PLATFORMS="cpu",
   )
   base = init_population(-1.0, size=n)
   caught = 0
@@ -198,6 +203,7 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
       stderr=subprocess.PIPE,
       text=True,
       env=env,
+      cwd=tmp_path,  # not the checkout: `python -c` puts the working directory first on sys.path
     )
     saved = []
     reader = threading.Thread(
@@ -315,7 +321,7 @@ def file_of(payload):
 
 def test_other_format_version(tmp_path, good_file):
   _, data, _ = good_file
-  payload = checkpoint._read_payload(data, "good")
+  payload = checkpoint._read_payload(data)
   payload["version"] = checkpoint.FORMAT_VERSION + 1
   path = write(tmp_path, file_of(payload))
   with pytest.raises(CheckpointError, match=r"format version 2; this library reads version 1"):
@@ -337,7 +343,7 @@ def test_other_format_version(tmp_path, good_file):
 def test_a_file_whose_values_no_constructor_accepts_is_refused(tmp_path, good_file, leaf, value, message):
   # The same rules as the constructors and the compat classes' load_state_dict.
   _, data, _ = good_file
-  payload = checkpoint._read_payload(data, "good")
+  payload = checkpoint._read_payload(data)
   paths = [p for p, _, _ in payload["signature"]]
   payload["leaves"][paths.index(leaf)] = value
   with pytest.raises(CheckpointError, match=message):
@@ -399,3 +405,16 @@ def test_population_size_mismatch(tmp_path):
   np.testing.assert_array_equal(
     restored.opt_state.hyperparams["learning_rate"], np.geomspace(1e-4, 1e-1, 4).astype(np.float32)
   )
+
+
+def test_check_structure_compares_the_tree_the_static_fields_and_every_leaf():
+  like = init_entropy_state(-1.0, optimizer=ADAM)
+  checkpoint.check_structure(init_entropy_state(-3.0, initial_alpha=0.5, optimizer=ADAM), like)  # values may differ
+  checkpoint.check_structure(checkpoint.signature(like), like)  # a checkpoint's record of a state
+  # The same leaves, another static field: the tree differs.
+  with pytest.raises(ValueError, match=r"^check_structure: structure mismatch; the static fields .* is 'alpha'"):
+    checkpoint.check_structure(init_entropy_state(-1.0, optimizer=ADAM, loss_form="alpha"), like)
+  with pytest.raises(ValueError, match=r"leaf \.log_alpha: saved float32\[3\], `like` has float32\[\]"):
+    checkpoint.check_structure(init_population(-1.0, optimizer=ADAM, size=3), like)
+  with pytest.raises(ValueError, match=r"leaves saved but not in `like`: \['\.opt_state\[0\]\.count'"):
+    checkpoint.check_structure(like, init_entropy_state(-1.0, optimizer=optax.sgd(0.1)))

@@ -208,7 +208,7 @@ UPDATE_ARRAY_CASES = {
   "cont update [B, 2]": (
     lambda s, d: continuous_update(s, jnp.zeros((4, 2))),
     ValueError,
-    r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)",
+    r"continuous_update: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)",
   ),
   "cont update empty": (
     lambda s, d: continuous_update(s, jnp.zeros((0, 1))),

@@ -16,14 +16,14 @@ class UntestedVersionWarning(UserWarning):
   """A client library at a version the integration was not tested with."""
 
 
-def require(module: str, distribution: str, tested: str, where: str) -> ModuleType:
-  """Imports `module`, the client of the integration `where`.
+def require(module: str, distribution: str, tested: str, integration: str) -> ModuleType:
+  """Imports `module`, the client of `integration`.
 
   Args:
     module: the import name (`"rejax"`).
     distribution: the name it is installed under (`"sbx-rl"`).
     tested: the version the integration is tested with.
-    where: the integration module, named in the messages.
+    integration: the integration module, named in the messages.
 
   Returns:
     The imported module.
@@ -35,7 +35,7 @@ def require(module: str, distribution: str, tested: str, where: str) -> ModuleTy
     client = importlib.import_module(module)
   except ImportError as e:
     raise ImportError(
-      f"{where} needs {distribution}=={tested}, which is not installed (importing {module!r} failed: {e}). "
+      f"{integration} needs {distribution}=={tested}, which is not installed (importing {module!r} failed: {e}). "
       f"Install the integrations extra: {EXTRA}"
     ) from e
   try:
@@ -45,7 +45,7 @@ def require(module: str, distribution: str, tested: str, where: str) -> ModuleTy
   if version != tested and distribution not in _warned:
     _warned.add(distribution)
     warnings.warn(
-      f"{where} is tested with {distribution}=={tested}; {version} is installed. The temperature step it replaces "
+      f"{integration} is tested with {distribution}=={tested}; {version} is installed. The temperature step it replaces "
       f"may have changed: {EXTRA} installs the tested version.",
       UntestedVersionWarning,
       stacklevel=3,

@@ -1,0 +1,45 @@
+"""`python -m benchmarks.<section>`: one measurement module run on its own.
+
+Parses the module's flags, runs it, prints the goals it measured and writes
+`--json`. `run.py` runs every section the same way, with one set of flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import _cli, goals
+
+
+def standalone(module: Any, argv: list[str] | None = None) -> int:
+  """Runs `module` as a script; the exit status is `goals.print_goals`'.
+
+  A measurement module defines `NAME` (its section), `REPEATS` and `MIN_TIME`
+  (its timing defaults; `REPEATS = None` for one timed otherwise), `SHAPES`
+  (whether it takes `--batch`, `--action-dim` and `--num-actions`),
+  `add_arguments(parser)` (its flags; `add_scaled` for those whose default
+  depends on `--quick`), optionally `finish(args)` (what else the flags
+  imply), `run(args, notes)`, which returns its entries of the results
+  (`{NAME: ...}`, or more than one), and `markdown(results, args)`, which
+  reads them back.
+  """
+  name = module.__spec__.name if module.__spec__ else module.__name__  # Not "__main__" under -m.
+  p = _cli.parser(name.rsplit(".", 1)[-1], module.__doc__)
+  if module.REPEATS:
+    _cli.add_timing(p, module.REPEATS, module.MIN_TIME)
+  else:  # Timed in fresh processes, without `_timing.interleaved`.
+    p.add_argument("--quick", action="store_true", help="a short run: fewer fresh processes")
+  if module.SHAPES:
+    _cli.add_shapes(p)
+  module.add_arguments(p)
+  _cli.add_json(p)
+  args = p.parse_args(argv)
+  _cli.fill_defaults(args, module)
+
+  notes: list[str] = []
+  results = {**module.run(args, notes), "notes": notes}
+  for note in notes:
+    print("note: " + note)
+  status = goals.print_goals(goals.grade(results), only_measured=True)
+  _cli.write_json(args.json, results)
+  return status
