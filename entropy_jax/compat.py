@@ -36,8 +36,7 @@ NAMED_OPTIMIZERS = {"Adam": optimizers.adam, "AdamW": optimizers.adamw, "SGD": o
 # What torch keeps per parameter, per optimizer: each field, and the optax field it fills.
 _ADAM = {"step": "count", "exp_avg": "mu", "exp_avg_sq": "nu"}
 _TORCH_FIELDS = {"Adam": _ADAM, "AdamW": _ADAM, "RMSprop": {"step": "", "square_avg": "nu"}, "SGD": {}}
-_continuous = jax.jit(continuous_update)
-_discrete = jax.jit(discrete_update, static_argnames="masked_target_ratio")
+_continuous, _discrete = jax.jit(continuous_update), jax.jit(discrete_update, static_argnames="masked_target_ratio")
 
 
 class LossMismatchError(ValueError):
@@ -84,7 +83,8 @@ def _optimizer(optim: Any, lr: float) -> tuple[str, optax.GradientTransformation
   name = optim.__name__ if isinstance(optim, type) and _is_torch(optim) else "SGD" if optim is optax.sgd else optim
   if isinstance(name, str):
     if name not in NAMED_OPTIMIZERS:
-      raise ValueError(f"{_checks.caller()}: unknown optimizer {name!r}; known: {list(NAMED_OPTIMIZERS)}, or optax's.")
+      known = f"{list(NAMED_OPTIMIZERS)} or an optax factory"
+      raise ValueError(f"{_checks.caller()}: unknown optimizer {name!r}; known: {known}.")
     return name, _named(name, lr)
   tx = optim(learning_rate=lr) if callable(optim) and not isinstance(optim, optax.GradientTransformation) else None
   if not isinstance(tx, optax.GradientTransformation):
@@ -99,7 +99,8 @@ def _device(device: Any) -> jax.Device | None:
   try:  # torch's "cuda" (and "rocm") is JAX's "gpu".
     return jax.devices({"cuda": "gpu", "rocm": "gpu"}.get(kind, kind))[int(index or 0)]
   except (RuntimeError, IndexError, ValueError):  # An unknown or absent backend, or no such index.
-    raise ValueError(f"{_checks.caller()}: `device` {device!r} is not one of this JAX's: {jax.devices()}.") from None
+    message = f"`device` {device!r} is not a device of this JAX; it has {jax.devices()}"
+    raise ValueError(f"{_checks.caller()}: {message}.") from None
 
 
 class _EntropyModuleBase:
@@ -113,7 +114,6 @@ class _EntropyModuleBase:
   _default_target: bool
   _jax_device: jax.Device | None
   _torch: Any  # The torch module, when serving torch.
-  _skipped: int
 
   def __init__(self, action_dim: int, *, initial_alpha=1.0, optim="Adam", lr=3e-4, device=None, target_entropy=None):
     with _checks.entry(type(self).__name__):  # The core's checks (initial_alpha, the target) name this class.
@@ -251,7 +251,8 @@ def _as_jax(x: Any, name: str) -> Any:
   if isinstance(x, (np.ndarray, jax.Array)):
     return x
   if not (_is_torch(x) and hasattr(x, "__dlpack__")):
-    raise TypeError(f"{_checks.caller()}: `{name}` must be a NumPy, JAX or torch array; got {type(x)}.")
+    message = f"`{name}` must be a NumPy array, a JAX array or a torch tensor; got {type(x)}"
+    raise TypeError(f"{_checks.caller()}: {message}.")
   tensor = x.detach()  # DLPack on JAX's accelerator; else a NumPy view (no copy), through the host if need be.
   on_jax_device = tensor.device.type == jax.default_backend().replace("gpu", "cuda") != "cpu"
   return jax.dlpack.from_dlpack(tensor.contiguous()) if on_jax_device else tensor.cpu().numpy()

@@ -45,8 +45,8 @@ def require(module: str, distribution: str, tested: str, integration: str) -> Mo
   if version != tested and distribution not in _warned:
     _warned.add(distribution)
     warnings.warn(
-      f"{integration} is tested with {distribution}=={tested}; {version} is installed. The temperature step it replaces "
-      f"may have changed: {EXTRA} installs the tested version.",
+      f"{integration} is tested with {distribution}=={tested}; {version} is installed. The temperature step it "
+      f"replaces may have changed: {EXTRA} installs the tested version.",
       UntestedVersionWarning,
       stacklevel=3,
     )
