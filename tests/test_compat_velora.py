@@ -32,13 +32,14 @@ import itertools
 import numpy as np
 import optax
 import pytest
-import torch
-import velora.models.nf.modules as velora_modules
-from pydantic import create_model
-from velora.models.config import EntropyParameters
 
 from entropy_jax.compat import EntropyModule, EntropyModuleDiscrete
 from entropy_jax.targets import discrete_target, velora_discrete_target
+
+torch = pytest.importorskip("torch")  # The parity extra.
+velora_modules = pytest.importorskip("velora.models.nf.modules")
+EntropyParameters = pytest.importorskip("velora.models.config").EntropyParameters
+create_model = pytest.importorskip("pydantic").create_model
 
 
 @pytest.fixture(autouse=True, scope="module")

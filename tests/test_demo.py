@@ -14,8 +14,11 @@ import jax
 import numpy as np
 import pytest
 
-from examples import demo
-from examples.sac_continuous import SAC, default_population, train
+for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
+  pytest.importorskip(_module)
+
+from examples import demo  # noqa: E402
+from examples.sac_continuous import SAC, default_population, train  # noqa: E402
 
 MEMBERS, STEPS, CHUNK, ABLATION_STEPS = 2, 2_000, 500, 2_000
 

@@ -18,10 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import entropy_jax as ej
-from examples import discrete_target_study as study
-from examples import target_rules
-from examples.sac_discrete import Config
+for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
+  pytest.importorskip(_module)
+
+import entropy_jax as ej  # noqa: E402
+from examples import discrete_target_study as study  # noqa: E402
+from examples import target_rules  # noqa: E402
+from examples.sac_discrete import Config  # noqa: E402
 
 DROP_EVERY = 100  # updates per drop here (the study's is target_rules.UPDATES_PER_DROP)
 CARTPOLE = study.Task(

@@ -43,7 +43,7 @@ def test_agents_import_only_entropy_jax_and_third_party_libraries(agent):
   assert len(path.read_text().splitlines()) <= 400
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_example_edits_sys_path(path):
   for node in ast.walk(ast.parse(path.read_text())):
     if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys":

@@ -13,9 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from examples import pbt
-from examples.pbt import OWN_FIELDS
-from examples.sac_continuous import SAC, Config
+for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
+  pytest.importorskip(_module)
+
+from examples import pbt  # noqa: E402
+from examples.pbt import OWN_FIELDS  # noqa: E402
+from examples.sac_continuous import SAC, Config  # noqa: E402
 
 
 @pytest.fixture(scope="module")

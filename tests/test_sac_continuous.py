@@ -12,8 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from examples import sac_continuous
-from examples.sac_continuous import SAC, Config, Transition, evaluate, train
+for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
+  pytest.importorskip(_module)
+
+from examples import sac_continuous  # noqa: E402
+from examples.sac_continuous import SAC, Config, Transition, evaluate, train  # noqa: E402
 
 LOW_TARGET, HIGH_TARGET = -1.0, 0.6  # max entropy of a tanh-squashed 1-D action: log 2 = 0.69
 STEPS = 3_500  # per member: 1,000 random warm-up steps + 2,500 SAC steps

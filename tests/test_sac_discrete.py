@@ -16,8 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import entropy_jax as ej
-from examples import sac_discrete as sd
+for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
+  pytest.importorskip(_module)
+
+import entropy_jax as ej  # noqa: E402
+from examples import sac_discrete as sd  # noqa: E402
 
 STEPS = 5_000
 CHUNK = 500
