@@ -57,3 +57,17 @@ def pytest_sessionfinish(session, exitstatus):
   if skipped:
     reporter.write_line(f"ENTROPY_JAX_TEST_INSTALLED=1: {len(skipped)} test(s) skipped; every extra is installed.")
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+  """torch on one thread for a module's tests, restored afterwards.
+
+  Velora's per-step work is a few scalar ops: torch's thread pool only adds
+  overhead, and contention on a 2-core machine.
+  """
+  torch = pytest.importorskip("torch")
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)

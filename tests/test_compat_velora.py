@@ -41,15 +41,7 @@ velora_modules = pytest.importorskip("velora.models.nf.modules")
 EntropyParameters = pytest.importorskip("velora.models.config").EntropyParameters
 create_model = pytest.importorskip("pydantic").create_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-  # Velora's per-step work is a few scalar ops: torch's thread pool only adds
-  # overhead (and contention on a 2-core CI machine). Restored afterwards.
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 STEPS = 300

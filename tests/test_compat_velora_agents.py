@@ -27,7 +27,7 @@ from velora.gym.wrap import add_core_env_wrappers  # noqa: E402  (after the impo
 from entropy_jax import compat  # noqa: E402
 from entropy_jax.targets import discrete_target  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 RTOL = 1e-4
 STEPS, WARMUP, BATCH = 100, 64, 32
@@ -36,14 +36,6 @@ STEPS, WARMUP, BATCH = 100, 64, 32
 ALPHA_LR = 3e-3
 AGENTS = {"NeuroFlowCT": "Pendulum-v1", "NeuroFlow": "CartPole-v1"}
 NAMES = ("EntropyModule", "EntropyModuleDiscrete")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
 
 
 def build(name, monkeypatch, swapped):
