@@ -127,7 +127,7 @@ class _EntropyModuleBase:
       target = self._DEFAULT_TARGET(self.action_dim) if target_entropy is None else target_entropy
       state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self.optim)
       self._jax_device = _device(device)
-    self._torch = sys.modules["torch"] if _is_torch(optim) or _is_torch(device) else None
+    self._torch = sys.modules.get("torch") if _is_torch(optim) or _is_torch(device) else None
     self._pending: tuple[Any, EntropyState, jax.Array, int] | None = None
     self._set(jax.device_put(state, self._jax_device))
 
