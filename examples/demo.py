@@ -27,7 +27,7 @@ if __package__:  # `python -m examples.demo`, or imported
   from examples import reporting
   from examples.sac_continuous import RETURN_BAR, SAC, Config, default_population, train
   from examples.target_rules import RULES
-else:  # `python examples/demo.py`: this folder is the first entry of sys.path
+else:  # `python examples/demo.py`: this folder heads the import path
   import discrete_target_study as study
   import reporting
   from sac_continuous import RETURN_BAR, SAC, Config, default_population, train

@@ -29,7 +29,7 @@ import numpy as np
 if __package__:  # `python -m examples.discrete_target_study`, or imported
   from examples import reporting, target_rules
   from examples.sac_discrete import SAC, Config, evaluate, train
-else:  # `python examples/discrete_target_study.py`: this folder is the first entry of sys.path
+else:  # `python examples/discrete_target_study.py`: this folder heads the import path
   import reporting
   import target_rules
   from sac_discrete import SAC, Config, evaluate, train

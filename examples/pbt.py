@@ -24,7 +24,7 @@ import optax
 if __package__:  # `python -m examples.pbt`, or imported
   from examples import reporting
   from examples.sac_continuous import RETURN_BAR, SAC, default_population, train
-else:  # `python examples/pbt.py`: this folder is the first entry of sys.path
+else:  # `python examples/pbt.py`: this folder heads the import path
   import reporting
   from sac_continuous import RETURN_BAR, SAC, default_population, train
 

@@ -8,7 +8,7 @@
   runs the core tests.
 * `ENTROPY_JAX_TEST_INSTALLED=1` (what `make test` sets): the suite runs
   against an installed wheel, so a file missing from the wheel fails it. The
-  session refuses to start if `entropy_jax` would be imported from this
+  run refuses to start if `entropy_jax` would be imported from this
   checkout instead, and fails if any test was skipped: with every extra
   installed, a skip means something the suite should have run did not.
 """
