@@ -48,15 +48,24 @@ def pytest_configure(config):
     )
 
 
-def pytest_sessionfinish(session, exitstatus):
-  del exitstatus
-  if not _INSTALLED:
-    return
-  reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-  skipped = reporter.stats.get("skipped", []) if reporter else []
-  if skipped:
-    reporter.write_line(f"ENTROPY_JAX_TEST_INSTALLED=1: {len(skipped)} test(s) skipped; every extra is installed.")
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+def _no_skip(report):
+  """Under ENTROPY_JAX_TEST_INSTALLED=1 every extra is installed: a skip is a failure, with its reason."""
+  if _INSTALLED and report.skipped:
+    report.outcome = "failed"
+    report.longrepr = f"skipped with ENTROPY_JAX_TEST_INSTALLED=1 (every extra is installed): {report.longrepr}"
+  return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+  del item, call
+  return _no_skip((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+  del collector
+  return _no_skip((yield))
 
 
 @pytest.fixture(scope="module")
