@@ -6,9 +6,29 @@ Parses the module's flags, runs it, prints the goals it measured and writes
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
 from typing import Any
 
 from benchmarks import _cli, goals
+
+# The folder this process imports `benchmarks` from, as found (a link is not followed): run from
+# there, a fresh process imports the same `benchmarks` and the same installed `entropy_jax`.
+HOME = pathlib.Path(__file__).absolute().parent.parent
+
+
+def fresh_process(module: str, argv: list[str]) -> Any:
+  """Runs `python -m benchmarks.<module> *argv` in a fresh process; returns the JSON of its last line."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOME), env.get("PYTHONPATH")]))
+  cmd = [sys.executable, "-m", f"benchmarks.{module}", *argv]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HOME, timeout=600)
+  if proc.returncode != 0:
+    raise RuntimeError(f"{' '.join(cmd)} failed (rc={proc.returncode}):\n{proc.stderr[-2000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def standalone(module: Any, argv: list[str] | None = None) -> int:

@@ -12,11 +12,7 @@ from a warm persistent compilation cache: one process fills a new cache and
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -27,7 +23,6 @@ from benchmarks._fresh import TARGETS
 NAME = "compile"
 REPEATS, MIN_TIME = None, None  # Timed in fresh processes, not by `_timing.interleaved`.
 SHAPES = True
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def add_arguments(p) -> None:
@@ -52,28 +47,9 @@ def add_arguments(p) -> None:
 
 
 def _fresh(args, *extra: str) -> dict[str, Any]:
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-  cmd = [
-    sys.executable,
-    "-m",
-    "benchmarks._fresh",
-    "--n",
-    str(args.compile_n),
-    "--batch",
-    str(args.batch),
-    "--action-dim",
-    str(args.action_dim),
-    "--num-actions",
-    str(args.num_actions),
-    "--only",
-    ",".join(args.compile_targets),
-    *extra,
-  ]
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-  if proc.returncode != 0:
-    raise RuntimeError(f"{' '.join(cmd)} failed (rc={proc.returncode}):\n{proc.stderr[-2000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  argv = ["--n", str(args.compile_n), "--batch", str(args.batch), "--action-dim", str(args.action_dim)]
+  argv += ["--num-actions", str(args.num_actions), "--only", ",".join(args.compile_targets), *extra]
+  return _script.fresh_process("_fresh", argv)
 
 
 def _median_parts(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ loop's update with the state threaded from call to call:
 * Velora's PyTorch module (and on CUDA, when torch sees a GPU);
 * the Velora-compatible class `entropy_jax.compat`, called as Velora is, from NumPy
   inputs (JAX arrays out) and from torch tensors (a module built as Velora's agents build
-  it, with `optim=torch.optim.Adam`: torch tensors out);
+  it, with `optim=torch.optim.Adam`: torch tensors out); on the CPU, both again in a process
+  of their own with JAX's CPU async dispatch off (`_sync_dispatch.py`), each against the
+  Velora module timed beside it there;
 * the fused update `jax.jit(continuous_update)` called from Python: this
   measures JAX's per-call dispatch more than the update, so a trivial jitted
   call (`x + 1`) is timed beside it as the dispatch floor;
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import _cli, _machine, _script
+from benchmarks import _cli, _machine, _script, _sync_dispatch
 
 NAME = "single"
 REPEATS, MIN_TIME = 9, 0.02
@@ -42,7 +44,7 @@ def add_arguments(p) -> None:
   _cli.add_scaled(p, "--scan-k", full=1000, quick=100, help="updates per lax.scan call")
 
 
-def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
+def update_inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
   """NumPy inputs of one update (`leading` axes first): `(log_probs,)` or `(probs, log_probs)`."""
   import numpy as np
 
@@ -51,6 +53,58 @@ def _inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
   logits = rng.standard_normal((*leading, args.batch, args.num_actions))
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   return np.exp(log_probs).astype(np.float32), log_probs.astype(np.float32)
+
+
+def library_methods(kind: str, dim: int, inputs: tuple, velora, compat) -> dict[str, Callable[[], Any]]:
+  """Velora's module (and on CUDA, when torch sees a GPU) and the compat class from NumPy and from
+  torch inputs, each one update of `inputs` per call, as `interleaved` times them."""
+  i = KINDS.index(kind)
+  fns: dict[str, Callable[[], Any]] = {}
+  if velora is not None:
+    torch = velora[2]
+    v_mod = velora[i](dim)
+    tin = tuple(torch.from_numpy(a) for a in inputs)
+    fns[VELORA_CPU] = lambda m=v_mod, tin=tin: m.gradient_step(m.compute_loss(*tin))
+    if torch.cuda.is_available():  # What a Velora user on a GPU machine runs.
+      cuda = torch.device("cuda")
+      g_mod = velora[i](dim, device=cuda)
+      gin = tuple(t.to(cuda) for t in tin)
+
+      def velora_cuda(m=g_mod, gin=gin, sync=torch.cuda.synchronize):
+        m.gradient_step(m.compute_loss(*gin))
+        return sync
+
+      fns[VELORA_CUDA] = velora_cuda
+  if compat is not None:
+    c_mod = compat[i](dim)
+
+    def compat_step(m=c_mod, inputs=inputs):
+      m.gradient_step(m.compute_loss(*inputs))
+      return m.alpha  # What a SAC step reads after the update.
+
+    fns[COMPAT] = compat_step
+    if velora is not None:  # torch in, torch out: as Velora's agents build and call it.
+      t_mod = compat[i](dim, optim=velora[2].optim.Adam)
+
+      def compat_torch_step(m=t_mod, tin=tin):
+        m.gradient_step(m.compute_loss(*tin))
+        return m.alpha.item  # What a SAC step reads after the update, waited for as torch waits.
+
+      fns[COMPAT_TORCH] = compat_torch_step
+  return fns
+
+
+def rows_of(timings: dict[str, Any], per_call: dict[str, int]) -> dict[str, Any]:
+  """`{name: {"seconds_per_update", "timing", "speedup_vs_velora"...}}` of `interleaved`'s timings;
+  `per_call` gives the updates one call of a method makes (default 1)."""
+  rows = {}
+  for name, t in timings.items():
+    rows[name] = {"seconds_per_update": t.median / per_call.get(name, 1), "timing": t.as_dict()}
+  for row in rows.values():
+    for key, ref in (("speedup_vs_velora", VELORA_CPU), ("speedup_vs_velora_cuda", VELORA_CUDA)):
+      if ref in rows:
+        row[key] = rows[ref]["seconds_per_update"] / row["seconds_per_update"]
+  return rows
 
 
 def run(args, notes: list[str]) -> dict[str, Any]:
@@ -62,46 +116,16 @@ def run(args, notes: list[str]) -> dict[str, Any]:
   from benchmarks._timing import interleaved, threaded
 
   velora, compat = _machine.load_libraries(notes)
+  synchronous = _sync_dispatch.measure(args) if compat is not None and jax.default_backend() == "cpu" else {}
   rng = np.random.default_rng(0)
   out: dict[str, Any] = {}
-  for i, kind in enumerate(KINDS):
-    inputs = _inputs(kind, args, rng)
+  for kind in KINDS:
+    inputs = update_inputs(kind, args, rng)
     jin = tuple(jnp.asarray(a) for a in inputs)
     dim = args.action_dim if kind == "continuous" else args.num_actions
     target = ej.continuous_target(dim) if kind == "continuous" else ej.discrete_target(dim)
     update = ej.continuous_update if kind == "continuous" else ej.discrete_update
-    fns: dict[str, Callable[[], Any]] = {}
-    if velora is not None:
-      torch = velora[2]
-      v_mod = velora[i](dim)
-      tin = tuple(torch.from_numpy(a) for a in inputs)
-      fns[VELORA_CPU] = lambda m=v_mod, tin=tin: m.gradient_step(m.compute_loss(*tin))
-      if torch.cuda.is_available():  # What a Velora user on a GPU machine runs.
-        cuda = torch.device("cuda")
-        g_mod = velora[i](dim, device=cuda)
-        gin = tuple(t.to(cuda) for t in tin)
-
-        def velora_cuda(m=g_mod, gin=gin, sync=torch.cuda.synchronize):
-          m.gradient_step(m.compute_loss(*gin))
-          return sync
-
-        fns[VELORA_CUDA] = velora_cuda
-    if compat is not None:
-      c_mod = compat[i](dim)
-
-      def compat_step(m=c_mod, inputs=inputs):
-        m.gradient_step(m.compute_loss(*inputs))
-        return m.alpha  # What a SAC step reads after the update.
-
-      fns[COMPAT] = compat_step
-      if velora is not None:  # torch in, torch out: as Velora's agents build and call it.
-        t_mod = compat[i](dim, optim=velora[2].optim.Adam)
-
-        def compat_torch_step(m=t_mod, tin=tin):
-          m.gradient_step(m.compute_loss(*tin))
-          return m.alpha.item  # What a SAC step reads after the update, waited for as torch waits.
-
-        fns[COMPAT_TORCH] = compat_torch_step
+    fns = library_methods(kind, dim, inputs, velora, compat)
     fns[JIT] = threaded(jax.jit(update), ej.init_entropy_state(target), *jin, carry=True)
     trivial = jax.jit(lambda v: v + 1.0)
     fns[TRIVIAL] = lambda trivial=trivial, v=jin[0]: trivial(v)
@@ -113,18 +137,14 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
       return jax.lax.scan(body, state, xs)
 
-    xs = tuple(jnp.asarray(a) for a in _inputs(kind, args, rng, (args.scan_k,)))
+    xs = tuple(jnp.asarray(a) for a in update_inputs(kind, args, rng, (args.scan_k,)))
     fns[scan_label(args.scan_k)] = threaded(jax.jit(scan_fn), ej.init_entropy_state(target), xs, carry=True)
 
     timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
-    rows = {}
-    for name, t in timings.items():
-      per_update = t.median / (args.scan_k if name == scan_label(args.scan_k) else 1)
-      rows[name] = {"seconds_per_update": per_update, "timing": t.as_dict()}
+    rows = rows_of(timings, {scan_label(args.scan_k): args.scan_k})
+    # Measured in a process of their own, against the Velora module timed beside them there.
+    rows.update({f"{name}, {_sync_dispatch.LABEL}": row for name, row in synchronous.get(kind, {}).items()})
     for name, row in rows.items():
-      for key, ref in (("speedup_vs_velora", VELORA_CPU), ("speedup_vs_velora_cuda", VELORA_CUDA)):
-        if ref in rows:
-          row[key] = rows[ref]["seconds_per_update"] / row["seconds_per_update"]
       print(
         f"  {kind:10s} {name:56s} {_cli.fmt_time(row['seconds_per_update']):>10s}"
         + (f"   {row['speedup_vs_velora']:8.1f}x vs Velora" if "speedup_vs_velora" in row else "")
