@@ -6,7 +6,7 @@ Run by `single_update` on the CPU backend:
 
 By default XLA's CPU client runs a computation of more than about 1,000
 estimated flops (the discrete update at batch 256 is one; the continuous
-update is not) on a worker thread, and the caller waits for it: a hand-over
+update is one from a batch of about 900) on a worker thread, and the caller waits for it: a hand-over
 between threads that costs a few microseconds on a bare machine and tens on
 a small virtual one. `jax.config.update("jax_cpu_enable_async_dispatch",
 False)` runs every computation in the calling thread instead. It is read when
