@@ -116,7 +116,8 @@ def run(args, notes: list[str]) -> dict[str, Any]:
   from benchmarks._timing import interleaved, threaded
 
   velora, compat = _machine.load_libraries(notes)
-  synchronous = _sync_dispatch.measure(args) if compat is not None and jax.default_backend() == "cpu" else {}
+  both = velora is not None and compat is not None
+  synchronous = _sync_dispatch.measure(args) if both and jax.default_backend() == "cpu" else {}
   rng = np.random.default_rng(0)
   out: dict[str, Any] = {}
   for kind in KINDS:
