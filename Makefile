@@ -7,8 +7,12 @@ STAMP    := $(VENV)/.installed
 # entropy_jax installed from this checkout, editable (demo, bench, docs, test-fast).
 # `make test` replaces it with the built wheel and removes this stamp.
 EDITABLE := $(VENV)/.editable
-EXTRAS   := test,examples,docs,integrations
+EXTRAS   := test,examples,docs,integrations,parity
 DIST     := dist
+# torch's CPU build comes from PyTorch's CPU index (PyPI's Linux torch is the multi-GB CUDA
+# build). Where that index cannot be reached, the plain pin, after one short try.
+TORCH       := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # What the tests import besides entropy_jax (examples/, benchmarks/), without
 # the checkout's entropy_jax/: the suite must import the installed wheel.
 TEST_PATH := $(CURDIR)/$(VENV)/test-path
@@ -22,14 +26,13 @@ TEST_XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The pinned CPU build of torch first, so nothing pulls a CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first, so that nothing pulls its CUDA build.
+	$(BIN)/python -m pip install -q --timeout 10 --retries 0 --index-url $(TORCH_INDEX) '$(TORCH)' \
+	  || $(BIN)/python -m pip install -q '$(TORCH)'
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
-	# Velora without its heavy declared extras, plus what its import, its agents and their
-	# train() need (sqlmodel 0.0.45 and later refuse the naive datetimes Velora's metrics store).
+	# Velora without its heavy declared extras: the `parity` extra holds what its import, its
+	# agents and their train() need.
 	$(BIN)/python -m pip install -q --no-deps velora==0.2.0
-	$(BIN)/python -m pip install -q gymnasium 'safetensors>=0.5.3,<0.6' 'sqlmodel>=0.0.24,<0.0.45' \
-		'pydantic-settings>=2.8.1,<3' 'plotly>=6,<7' array_api_compat
 	touch $(STAMP) $(EDITABLE)
 
 $(EDITABLE): $(STAMP)

@@ -11,9 +11,8 @@ import platform
 from typing import Any
 
 VELORA_INSTALL = (
-  "pip install torch==2.13.0 && pip install --no-deps velora==0.2.0 &&"
-  " pip install gymnasium 'safetensors>=0.5.3,<0.6' sqlmodel"
-  " (what `make .venv/.installed` does)"
+  "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu &&"
+  " pip install -e '.[parity]' && pip install --no-deps velora==0.2.0 (what `make .venv/.installed` does)"
 )
 VERSIONED = ("entropy_jax", "jax", "jaxlib", "optax", "flax", "chex", "numpy", "torch", "velora")
 
