@@ -184,8 +184,9 @@ def sharded_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: str = M
     axis_name: the mesh axis the members are split over.
 
   Returns:
-    A `PopulationUpdate`: call it with `update_fn`'s arguments over `[N, ...]`
-    arrays; its `.lower(...)` (same arguments) gives the lowered program.
+    The compiled update, a `PopulationUpdate`. Call it with `update_fn`'s
+    arguments over `[N, ...]` arrays; its `.lower(...)` (same arguments)
+    gives the lowered program.
   """
   sharding = member_sharding(mesh, axis_name)
   batched = jax.vmap(lambda state, args, kwargs: update_fn(state, *args, **kwargs))
@@ -205,7 +206,7 @@ def shard_mapped_update(update_fn: Callable[..., Any], mesh: Mesh, axis_name: st
     update_fn, mesh, axis_name: as for `sharded_update`.
 
   Returns:
-    A `PopulationUpdate`, as for `sharded_update`.
+    The compiled update, a `PopulationUpdate`, as for `sharded_update`.
   """
   spec = PartitionSpec(axis_name)
   member_sharding(mesh, axis_name)  # validates the axis name
