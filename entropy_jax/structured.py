@@ -1,0 +1,342 @@
+"""Structured action spaces: a temperature per action branch.
+
+A policy over a structured action (several categorical heads, a discrete
+choice beside continuous parameters, a dict of parts) states its structure
+once, as a plain description: `Continuous(dim)`, `Categorical(n)` and
+`MultiCategorical(nvec)` leaves inside tuples and dicts. `action_structure`
+reads one from a gymnasium or gymnax space. The states are a pytree of
+`EntropyState`s mirroring the structure, one temperature per branch, and
+`structured_update` updates all of them in one call: `continuous_update` or
+`discrete_update` on each branch, vmapped over the `[K]` branches of a
+`MultiCategorical`. A structure with a single branch is today's single state,
+bit for bit.
+
+Default targets, per branch: `-dim` for a continuous part (Haarnoja et al.
+2018, arXiv:1812.05905, section 5) and `ratio * log(n)` for a categorical
+branch of `n` choices, `ratio = DISCRETE_TARGET_RATIO = 0.6` (the measured
+ratio; see `entropy_jax.targets`; Christodoulou 2019, arXiv:1910.07207, uses
+0.98). With `shared=True`, one temperature serves the whole action against
+the sum of the branch targets, and the entropies of the branches are summed:
+the joint entropy of independent branches.
+
+Ragged branches. The `K` branches of `MultiCategorical(nvec)` are stacked as
+`[B, K, N]` with `N = max(nvec)`, and a branch with fewer choices is padded
+with probability 0 and log-probability -inf: a policy gets this by masking its
+logits with `branch_mask(nvec)`. Such a term counts exactly 0 in the entropy,
+so the loss needs no mask, and the branches share one vmapped update rather
+than one compiled update each (as a tuple of `Categorical`s would give).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from entropy_jax import _checks
+from entropy_jax.losses import _per_state_entropy, continuous_entropy
+from entropy_jax.state import EntropyState, init_entropy_state
+from entropy_jax.targets import DISCRETE_TARGET_RATIO, continuous_target, discrete_target
+from entropy_jax.update import Metrics, continuous_update, discrete_update
+
+
+@dataclasses.dataclass(frozen=True)
+class Continuous:
+  """A continuous part of `dim` dimensions; its input is `log_probs [B]`, summed over the dims."""
+
+  dim: int
+
+  def __post_init__(self):
+    _checks.positive_int("Continuous.dim", self.dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical:
+  """A categorical branch of `n` choices; its input is `(probs, log_probs)`, each `[B, n]`."""
+
+  n: int
+
+  def __post_init__(self):
+    _checks.positive_int("Categorical.n", self.n)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiCategorical:
+  """`K = len(nvec)` categorical branches, stacked.
+
+  Its input is `(probs, log_probs)`, each `[B, K, N]` with `N = max(nvec)`;
+  branch `k` holds its `nvec[k]` choices first, then probability 0 and
+  log-probability -inf. Its state has a leading `[K]` axis.
+  """
+
+  nvec: tuple[int, ...]
+
+  def __post_init__(self):
+    nvec = tuple(np.asarray(self.nvec).reshape(-1).tolist())
+    if not nvec:
+      raise ValueError(f"{_checks.caller()}: `MultiCategorical.nvec` must not be empty; got {self.nvec!r}.")
+    for n in nvec:
+      _checks.positive_int("MultiCategorical.nvec", n)
+    object.__setattr__(self, "nvec", nvec)
+
+
+Leaf = Continuous | Categorical | MultiCategorical
+_LEAVES = (Continuous, Categorical, MultiCategorical)
+
+
+@_checks.public
+def action_structure(space: Any) -> Any:
+  """The plain description of a gymnasium or gymnax action space.
+
+  The spaces are duck-typed (neither library is imported): `Box` ->
+  `Continuous(prod(shape))`, `Discrete` -> `Categorical(n)`, `MultiDiscrete`
+  -> `MultiCategorical(nvec)` (flattened), `Tuple` -> tuple, `Dict` -> dict.
+  A plain description (leaves, tuples, lists and dicts of them) is returned
+  as is, with lists made tuples.
+  """
+  if isinstance(space, _LEAVES):
+    return space
+  if isinstance(space, Mapping):
+    return {k: action_structure(v) for k, v in space.items()}
+  if isinstance(space, (tuple, list)):
+    return tuple(action_structure(v) for v in space)
+  if hasattr(space, "nvec"):
+    return MultiCategorical(tuple(int(n) for n in np.asarray(space.nvec).reshape(-1)))
+  if hasattr(space, "n"):
+    return Categorical(int(space.n))
+  if hasattr(space, "spaces"):
+    return action_structure(dict(space.spaces) if isinstance(space.spaces, Mapping) else tuple(space.spaces))
+  if hasattr(space, "low") and hasattr(space, "high") and hasattr(space, "shape"):
+    return Continuous(math.prod(space.shape))
+  raise TypeError(
+    f"{_checks.caller()}: expected a Box, Discrete, MultiDiscrete, Tuple or Dict space, or a plain description;"
+    f" got {space!r} of type {type(space).__name__}."
+  )
+
+
+@_checks.public
+def branch_mask(nvec: MultiCategorical | Sequence[int]) -> jax.Array:
+  """`[K, N]` bool, True at the `nvec[k]` real choices of branch `k` (`N = max(nvec)`).
+
+  Mask a policy's `[B, K, N]` logits with it, `jnp.where(mask, logits, -jnp.inf)`,
+  so that padded choices get probability 0 and log-probability -inf.
+  """
+  nvec = nvec.nvec if isinstance(nvec, MultiCategorical) else MultiCategorical(tuple(nvec)).nvec
+  return jnp.arange(max(nvec))[None, :] < jnp.asarray(nvec)[:, None]
+
+
+def _default_target(leaf: Leaf, ratio: float = DISCRETE_TARGET_RATIO) -> Any:
+  """A branch's default target: `-dim`, `ratio * log(n)`, or a `[K]` tuple of them."""
+  if isinstance(leaf, Continuous):
+    return continuous_target(leaf.dim)
+  if isinstance(leaf, Categorical):
+    return discrete_target(leaf.n, ratio)
+  return tuple(discrete_target(n, ratio) for n in leaf.nvec)
+
+
+@_checks.public
+def init_structured_state(
+  structure: Any,
+  *,
+  shared: bool = False,
+  ratio: float = DISCRETE_TARGET_RATIO,
+  target: Any = None,
+  **kwargs: Any,
+) -> Any:
+  """The states of a structured action: a pytree of `EntropyState`s, one per branch.
+
+  Args:
+    structure: a plain description or a gymnasium / gymnax space (see
+      `action_structure`).
+    shared: False (default): one temperature per branch, the tree mirroring
+      the structure (a `MultiCategorical` gives one state with a `[K]` axis).
+      True: one `EntropyState` for the whole action, targeting the sum of the
+      branch targets.
+    ratio: the fraction of `log(n)` each categorical branch targets.
+    target: overrides the default targets. Per branch: a tree mirroring the
+      structure whose entries are numbers, schedules or None (the default),
+      a `MultiCategorical`'s entry a sequence of `K` of them. Shared: one
+      number or schedule.
+    **kwargs: `initial_alpha`, `optimizer`, `min_alpha`, `max_alpha` and
+      `loss_form`, as for `init_entropy_state`, the same for every branch.
+
+  Returns:
+    The tree of states (or, shared, one state). `jax.vmap` this function
+    for a population or an agent axis.
+  """
+  structure = action_structure(structure)
+  leaves, treedef = _flatten(structure)
+  if shared:
+    if target is None:
+      target = sum(float(np.sum(_default_target(leaf, ratio))) for leaf in leaves)
+    return init_entropy_state(target, **kwargs)
+  targets = [None] * len(leaves) if target is None else _flatten_up_to(treedef, target, "target", structure)
+  states = []
+  for leaf, t in zip(leaves, targets):
+    t = _default_target(leaf, ratio) if t is None else t
+    if not isinstance(leaf, MultiCategorical):
+      states.append(init_entropy_state(t, **kwargs))
+      continue
+    if callable(t) or np.ndim(t) == 0 or len(t) != len(leaf.nvec):
+      raise ValueError(f"{_checks.caller()}: the target of {leaf} must be a sequence of {len(leaf.nvec)}; got {t!r}.")
+    defaults = _default_target(leaf, ratio)
+    branch = [init_entropy_state(d if tk is None else tk, **kwargs) for tk, d in zip(t, defaults)]
+    states.append(jax.tree.map(lambda *xs: jnp.stack(xs), *branch))
+  return treedef.unflatten(states)
+
+
+@_checks.public
+def structured_update(
+  structure: Any,
+  states: Any,
+  inputs: Any,
+  *,
+  shared: bool = False,
+  weights: jax.Array | None = None,
+) -> tuple[Any, Any]:
+  """Updates every temperature of a structured action in one call.
+
+  Args:
+    structure: the plain description (or space) the states were built from.
+      Close over it (`functools.partial(structured_update, structure)`) to
+      `jax.jit` or `jax.vmap` the update.
+    states: as returned by `init_structured_state(structure, shared=shared)`.
+    inputs: a tree mirroring the structure: `log_probs [B]` (or `[B, 1]`) for
+      a `Continuous` part, summed over its dims; `(probs, log_probs)`, each
+      `[B, n]`, for a `Categorical`; each `[B, K, max(nvec)]`, padded with 0
+      and -inf, for a `MultiCategorical`.
+    shared: as given to `init_structured_state`.
+    weights: optional `[B]` per-sample weights, shared by every branch.
+
+  Returns:
+    `(new_states, metrics)`. Per branch, metrics mirror the structure, each
+    entry `continuous_update`'s dict (`loss`, `alpha`, `entropy`, `target`,
+    `skipped`), `[K]` arrays for a `MultiCategorical`. Shared, one such dict
+    for the joint entropy, plus `branch_entropy`, the tree of each branch's
+    entropy.
+  """
+  structure = action_structure(structure)
+  leaves, treedef = _flatten(structure)
+  flat_inputs = _flatten_up_to(treedef, inputs, "inputs", structure)
+  if shared:
+    _state_shape(states, (), "the shared state")
+    h = [_per_sample_entropy(leaf, x, i) for i, (leaf, x) in enumerate(zip(leaves, flat_inputs))]
+    batches = {x.shape[0] for x in h}
+    if len(batches) != 1:
+      raise ValueError(f"{_checks.caller()}: every branch must have the same batch size; got sizes {sorted(batches)}.")
+    joint = functools.reduce(
+      jnp.add, [x if x.ndim == 1 else jnp.sum(x, axis=1) for x in h]
+    )  # [B]: independent branches add.
+    new_state, metrics = continuous_update(states, -joint, weights=weights)
+    per_branch = [_branch_mean(x, weights) for x in h]
+    return new_state, {**metrics, "branch_entropy": treedef.unflatten(per_branch)}
+  flat_states = _flatten_up_to(treedef, states, "states", structure)
+  out = [_update_branch(leaf, s, x, weights, i) for i, (leaf, s, x) in enumerate(zip(leaves, flat_states, flat_inputs))]
+  return treedef.unflatten([o[0] for o in out]), treedef.unflatten([o[1] for o in out])
+
+
+@_checks.public
+def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
+  """The alpha each branch's actor term uses, a tree mirroring the structure.
+
+  Scalars for `Continuous` and `Categorical`, `[K]` for a `MultiCategorical`;
+  with `shared=True`, the one alpha in every position, so an actor loss reads
+  the same in both designs.
+  """
+  structure = action_structure(structure)
+  leaves, treedef = _flatten(structure)
+  if shared:
+    _state_shape(states, (), "the shared state")
+    return treedef.unflatten([_broadcast(states.alpha, leaf) for leaf in leaves])
+  flat_states = _flatten_up_to(treedef, states, "states", structure)
+  return treedef.unflatten([s.alpha for s in flat_states])
+
+
+# ----------------------------------------------------------------------------
+# Helpers.
+
+
+def _flatten(structure: Any) -> tuple[list[Leaf], Any]:
+  leaves, treedef = jax.tree.flatten(structure)
+  if not leaves:
+    raise ValueError(f"{_checks.caller()}: the structure has no branches; got {structure!r}.")
+  bad = [leaf for leaf in leaves if not isinstance(leaf, _LEAVES)]
+  if bad:
+    raise TypeError(
+      f"{_checks.caller()}: structure leaves must be Continuous, Categorical or MultiCategorical; got {bad[0]!r}."
+    )
+  return leaves, treedef
+
+
+def _flatten_up_to(treedef: Any, tree: Any, name: str, structure: Any) -> list[Any]:
+  try:
+    return treedef.flatten_up_to(tree)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+      f"{_checks.caller()}: `{name}` must mirror the structure {structure!r}; got {jax.tree.structure(tree)}."
+    ) from e
+
+
+def _state_shape(state: Any, shape: tuple[int, ...], what: str) -> None:
+  if not isinstance(state, EntropyState):
+    raise TypeError(f"{_checks.caller()}: {what} must be an EntropyState; got {type(state).__name__}.")
+  if jnp.shape(state.log_alpha) != shape:
+    raise ValueError(
+      f"{_checks.caller()}: {what} must have log_alpha of shape {shape}; got {jnp.shape(state.log_alpha)}."
+      " For a population or an agent axis, jax.vmap the update."
+    )
+
+
+def _discrete_pair(leaf: Leaf, x: Any, index: int) -> tuple[jax.Array, jax.Array]:
+  """`(probs, log_probs)` of a categorical leaf, their shapes checked against it."""
+  expected = "[B, n]" if isinstance(leaf, Categorical) else "[B, K, N]"
+  if not (isinstance(x, (tuple, list)) and len(x) == 2):
+    raise TypeError(f"{_checks.caller()}: branch {index}, {leaf}, expects (probs, log_probs) of shape {expected}.")
+  probs, log_probs = _checks.floating("probs", x[0]), _checks.floating("log_probs", x[1])
+  want = (leaf.n,) if isinstance(leaf, Categorical) else (len(leaf.nvec), max(leaf.nvec))  # type: ignore[union-attr]
+  if probs.shape[1:] != want or probs.ndim != len(want) + 1 or log_probs.shape != probs.shape:
+    raise ValueError(
+      f"{_checks.caller()}: branch {index}, {leaf}, expects probs and log_probs of shape [B, {str(want)[1:-1]}];"
+      f" got {probs.shape} and {log_probs.shape}."
+    )
+  return probs, log_probs
+
+
+def _update_branch(leaf: Leaf, state: Any, x: Any, weights: Any, index: int) -> tuple[EntropyState, Metrics]:
+  with _checks.within(f"branch {index}, {leaf}"):
+    if isinstance(leaf, Continuous):
+      _state_shape(state, (), "the state")
+      return continuous_update(state, x, weights=weights)
+    probs, log_probs = _discrete_pair(leaf, x, index)
+    if isinstance(leaf, Categorical):
+      _state_shape(state, (), "the state")
+      return discrete_update(state, probs, log_probs, weights=weights)
+    _state_shape(state, (len(leaf.nvec),), "the state")
+    update = jax.vmap(lambda s, p, lp: discrete_update(s, p, lp, weights=weights), in_axes=(0, 1, 1))
+    return update(state, probs, log_probs)
+
+
+def _per_sample_entropy(leaf: Leaf, x: Any, index: int) -> jax.Array:
+  """`[B]` per-sample entropy (`[B, K]` for a `MultiCategorical`), at least float32."""
+  with _checks.within(f"branch {index}, {leaf}"):
+    if isinstance(leaf, Continuous):
+      log_probs = _checks.continuous_log_probs(x)
+      return -log_probs.astype(_checks.accumulation_dtype(log_probs))
+    probs, log_probs = _discrete_pair(leaf, x, index)
+    return _per_state_entropy(probs, log_probs, None, _checks.accumulation_dtype(probs, log_probs))
+
+
+def _branch_mean(h: jax.Array, weights: Any) -> jax.Array:
+  """The batch mean of `[B]` (or, per branch, `[B, K]`) per-sample entropies."""
+  mean = functools.partial(continuous_entropy, weights=weights)
+  return mean(-h) if h.ndim == 1 else jax.vmap(mean, in_axes=1)(-h)
+
+
+def _broadcast(alpha: jax.Array, leaf: Leaf) -> jax.Array:
+  return jnp.broadcast_to(alpha, (len(leaf.nvec),)) if isinstance(leaf, MultiCategorical) else alpha
