@@ -226,18 +226,17 @@ def structured_update(
   flat_inputs = _flatten_up_to(treedef, inputs, "inputs", structure)
   if shared:
     _state_shape(states, (), "the shared state")
-    h = [_per_sample_entropy(leaf, x, i) for i, (leaf, x) in enumerate(zip(leaves, flat_inputs))]
+    h = [_per_sample_entropy(*branch) for branch in zip(_labels(structure), leaves, flat_inputs)]
     batches = {x.shape[0] for x in h}
     if len(batches) != 1:
       raise ValueError(f"{_checks.caller()}: every branch must have the same batch size; got sizes {sorted(batches)}.")
-    joint = functools.reduce(
-      jnp.add, [x if x.ndim == 1 else jnp.sum(x, axis=1) for x in h]
-    )  # [B]: independent branches add.
+    # The joint entropy of independent branches is the sum of theirs.
+    joint = functools.reduce(jnp.add, [x if x.ndim == 1 else jnp.sum(x, axis=1) for x in h])  # [B]
     new_state, metrics = continuous_update(states, -joint, weights=weights)
     per_branch = [_branch_mean(x, weights) for x in h]
     return new_state, {**metrics, "branch_entropy": treedef.unflatten(per_branch)}
   flat_states = _flatten_up_to(treedef, states, "states", structure)
-  out = [_update_branch(leaf, s, x, weights, i) for i, (leaf, s, x) in enumerate(zip(leaves, flat_states, flat_inputs))]
+  out = [_update_branch(*b, weights) for b in zip(_labels(structure), leaves, flat_states, flat_inputs)]
   return treedef.unflatten([o[0] for o in out]), treedef.unflatten([o[1] for o in out])
 
 
@@ -263,6 +262,7 @@ def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
 
 
 def _flatten(structure: Any) -> tuple[list[Leaf], Any]:
+  """The leaves (checked) and treedef of a structure."""
   leaves, treedef = jax.tree.flatten(structure)
   if not leaves:
     raise ValueError(f"{_checks.caller()}: the structure has no branches; got {structure!r}.")
@@ -293,27 +293,33 @@ def _state_shape(state: Any, shape: tuple[int, ...], what: str) -> None:
     )
 
 
-def _discrete_pair(leaf: Leaf, x: Any, index: int) -> tuple[jax.Array, jax.Array]:
+def _discrete_pair(leaf: Leaf, x: Any) -> tuple[jax.Array, jax.Array]:
   """`(probs, log_probs)` of a categorical leaf, their shapes checked against it."""
-  expected = "[B, n]" if isinstance(leaf, Categorical) else "[B, K, N]"
-  if not (isinstance(x, (tuple, list)) and len(x) == 2):
-    raise TypeError(f"{_checks.caller()}: branch {index}, {leaf}, expects (probs, log_probs) of shape {expected}.")
-  probs, log_probs = _checks.floating("probs", x[0]), _checks.floating("log_probs", x[1])
   want = (leaf.n,) if isinstance(leaf, Categorical) else (len(leaf.nvec), max(leaf.nvec))  # type: ignore[union-attr]
+  shape = f"[B, {', '.join(map(str, want))}]"
+  if not (isinstance(x, (tuple, list)) and len(x) == 2):
+    got = f"an array of shape {x.shape}" if hasattr(x, "shape") else repr(type(x).__name__)
+    raise TypeError(f"{_checks.caller()}: expected (probs, log_probs), each of shape {shape}; got {got}.")
+  probs, log_probs = _checks.floating("probs", x[0]), _checks.floating("log_probs", x[1])
   if probs.shape[1:] != want or probs.ndim != len(want) + 1 or log_probs.shape != probs.shape:
     raise ValueError(
-      f"{_checks.caller()}: branch {index}, {leaf}, expects probs and log_probs of shape [B, {str(want)[1:-1]}];"
-      f" got {probs.shape} and {log_probs.shape}."
+      f"{_checks.caller()}: expected probs and log_probs of shape {shape}; got {probs.shape} and {log_probs.shape}."
     )
   return probs, log_probs
 
 
-def _update_branch(leaf: Leaf, state: Any, x: Any, weights: Any, index: int) -> tuple[EntropyState, Metrics]:
-  with _checks.within(f"branch {index}, {leaf}"):
+def _labels(structure: Any) -> list[str]:
+  """Each branch as errors name it: its path in the structure and its description."""
+  paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(structure)[0]]
+  return [f"branch {path}: {leaf}" if path else str(leaf) for path, leaf in zip(paths, jax.tree.leaves(structure))]
+
+
+def _update_branch(label: str, leaf: Leaf, state: Any, x: Any, weights: Any) -> tuple[EntropyState, Metrics]:
+  with _checks.within(label):
     if isinstance(leaf, Continuous):
       _state_shape(state, (), "the state")
       return continuous_update(state, x, weights=weights)
-    probs, log_probs = _discrete_pair(leaf, x, index)
+    probs, log_probs = _discrete_pair(leaf, x)
     if isinstance(leaf, Categorical):
       _state_shape(state, (), "the state")
       return discrete_update(state, probs, log_probs, weights=weights)
@@ -322,13 +328,13 @@ def _update_branch(leaf: Leaf, state: Any, x: Any, weights: Any, index: int) -> 
     return update(state, probs, log_probs)
 
 
-def _per_sample_entropy(leaf: Leaf, x: Any, index: int) -> jax.Array:
+def _per_sample_entropy(label: str, leaf: Leaf, x: Any) -> jax.Array:
   """`[B]` per-sample entropy (`[B, K]` for a `MultiCategorical`), at least float32."""
-  with _checks.within(f"branch {index}, {leaf}"):
+  with _checks.within(label):
     if isinstance(leaf, Continuous):
       log_probs = _checks.continuous_log_probs(x)
       return -log_probs.astype(_checks.accumulation_dtype(log_probs))
-    probs, log_probs = _discrete_pair(leaf, x, index)
+    probs, log_probs = _discrete_pair(leaf, x)
     return _per_state_entropy(probs, log_probs, None, _checks.accumulation_dtype(probs, log_probs))
 
 
