@@ -86,7 +86,7 @@ class MultiCategorical:
     object.__setattr__(self, "nvec", nvec)
 
 
-Leaf = Continuous | Categorical | MultiCategorical
+_Leaf = Continuous | Categorical | MultiCategorical
 _LEAVES = (Continuous, Categorical, MultiCategorical)
 
 
@@ -131,7 +131,7 @@ def branch_mask(nvec: MultiCategorical | Sequence[int]) -> jax.Array:
   return jnp.arange(max(nvec))[None, :] < jnp.asarray(nvec)[:, None]
 
 
-def _default_target(leaf: Leaf, ratio: float = DISCRETE_TARGET_RATIO) -> Any:
+def _default_target(leaf: _Leaf, ratio: float = DISCRETE_TARGET_RATIO) -> Any:
   """A branch's default target: `-dim`, `ratio * log(n)`, or a `[K]` tuple of them."""
   if isinstance(leaf, Continuous):
     return continuous_target(leaf.dim)
@@ -261,7 +261,7 @@ def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
 # Helpers.
 
 
-def _flatten(structure: Any) -> tuple[list[Leaf], Any]:
+def _flatten(structure: Any) -> tuple[list[_Leaf], Any]:
   """The leaves (checked) and treedef of a structure."""
   leaves, treedef = jax.tree.flatten(structure)
   if not leaves:
@@ -293,7 +293,7 @@ def _state_shape(state: Any, shape: tuple[int, ...], what: str) -> None:
     )
 
 
-def _discrete_pair(leaf: Leaf, x: Any) -> tuple[jax.Array, jax.Array]:
+def _discrete_pair(leaf: _Leaf, x: Any) -> tuple[jax.Array, jax.Array]:
   """`(probs, log_probs)` of a categorical leaf, their shapes checked against it."""
   want = (leaf.n,) if isinstance(leaf, Categorical) else (len(leaf.nvec), max(leaf.nvec))  # type: ignore[union-attr]
   shape = f"[B, {', '.join(map(str, want))}]"
@@ -314,7 +314,7 @@ def _labels(structure: Any) -> list[str]:
   return [f"branch {path}: {leaf}" if path else str(leaf) for path, leaf in zip(paths, jax.tree.leaves(structure))]
 
 
-def _update_branch(label: str, leaf: Leaf, state: Any, x: Any, weights: Any) -> tuple[EntropyState, Metrics]:
+def _update_branch(label: str, leaf: _Leaf, state: Any, x: Any, weights: Any) -> tuple[EntropyState, Metrics]:
   with _checks.within(label):
     if isinstance(leaf, Continuous):
       _state_shape(state, (), "the state")
@@ -328,7 +328,7 @@ def _update_branch(label: str, leaf: Leaf, state: Any, x: Any, weights: Any) -> 
     return update(state, probs, log_probs)
 
 
-def _per_sample_entropy(label: str, leaf: Leaf, x: Any) -> jax.Array:
+def _per_sample_entropy(label: str, leaf: _Leaf, x: Any) -> jax.Array:
   """`[B]` per-sample entropy (`[B, K]` for a `MultiCategorical`), at least float32."""
   with _checks.within(label):
     if isinstance(leaf, Continuous):
@@ -344,5 +344,5 @@ def _branch_mean(h: jax.Array, weights: Any) -> jax.Array:
   return mean(-h) if h.ndim == 1 else jax.vmap(mean, in_axes=1)(-h)
 
 
-def _broadcast(alpha: jax.Array, leaf: Leaf) -> jax.Array:
+def _broadcast(alpha: jax.Array, leaf: _Leaf) -> jax.Array:
   return jnp.broadcast_to(alpha, (len(leaf.nvec),)) if isinstance(leaf, MultiCategorical) else alpha
