@@ -1,30 +1,26 @@
 """Structured action spaces: a temperature per action branch.
 
-A policy over a structured action (several categorical heads, a discrete
-choice beside continuous parameters, a dict of parts) states its structure
-once, as a plain description: `Continuous(dim)`, `Categorical(n)` and
-`MultiCategorical(nvec)` leaves inside tuples and dicts. `action_structure`
-reads one from a gymnasium or gymnax space. The states are a pytree of
-`EntropyState`s mirroring the structure, one temperature per branch, and
-`structured_update` updates all of them in one call: `continuous_update` or
-`discrete_update` on each branch, vmapped over the `[K]` branches of a
-`MultiCategorical`. A structure with a single branch is today's single state,
-bit for bit.
+A structured action (several categorical heads, a discrete choice beside
+continuous parameters, a dict of parts) is described once by `Continuous(dim)`,
+`Categorical(n)` and `MultiCategorical(nvec)` leaves in tuples and dicts, or
+read from a gymnasium or gymnax space by `action_structure`. Its states are a
+pytree of `EntropyState`s mirroring the structure, and `structured_update`
+runs `continuous_update` or `discrete_update` on each branch (vmapped over the
+`[K]` branches of a `MultiCategorical`) in one call. A single branch is the
+single-state update, bit for bit.
 
-Default targets, per branch: `-dim` for a continuous part (Haarnoja et al.
-2018, arXiv:1812.05905, section 5) and `ratio * log(n)` for a categorical
-branch of `n` choices, `ratio = DISCRETE_TARGET_RATIO = 0.6` (the measured
-ratio; see `entropy_jax.targets`; Christodoulou 2019, arXiv:1910.07207, uses
-0.98). With `shared=True`, one temperature serves the whole action against
-the sum of the branch targets, and the entropies of the branches are summed:
-the joint entropy of independent branches.
+Default targets: `-dim` for a continuous part (Haarnoja et al. 2018,
+arXiv:1812.05905) and `ratio * log(n)` for a categorical branch of `n` choices,
+`ratio = DISCRETE_TARGET_RATIO = 0.6`, the ratio measured in
+`entropy_jax.targets` (Christodoulou 2019, arXiv:1910.07207, uses 0.98). With
+`shared=True` one temperature serves the whole action against the summed
+target, and the branch entropies are summed: the joint entropy of independent
+branches.
 
-Ragged branches. The `K` branches of `MultiCategorical(nvec)` are stacked as
-`[B, K, N]` with `N = max(nvec)`, and a branch with fewer choices is padded
-with probability 0 and log-probability -inf: a policy gets this by masking its
-logits with `branch_mask(nvec)`. Such a term counts exactly 0 in the entropy,
-so the loss needs no mask, and the branches share one vmapped update rather
-than one compiled update each (as a tuple of `Categorical`s would give).
+Ragged branches are stacked as `[B, K, max(nvec)]`, padded with probability 0
+and log-probability -inf (mask the logits with `branch_mask`). Such a term
+counts exactly 0 in the entropy, so the loss needs no mask, and the `K`
+branches share one vmapped update instead of one update each.
 """
 
 from __future__ import annotations
@@ -108,7 +104,7 @@ def action_structure(space: Any) -> Any:
     return tuple(action_structure(v) for v in space)
   if hasattr(space, "nvec"):
     return MultiCategorical(tuple(int(n) for n in np.asarray(space.nvec).reshape(-1)))
-  if hasattr(space, "n"):
+  if hasattr(space, "n") and tuple(getattr(space, "shape", ())) == ():  # Discrete; not MultiBinary.
     return Categorical(int(space.n))
   if hasattr(space, "spaces"):
     return action_structure(dict(space.spaces) if isinstance(space.spaces, Mapping) else tuple(space.spaces))
@@ -252,7 +248,8 @@ def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
   leaves, treedef = _flatten(structure)
   if shared:
     _state_shape(states, (), "the shared state")
-    return treedef.unflatten([_broadcast(states.alpha, leaf) for leaf in leaves])
+    alphas = [jnp.broadcast_to(states.alpha, np.shape(_default_target(leaf))) for leaf in leaves]
+    return treedef.unflatten(alphas)
   flat_states = _flatten_up_to(treedef, states, "states", structure)
   return treedef.unflatten([s.alpha for s in flat_states])
 
@@ -309,9 +306,9 @@ def _discrete_pair(leaf: _Leaf, x: Any) -> tuple[jax.Array, jax.Array]:
 
 
 def _labels(structure: Any) -> list[str]:
-  """Each branch as errors name it: its path in the structure and its description."""
-  paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(structure)[0]]
-  return [f"branch {path}: {leaf}" if path else str(leaf) for path, leaf in zip(paths, jax.tree.leaves(structure))]
+  """Each branch as errors name it: its path in the structure, and the leaf."""
+  flat = jax.tree_util.tree_flatten_with_path(structure)[0]
+  return [f"branch {jax.tree_util.keystr(path)}: {leaf}" if path else str(leaf) for path, leaf in flat]
 
 
 def _update_branch(label: str, leaf: _Leaf, state: Any, x: Any, weights: Any) -> tuple[EntropyState, Metrics]:
@@ -324,8 +321,9 @@ def _update_branch(label: str, leaf: _Leaf, state: Any, x: Any, weights: Any) ->
       _state_shape(state, (), "the state")
       return discrete_update(state, probs, log_probs, weights=weights)
     _state_shape(state, (len(leaf.nvec),), "the state")
-    update = jax.vmap(lambda s, p, lp: discrete_update(s, p, lp, weights=weights), in_axes=(0, 1, 1))
-    return update(state, probs, log_probs)
+    # Branch-major [K, B, N], so that each branch's batch reduction is laid out as a single state's is.
+    update = jax.vmap(lambda s, p, lp: discrete_update(s, p, lp, weights=weights))
+    return update(state, jnp.moveaxis(probs, 1, 0), jnp.moveaxis(log_probs, 1, 0))
 
 
 def _per_sample_entropy(label: str, leaf: _Leaf, x: Any) -> jax.Array:
@@ -342,7 +340,3 @@ def _branch_mean(h: jax.Array, weights: Any) -> jax.Array:
   """The batch mean of `[B]` (or, per branch, `[B, K]`) per-sample entropies."""
   mean = functools.partial(continuous_entropy, weights=weights)
   return mean(-h) if h.ndim == 1 else jax.vmap(mean, in_axes=1)(-h)
-
-
-def _broadcast(alpha: jax.Array, leaf: _Leaf) -> jax.Array:
-  return jnp.broadcast_to(alpha, (len(leaf.nvec),)) if isinstance(leaf, MultiCategorical) else alpha

@@ -11,6 +11,7 @@ fail at trace time with messages naming what was expected and what came.
 
 import functools
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -170,6 +171,8 @@ def test_action_structure_plain_and_errors():
   assert MultiCategorical(np.array([[2, 3], [4, 5]])).nvec == (2, 3, 4, 5)
   with pytest.raises(TypeError, match=r"action_structure: expected a Box, Discrete.*got 'spam' of type str"):
     ej.action_structure("spam")
+  with pytest.raises(TypeError, match=r"expected a Box, Discrete.*got namespace\(n=3, shape=\(3,\)\)"):
+    ej.action_structure(types.SimpleNamespace(n=3, shape=(3,)))  # A MultiBinary is not a Discrete.
   with pytest.raises(ValueError, match=r"`Categorical.n` must be a positive int; got 0"):
     Categorical(0)
   with pytest.raises(ValueError, match=r"`MultiCategorical.nvec` must not be empty"):
@@ -206,10 +209,14 @@ def test_one_branch_is_the_single_state_update_bit_for_bit(form):
   assert_bit_identical(got, jax.jit(ej.discrete_update)(state, probs, log_probs))
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(nvec=st.lists(st.integers(1, 9), min_size=1, max_size=3), batch=st.integers(1, 33), seed=st.integers(0, 99))
 def test_stacked_padded_branches_equal_separate_unpadded_states(nvec, batch, seed):
-  """Branch k of a MultiCategorical, padded with 0 / -inf, is `discrete_update` on its own `[B, n_k]` inputs."""
+  """Branch k of a MultiCategorical, padded with 0 / -inf, is `discrete_update` on its own `[B, n_k]` inputs.
+
+  Within 2 ulp, not bit for bit: XLA's CPU backend may sum a longer (padded) row, or a vmapped batch, in
+  another order (seen: nvec (1, 2), batch 16, an entropy 1 ulp apart). The padded terms themselves are 0.
+  """
   leaf = MultiCategorical(tuple(nvec))
   probs, log_probs = make_inputs(leaf, jax.random.key(seed), batch)
   update = jax.jit(functools.partial(ej.structured_update, leaf))
@@ -217,8 +224,8 @@ def test_stacked_padded_branches_equal_separate_unpadded_states(nvec, batch, see
   for k, n in enumerate(nvec):
     state = ej.init_entropy_state(ej.discrete_target(n), optimizer=SGD)
     one_new, one_metrics = DISCRETE_UPDATE(state, probs[:, k, :n], log_probs[:, k, :n])
-    assert_bit_identical(member(new, k), one_new)
-    assert_trees_equal(member(metrics, k), one_metrics)  # `alpha` is exp under vmap: 2 ulp (see _trees).
+    assert_trees_equal((member(new, k), member(metrics, k)), (one_new, one_metrics))
+    assert metrics["skipped"][k] == 0  # 0 * log 0 made no NaN.
 
 
 HYBRID = {"arm": Continuous(2), "grip": Categorical(2), "heads": MultiCategorical((3, 5))}
@@ -234,14 +241,13 @@ def test_agent_axis_and_population_equal_separate_states():
   new, metrics = jax.jit(jax.vmap(update))(population, inputs)
   for i in range(agents):
     one_new, one_metrics = jax.jit(update)(member(population, i), member(inputs, i))
-    assert_bit_identical(member(new, i), one_new)
-    assert_trees_equal(member(metrics, i), one_metrics)
+    assert_trees_equal((member(new, i), member(metrics, i)), (one_new, one_metrics))  # 2 ulp: see above.
     # Each agent's entropy is its own batch's, never the stacked agents'.
     assert_close(metrics["arm"]["entropy"][i], -np.mean(np.asarray(inputs["arm"][i], np.float64)))
   shared = stack([ej.init_structured_state(HYBRID, shared=True) for _ in range(agents)])
   new, _ = jax.jit(jax.vmap(functools.partial(update, shared=True)))(shared, inputs)
   for i in range(agents):
-    assert_bit_identical(
+    assert_trees_equal(
       member(new, i), jax.jit(functools.partial(update, shared=True))(member(shared, i), member(inputs, i))[0]
     )
 
