@@ -11,8 +11,9 @@ single-state update, bit for bit.
 
 Default targets: `-dim` for a continuous part (Haarnoja et al. 2018,
 arXiv:1812.05905) and `ratio * log(n)` for a categorical branch of `n` choices,
-`ratio = DISCRETE_TARGET_RATIO = 0.6`, the ratio measured in
-`entropy_jax.targets` (Christodoulou 2019, arXiv:1910.07207, uses 0.98). With
+`ratio = DISCRETE_TARGET_RATIO = 0.6`: in the discrete-target study (see
+`entropy_jax.targets`) it learned with alpha bounded on both tasks, where
+Christodoulou 2019's 0.98 (arXiv:1910.07207) let alpha grow without limit. With
 `shared=True` one temperature serves the whole action against the summed
 target, and the branch entropies are summed: the joint entropy of independent
 branches.
@@ -248,8 +249,7 @@ def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
   leaves, treedef = _flatten(structure)
   if shared:
     _state_shape(states, (), "the shared state")
-    alphas = [jnp.broadcast_to(states.alpha, np.shape(_default_target(leaf))) for leaf in leaves]
-    return treedef.unflatten(alphas)
+    return treedef.unflatten([jnp.broadcast_to(states.alpha, _shape(leaf)) for leaf in leaves])
   flat_states = _flatten_up_to(treedef, states, "states", structure)
   return treedef.unflatten([s.alpha for s in flat_states])
 
@@ -278,6 +278,11 @@ def _flatten_up_to(treedef: Any, tree: Any, name: str, structure: Any) -> list[A
     raise ValueError(
       f"{_checks.caller()}: `{name}` must mirror the structure {structure!r}; got {jax.tree.structure(tree)}."
     ) from e
+
+
+def _shape(leaf: _Leaf) -> tuple[int, ...]:
+  """The shape of a branch's `log_alpha`: `[K]` for a `MultiCategorical`, else a scalar."""
+  return (len(leaf.nvec),) if isinstance(leaf, MultiCategorical) else ()
 
 
 def _state_shape(state: Any, shape: tuple[int, ...], what: str) -> None:
@@ -313,16 +318,14 @@ def _labels(structure: Any) -> list[str]:
 
 def _update_branch(label: str, leaf: _Leaf, state: Any, x: Any, weights: Any) -> tuple[EntropyState, Metrics]:
   with _checks.within(label):
+    _state_shape(state, _shape(leaf), "the state")
     if isinstance(leaf, Continuous):
-      _state_shape(state, (), "the state")
       return continuous_update(state, x, weights=weights)
     probs, log_probs = _discrete_pair(leaf, x)
     if isinstance(leaf, Categorical):
-      _state_shape(state, (), "the state")
       return discrete_update(state, probs, log_probs, weights=weights)
-    _state_shape(state, (len(leaf.nvec),), "the state")
     # Branch-major [K, B, N], so that each branch's batch reduction is laid out as a single state's is.
-    update = jax.vmap(lambda s, p, lp: discrete_update(s, p, lp, weights=weights))
+    update = jax.vmap(functools.partial(discrete_update, weights=weights))
     return update(state, jnp.moveaxis(probs, 1, 0), jnp.moveaxis(log_probs, 1, 0))
 
 
