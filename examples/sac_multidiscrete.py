@@ -1,7 +1,8 @@
 """MultiDiscrete SAC on gymnax Reacher-misc (or Swimmer-misc) with a temperature per branch, in one file.
 
 Each action dimension of the task's `Box([-1, 1]^K)` is discretized into `bins` evenly spaced values, so the
-policy is `MultiDiscrete([bins] * K)`: `K` independent categorical branches. The critic is a branching one
+policy is `MultiDiscrete([bins] * K)`: `K` independent categorical branches (or `MultiDiscrete(bins)` for a tuple
+`bins`, a count per dimension, padded to the largest and masked with `ej.branch_mask`). The critic is a branching one
 (Tavakoli et al. 2018, "Action Branching Architectures", arXiv:1711.08946): one head per branch, and
 `Q(s, a) = sum_k Q_k(s, a_k)`, so the soft value and the actor loss take each branch's exact expectation over its
 bins, as discrete SAC does for one branch (Christodoulou 2019, arXiv:1910.07207). The temperatures come from
@@ -37,7 +38,7 @@ class Config(NamedTuple):
   """Hyperparameters of one agent (shared by all population members)."""
 
   env_name: str = "Reacher-misc"
-  bins: int = 11  # discrete values per action dimension, evenly spaced in [-1, 1]
+  bins: int | tuple[int, ...] = 11  # discrete values per action dimension (or one count each), spaced in [-1, 1]
   hidden: tuple[int, ...] = (64, 64)
   num_envs: int = 4  # environments per member, stepped together
   batch_size: int = 128
@@ -69,16 +70,18 @@ class MLP(nn.Module):
 
 
 class Actor(nn.Module):
-  """`obs [B, O] -> Categorical` with batch shape `[B, K]` over `N` bins: one distribution per branch."""
+  """`obs [B, O] -> Categorical` with batch shape `[B, K]` over `N` bins: one distribution per branch.
+
+  `mask [K, N]` marks each branch's real bins; the others get logit -inf (probability 0).
+  """
 
   hidden: Sequence[int]
-  branches: int
-  bins: int
+  mask: np.ndarray
 
   @nn.compact
   def __call__(self, obs: jax.Array) -> distrax.Categorical:
-    logits = MLP(self.hidden, self.branches * self.bins)(obs)
-    return distrax.Categorical(logits=logits.reshape(*obs.shape[:-1], self.branches, self.bins))
+    logits = MLP(self.hidden, self.mask.size)(obs).reshape(*obs.shape[:-1], *self.mask.shape)
+    return distrax.Categorical(logits=jnp.where(self.mask, logits, -jnp.inf))
 
 
 class TwinBranchingCritic(nn.Module):
@@ -153,13 +156,14 @@ class SAC:
     self.cfg = cfg = Config() if cfg is None else cfg
     self.env, self.env_params = gymnax.make(cfg.env_name)
     space = self.env.action_space(self.env_params)
-    self.branches = int(np.prod(space.shape))
+    self.branches = k = int(np.prod(space.shape))
     self.low, self.high = np.broadcast_to(space.low, space.shape), np.broadcast_to(space.high, space.shape)
     self.obs_dim = int(np.prod(self.env.observation_space(self.env_params).shape))
-    # entropy_jax: the policy's structure, K categorical branches of `bins` choices each.
-    self.structure = ej.MultiCategorical((cfg.bins,) * self.branches)
-    self.actor = Actor(cfg.hidden, self.branches, cfg.bins)
-    self.critic = TwinBranchingCritic(cfg.hidden, self.branches, cfg.bins)
+    # entropy_jax: the policy's structure, K categorical branches of `nvec[k]` choices each, and their [K, N] mask.
+    self.structure = ej.MultiCategorical((cfg.bins,) * k if isinstance(cfg.bins, int) else cfg.bins)
+    self.nvec, self.mask = np.asarray(self.structure.nvec), np.asarray(ej.branch_mask(self.structure))
+    self.actor = Actor(cfg.hidden, self.mask)
+    self.critic = TwinBranchingCritic(cfg.hidden, k, self.mask.shape[1])
     self.buffer = flashbax.make_item_buffer(cfg.buffer_size, cfg.batch_size, cfg.batch_size)
     self.actor_tx = optax.adam(cfg.actor_lr)
     self.critic_tx = optax.adam(cfg.critic_lr)
@@ -174,7 +178,11 @@ class SAC:
 
   def bins_to_action(self, bins: jax.Array) -> jax.Array:
     """`[..., K]` bin indices to the environment's `[..., K]` continuous actions, evenly spaced in `[low, high]`."""
-    return self.low + (self.high - self.low) * bins / (self.cfg.bins - 1)
+    return self.low + (self.high - self.low) * bins / (self.nvec - 1)
+
+  def log_pi(self, pi: distrax.Categorical) -> jax.Array:
+    """`[B, K, N]` log-probabilities, 0 at padded bins (probability 0), so that `p log p` is 0 there, not NaN."""
+    return jnp.where(self.mask, pi.logits, 0.0)
 
   def init(self, key: jax.Array, entropy: Any) -> Agent:
     """A fresh agent with the given structured entropy state (one member of a population)."""
@@ -195,7 +203,7 @@ class SAC:
     n_envs = self.cfg.num_envs
     key, k_act, k_env = jax.random.split(agent.key, 3)
     if random_action:
-      bins = jax.random.randint(k_act, (n_envs, self.branches), 0, self.cfg.bins)
+      bins = jax.random.randint(k_act, (n_envs, self.branches), 0, self.nvec)
     else:
       bins = self.actor.apply(agent.actor.params, agent.obs).sample(seed=k_act).astype(jnp.int32)
     obs, env_state, reward, terminated, truncated, info = jax.vmap(self.env.step, (0, 0, 0, None))(
@@ -222,7 +230,7 @@ class SAC:
 
     next_pi = self.actor.apply(agent.actor.params, batch.next_obs)
     next_q = jnp.min(self.critic.apply(agent.target_critic, batch.next_obs), axis=0)  # [B, K, N]
-    next_v = jnp.sum(next_pi.probs * (next_q - alpha * next_pi.logits), axis=(-2, -1))
+    next_v = jnp.sum(next_pi.probs * (next_q - alpha * self.log_pi(next_pi)), axis=(-2, -1))
     y = jax.lax.stop_gradient(batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_v)
 
     def critic_loss(params):
@@ -236,7 +244,7 @@ class SAC:
 
     def actor_loss(params):
       pi = self.actor.apply(params, batch.obs)  # distrax normalises: `pi.logits` are log-probabilities
-      loss = jnp.mean(jnp.sum(pi.probs * (alpha * pi.logits - q_min), axis=(-2, -1)))
+      loss = jnp.mean(jnp.sum(pi.probs * (alpha * self.log_pi(pi) - q_min), axis=(-2, -1)))
       return loss, (pi.probs, pi.logits)
 
     (pi_loss, (probs, log_probs)), pi_grads = jax.value_and_grad(actor_loss, has_aux=True)(agent.actor.params)

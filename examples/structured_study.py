@@ -1,13 +1,15 @@
 """A temperature per branch or one for the whole action? A measured study on MultiDiscrete control.
 
 MultiDiscrete SAC (`sac_multidiscrete.py`) on gymnax Reacher-misc and Swimmer-misc, each action dimension
-discretized into bins, under several temperature designs built by `entropy_jax.init_structured_state`:
-a temperature per branch with target `ratio * log(bins)` (ratios 0.3, 0.6 and 0.9), and one temperature
-shared by the whole action with the summed target `0.6 * K * log(bins)`. Every design gets the same seeds
-(seed `i` starts from the same networks and environments under each design) and the same budget. Per design
-and task it reports the final return (mean and spread over seeds), the area under the learning curve, the
-greedy policy's return, and each branch's final alpha and entropy; it writes one `.npz` history per design,
-`results.json` and a plot per task.
+discretized into bins (11 and 11, or, ragged, 21 and 3), under several temperature designs built by
+`entropy_jax.init_structured_state`: a temperature per branch with target `ratio * log(n_k)` (ratios 0.3,
+0.6 and 0.9), and one temperature shared by the whole action with the summed target `0.6 * sum_k log(n_k)`.
+Every design gets the same seeds (seed `i` starts from the same networks and environments under each design)
+and the same budget. Per design and task it reports the final return (mean and spread over seeds), the area
+under the learning curve, the greedy policy's return, and each branch's final alpha and entropy; it writes
+one `.npz` history per design, `results.json` (the tasks of a run replace their entries in an existing one)
+and a plot per task. `--hybrid-seeds` adds the hybrid Pendulum agent (`sac_hybrid.py`) with a temperature
+per part and with one shared.
 
 Run `python examples/structured_study.py --help`.
 """
@@ -59,7 +61,7 @@ DESIGNS = {
 
 
 class Task(NamedTuple):
-  name: str
+  name: str  # names the task's files; the environment is `cfg.env_name`
   cfg: Config
   steps: int  # environment steps per member
   chunk: int  # environment steps per jitted scan
@@ -69,6 +71,9 @@ class Task(NamedTuple):
 TASKS = {
   "reacher": Task("Reacher-misc", Config(env_name="Reacher-misc"), 80_000, 2_000, 5),
   "swimmer": Task("Swimmer-misc", Config(env_name="Swimmer-misc"), 50_000, 2_000, 5),
+  # Ragged branches: a fine first dimension beside a coarse second one (-1, 0, 1).
+  "reacher_ragged": Task("Reacher-misc-21x3", Config(env_name="Reacher-misc", bins=(21, 3)), 80_000, 2_000, 5),
+  "swimmer_ragged": Task("Swimmer-misc-21x3", Config(env_name="Swimmer-misc", bins=(21, 3)), 50_000, 2_000, 5),
 }
 
 
@@ -126,24 +131,57 @@ def summarize(history: dict, finals: dict) -> dict:
     "greedy_std": float(np.std(finals["greedy"])),
     "final_alpha_per_branch_median": np.median(history["alpha"][-1], axis=0).tolist(),
     "final_entropy_per_branch_mean": np.mean(history["entropy"][-1], axis=0).tolist(),
+    "final_return_per_seed": ret[-1].tolist(),
+    "auc_per_seed": auc.tolist(),
     "seeds": int(ret.shape[1]),
     "seconds": float(finals["seconds"]),
   } | ({"summed_target": float(history["target"][-1, 0])} if "target" in history else {})
 
 
-TABLE_HEADER = ["task", "design", "final return", "AUC", "greedy", "final alpha per branch", "entropy per branch"]
+REFERENCE = "branch_0.6"  # the library's default: paired differences are taken against it
+
+
+def paired(summaries: dict, reference: str = REFERENCE) -> dict:
+  """Per design, its final return and AUC minus the reference design's, seed by seed (the same seeds).
+
+  Returns `{design: {"final_return_diff_mean", "final_return_diff_std", "auc_diff_mean", "auc_diff_std",
+  "seeds_above"}}` for every design but the reference (empty if the reference did not run).
+  """
+  if reference not in summaries:
+    return {}
+  out = {}
+  for name, s in summaries.items():
+    if name == reference:
+      continue
+    final = np.subtract(s["final_return_per_seed"], summaries[reference]["final_return_per_seed"])
+    auc = np.subtract(s["auc_per_seed"], summaries[reference]["auc_per_seed"])
+    out[name] = {
+      "final_return_diff_mean": float(np.mean(final)),
+      "final_return_diff_std": float(np.std(final)),
+      "auc_diff_mean": float(np.mean(auc)),
+      "auc_diff_std": float(np.std(auc)),
+      "seeds_above": int(np.sum(final > 0)),
+    }
+  return out
+
+
+TABLE_HEADER = ["task", "design", "final return", f"minus {REFERENCE}, paired", "AUC", "greedy"]
+TABLE_HEADER += ["final alpha per branch", "entropy per branch"]
 
 
 def table_rows(results: dict) -> list[list]:
   """One row per (task, design) for `reporting.print_table`."""
   rows = []
   for task, designs in results.items():
+    diffs = paired(designs)
     for name, s in designs.items():
+      d = diffs.get(name)
       rows.append(
         [
           task,
           name,
           f"{s['final_return_mean']:.1f} +- {s['final_return_std']:.1f}",
+          "" if d is None else f"{d['final_return_diff_mean']:+.1f} +- {d['final_return_diff_std']:.1f}",
           f"{s['auc_mean']:.1f}",
           f"{s['greedy_mean']:.1f} +- {s['greedy_std']:.1f}",
           " ".join(f"{a:.3g}" for a in s["final_alpha_per_branch_median"]),
@@ -162,7 +200,7 @@ def plot_task(task: Task, histories: dict, path: str) -> str:
   plt.rcParams.update({"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12})
   fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), dpi=80)
   styles = ("-", "--", ":", "-.")
-  bins = task.cfg.bins
+  nvec = SAC(task.cfg).nvec
   for name, h in histories.items():
     d = DESIGNS[name]
     steps = h["steps"][:, 0]
@@ -175,12 +213,12 @@ def plot_task(task: Task, histories: dict, path: str) -> str:
         axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=d.color, ls=styles[k], lw=2)
         axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=d.color, ls=styles[k], lw=2)
     if not d.shared:
-      axes[2].axhline(d.ratio * np.log(bins), color=d.color, ls=":", lw=1.5)
+      for n in sorted(set(nvec.tolist())):
+        axes[2].axhline(d.ratio * np.log(n), color=d.color, ls=":", lw=1.5)
   axes[0].set_title("mean return, last 10 episodes")
   axes[1].set_title("alpha per branch (log scale)")
   axes[1].set_yscale("log")
-  axes[2].set_title(f"entropy per branch (nats), {bins} bins")
-  axes[2].axhline(np.log(bins), color="k", ls=":", lw=1)
+  axes[2].set_title(f"entropy per branch (nats), {' and '.join(map(str, nvec))} bins")
   for ax in axes:
     reporting._steps_axis(ax)
     ax.grid(alpha=0.3)
@@ -193,29 +231,52 @@ def plot_task(task: Task, histories: dict, path: str) -> str:
   return path
 
 
-def run_task(task: Task, names: Sequence[str], *, out: str, seed: int = 0, progress: bool = True) -> tuple:
-  """Every design on one task; saves each history as `<out>/<task>_<design>.npz`. Returns `(histories, summaries)`."""
-  runs = run_designs(task, names, seed=seed, progress=progress)
-  os.makedirs(out, exist_ok=True)
-  histories, summaries = {}, {}
-  for name, (history, finals) in runs.items():
-    np.savez(os.path.join(out, f"{task.name}_{name}.npz"), **history, **{f"final_{k}": v for k, v in finals.items()})
-    histories[name], summaries[name] = history, summarize(history, finals)
-  return histories, summaries
+def run_task(
+  task: Task, names: Sequence[str], *, out: str, seed: int = 0, progress: bool = True, resume: bool = False
+) -> tuple:
+  """Every design on one task; saves each history as `<out>/<task>_<design>.npz`. Returns `(histories, summaries)`.
+
+  With `resume`, the histories already in `out` are read instead of rerun, if every design has one.
+  """
+  paths = {name: os.path.join(out, f"{task.name}_{name}.npz") for name in names}
+  if resume and all(os.path.exists(p) for p in paths.values()):
+    runs = {}
+    for name, path in paths.items():
+      with np.load(path) as f:
+        data = dict(f)
+      runs[name] = (data, {k[len("final_") :]: data.pop(k) for k in list(data) if k.startswith("final_")})
+  else:
+    runs = run_designs(task, names, seed=seed, progress=progress)
+    os.makedirs(out, exist_ok=True)
+    for name, (history, finals) in runs.items():
+      np.savez(paths[name], **history, **{f"final_{k}": v for k, v in finals.items()})
+  histories = {name: history for name, (history, _) in runs.items()}
+  return histories, {name: summarize(history, finals) for name, (history, finals) in runs.items()}
 
 
 HYBRID_COLORS = {"per_part": "tab:green", "shared": "tab:red"}
 HYBRID_LABELS = {"per_part": "alpha per part (targets -1 and 0.6 log 2)", "shared": "one shared alpha, summed target"}
 
 
-def run_hybrid(seeds: int, steps: int, out: str, *, seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
+def run_hybrid(
+  seeds: int, steps: int, out: str, *, seed: int = 0, progress: bool = True, resume: bool = False
+) -> tuple[dict, dict]:
   """The hybrid Pendulum agent (`sac_hybrid.py`) with a temperature per part and with one shared, same seeds.
 
-  Saves `<out>/Pendulum-v1_hybrid_<design>.npz` and returns `(histories, summaries)` keyed by design.
+  Saves `<out>/Pendulum-v1_hybrid_<design>.npz` (with `resume`, reads it if there) and returns
+  `(histories, summaries)` keyed by design.
   """
   key_init, key_eval = jax.random.split(jax.random.key(seed))
   histories, summaries = {}, {}
   for name, shared in (("per_part", False), ("shared", True)):
+    path = os.path.join(out, f"Pendulum-v1_hybrid_{name}.npz")
+    if resume and os.path.exists(path):
+      with np.load(path) as f:
+        history = dict(f)
+      finals = {k[len("final_") :]: history.pop(k) for k in list(history) if k.startswith("final_")}
+      histories[name] = history
+      summaries[name] = summarize(history, finals) | {"high_gear_greedy": finals["high_gear_greedy"].tolist()}
+      continue
     sac = sac_hybrid.SAC(sac_hybrid.Config(shared=shared))
     entropy = jax.tree.map(lambda x: jnp.stack([x] * seeds), sac.init_entropy())  # entropy_jax: per member
     with reporting.Timer() as t:
@@ -225,9 +286,7 @@ def run_hybrid(seeds: int, steps: int, out: str, *, seed: int = 0, progress: boo
         population, jax.random.split(key_eval, seeds)
       )
     finals = {"greedy": np.asarray(policy).mean(axis=1), "high_gear_greedy": np.asarray(high), "seconds": t.seconds}
-    np.savez(
-      os.path.join(out, f"Pendulum-v1_hybrid_{name}.npz"), **history, **{f"final_{k}": v for k, v in finals.items()}
-    )
+    np.savez(path, **history, **{f"final_{k}": v for k, v in finals.items()})
     histories[name] = history
     summaries[name] = summarize(history, finals) | {"high_gear_greedy": np.asarray(high).tolist()}
   return histories, summaries
@@ -272,7 +331,9 @@ def main(argv=None):
     " temperature, the same budget and seeds for each, on Reacher-misc and Swimmer-misc; writes per-design"
     " histories, results.json and a plot per task."
   )
-  parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks (default: all)")
+  parser.add_argument(
+    "--tasks", nargs="+", default=["reacher", "swimmer"], choices=TASKS, help="tasks (default: reacher swimmer)"
+  )
   parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS, help="designs (default: all)")
   parser.add_argument("--seeds", type=int, default=None, help="members per design (default 5)")
   parser.add_argument(
@@ -281,6 +342,9 @@ def main(argv=None):
   parser.add_argument("--bins", type=int, default=None, help="bins per action dimension (default 11)")
   parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
   parser.add_argument("--out", default="structured_study", help="output folder (default structured_study/)")
+  parser.add_argument(
+    "--resume", action="store_true", help="reuse the histories already in --out instead of rerunning them"
+  )
   parser.add_argument("--hybrid-seeds", type=int, default=4, help="members per hybrid design (default 4; 0 skips)")
   parser.add_argument("--hybrid-steps", type=int, default=15_000, help="env steps per hybrid member (default 15000)")
   args = parser.parse_args(argv)
@@ -293,13 +357,13 @@ def main(argv=None):
       seeds=task.seeds if args.seeds is None else args.seeds,
       cfg=task.cfg if args.bins is None else task.cfg._replace(bins=args.bins),
     )
-    tasks[task.name] = {"steps": task.steps, "seeds": task.seeds, "bins": task.cfg.bins}
-    histories, results[task.name] = run_task(task, args.designs, out=args.out, seed=args.seed)
+    tasks[task.name] = {"steps": task.steps, "seeds": task.seeds, "bins": task.cfg.bins, "designs": args.designs}
+    histories, results[task.name] = run_task(task, args.designs, out=args.out, seed=args.seed, resume=args.resume)
     print(f"Wrote {plot_task(task, histories, os.path.join(args.out, f'{task.name}.png'))}")
   if args.hybrid_seeds:
     os.makedirs(args.out, exist_ok=True)
     histories, results["Pendulum-v1 hybrid"] = run_hybrid(
-      args.hybrid_seeds, args.hybrid_steps, args.out, seed=args.seed
+      args.hybrid_seeds, args.hybrid_steps, args.out, seed=args.seed, resume=args.resume
     )
     print(f"Wrote {plot_hybrid(histories, os.path.join(args.out, 'Pendulum-v1_hybrid.png'))}")
     tasks["Pendulum-v1 hybrid"] = {"steps": args.hybrid_steps, "seeds": args.hybrid_seeds}
@@ -314,7 +378,13 @@ def main(argv=None):
     "tasks": tasks,
     "config": Config()._asdict(),
   }
-  with open(os.path.join(args.out, "results.json"), "w") as f:
+  path = os.path.join(args.out, "results.json")
+  if os.path.exists(path):  # the tasks run now replace their entries; the others stay
+    with open(path) as f:
+      before = json.load(f)
+    results = before["results"] | results
+    meta["tasks"] = before["meta"]["tasks"] | meta["tasks"]
+  with open(path, "w") as f:
     json.dump({"meta": meta, "results": results}, f, indent=1)
   print(f"Wrote {os.path.join(args.out, 'results.json')}")
   return results

@@ -37,7 +37,7 @@ def _softmax(z):
 def _batch(sac, rng, b=6):
   return sm.Transition(
     obs=jnp.asarray(rng.normal(size=(b, sac.obs_dim)), jnp.float32),
-    action=jnp.asarray(rng.integers(0, sac.cfg.bins, size=(b, sac.branches)), jnp.int32),
+    action=jnp.asarray(rng.integers(0, sac.nvec, size=(b, sac.branches)), jnp.int32),
     reward=jnp.asarray(rng.uniform(size=b), jnp.float32),
     next_obs=jnp.asarray(rng.normal(size=(b, sac.obs_dim)), jnp.float32),
     terminated=jnp.asarray([0, 0, 1, 0, 0, 0][:b], jnp.float32),
@@ -63,9 +63,16 @@ def test_structure_shapes_and_bins():
   assert int(agent.steps) == SMALL.learning_starts
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["per_branch", "shared"])
-def test_update_matches_a_numpy_reference(shared):
-  sac = sm.SAC(SMALL._replace(shared=shared))
+def _log(p):
+  """`log p`, 0 where `p` is 0 (a padded bin), so that `p log p` is 0 there."""
+  return np.log(np.where(p > 0, p, 1.0))
+
+
+@pytest.mark.parametrize(
+  "shared, bins", [(False, 5), (True, (5, 3)), (False, (5, 3))], ids=["per_branch", "shared_ragged", "ragged"]
+)
+def test_update_matches_a_numpy_reference(shared, bins):
+  sac = sm.SAC(SMALL._replace(shared=shared, bins=bins))
   alphas = np.array([0.4, 0.4]) if shared else np.array([0.3, 0.7])  # what each branch's actor term uses
   log_alpha = jnp.log(jnp.float32(0.4) if shared else jnp.float32(alphas))
   agent = jax.jit(sac.init)(jax.random.key(3), sac.init_entropy().replace(log_alpha=log_alpha))
@@ -76,7 +83,7 @@ def test_update_matches_a_numpy_reference(shared):
   a = alphas[None, :, None]  # [1, K, 1]
   p_next = _softmax(np.asarray(sac.actor.apply(agent.actor.params, batch.next_obs).logits, np.float64))
   q_next = np.asarray(sac.critic.apply(agent.target_critic, batch.next_obs), np.float64).min(0)  # [B, K, N]
-  v_next = np.sum(p_next * (q_next - a * np.log(p_next)), axis=(1, 2))
+  v_next = np.sum(p_next * (q_next - a * _log(p_next)), axis=(1, 2))
   y = np.asarray(batch.reward) + 0.99 * (1 - np.asarray(batch.terminated)) * v_next
   q = np.asarray(sac.critic.apply(agent.critic.params, batch.obs), np.float64)  # [2, B, K, N]
   act = np.asarray(batch.action)
@@ -85,9 +92,11 @@ def test_update_matches_a_numpy_reference(shared):
 
   q_new = np.asarray(sac.critic.apply(new.critic.params, batch.obs), np.float64).min(0)
   p = _softmax(np.asarray(sac.actor.apply(agent.actor.params, batch.obs).logits, np.float64))
-  actor_loss = np.mean(np.sum(p * (a * np.log(p) - q_new), axis=(1, 2)))
+  actor_loss = np.mean(np.sum(p * (a * _log(p) - q_new), axis=(1, 2)))
   np.testing.assert_allclose(metrics["actor_loss"], actor_loss, rtol=1e-5, atol=1e-6)
-  h = np.mean(-np.sum(p * np.log(p), -1), 0)  # [K], the exact entropy of each branch
+  h = np.mean(-np.sum(p * _log(p), -1), 0)  # [K], the exact entropy of each branch
+  # A ragged branch's padded bins have probability 0, and its actions stay within its own bins.
+  assert np.all(p[:, ~sac.mask] == 0) and np.all(np.asarray(batch.action) < sac.nvec)
   np.testing.assert_allclose(metrics["branch_entropy"], h, rtol=1e-5)
   # entropy_jax: Adam's first step moves log_alpha by -lr * sign(gap), per branch or for the summed gap.
   gap = h.sum() - np.asarray(agent.entropy.target) if shared else h - np.asarray(agent.entropy.target)
