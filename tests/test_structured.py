@@ -173,8 +173,8 @@ def test_action_structure_plain_and_errors():
     ej.action_structure("spam")
   with pytest.raises(TypeError, match=r"expected a Box, Discrete.*got namespace\(n=3, shape=\(3,\)\)"):
     ej.action_structure(types.SimpleNamespace(n=3, shape=(3,)))  # A MultiBinary is not a Discrete.
-  with pytest.raises(ValueError, match=r"`Categorical.n` must be a positive int; got 0"):
-    Categorical(0)
+  with pytest.raises(ValueError, match=r"init_structured_state: `action_dim` must be a positive int; got 0"):
+    ej.init_structured_state((Continuous(1), Categorical(0)))
   with pytest.raises(ValueError, match=r"`MultiCategorical.nvec` must not be empty"):
     MultiCategorical(())
   with pytest.raises(ValueError, match=r"init_structured_state: the structure has no branches; got \(\)"):
@@ -334,9 +334,15 @@ def test_branch_alphas_per_branch_and_shared():
     (lambda s, x: (s, {"arm": x["arm"], "grip": x["grip"]}), r"`inputs` must mirror the structure"),
     (lambda s, x: (s, {**x, "arm": x["arm"][:, None, None]}), r"`log_probs` must have shape \[B\] or \[B, 1\]"),
     (lambda s, x: ({"arm": s["arm"]}, x), r"`states` must mirror the structure"),
-    (lambda s, x: (stack([s, s]), x), r"\['arm'\].*log_alpha of shape \(\); got \(2,\). For a population.*jax.vmap"),
-    (lambda s, x: ({**s, "grip": stack([s["grip"]] * 2)}, x), r"must have log_alpha of shape \(\); got \(2,\).*vmap"),
-    (lambda s, x: ({**s, "heads": s["grip"]}, x), r"must have log_alpha of shape \(2,\); got \(\)"),
+    (
+      lambda s, x: (stack([s, s]), x),
+      r"\['arm'\].*with log_alpha of shape \(\); got \(2,\). For a population.*jax.vmap",
+    ),
+    (
+      lambda s, x: ({**s, "grip": stack([s["grip"]] * 2)}, x),
+      r"must be an EntropyState with log_alpha of shape \(\); got \(2,\).*vmap",
+    ),
+    (lambda s, x: ({**s, "heads": s["grip"]}, x), r"must be an EntropyState with log_alpha of shape \(2,\); got \(\)"),
   ],
 )
 def test_errors_at_trace_time_name_expected_and_received(mutate, message):
@@ -348,11 +354,15 @@ def test_errors_at_trace_time_name_expected_and_received(mutate, message):
 def test_shared_and_init_errors():
   states = ej.init_structured_state(HYBRID, shared=True)
   inputs = make_inputs(HYBRID, jax.random.key(0))
-  with pytest.raises(ValueError, match=r"same batch size; got sizes \[4, 8\]"):
+  with pytest.raises(ValueError, match=r"the branches must share one batch size; got \[4, 8, 8\]"):
     ej.structured_update(HYBRID, states, {**inputs, "arm": inputs["arm"][:4]}, shared=True)
-  with pytest.raises(ValueError, match=r"the shared state must have log_alpha of shape \(\); got \(2,\)"):
+  with pytest.raises(
+    ValueError, match=r"the shared state must be an EntropyState with log_alpha of shape \(\); got \(2,\)"
+  ):
     ej.structured_update(HYBRID, stack([states] * 2), inputs, shared=True)
-  with pytest.raises(TypeError, match=r"must be an EntropyState; got dict"):
+  with pytest.raises(
+    ValueError, match=r"the shared state must be an EntropyState with log_alpha of shape \(\); got dict"
+  ):
     ej.structured_update(HYBRID, ej.init_structured_state(HYBRID), inputs, shared=True)
   with pytest.raises(ValueError, match=r"the target of MultiCategorical\(nvec=\(3, 5\)\) must be a sequence of 2"):
     ej.init_structured_state(HYBRID, target={"arm": None, "grip": None, "heads": 0.5})
