@@ -11,10 +11,9 @@ arXiv:1812.05905), `0.6 * log(n)` for a categorical branch: in the study of
 2019's 0.98 (arXiv:1910.07207) let alpha grow without limit. `shared=True`:
 one temperature, the summed target against the summed (joint) entropy.
 
-A `MultiCategorical`'s `K` branches are stacked, `[B, K, max(nvec)]`, ragged
-ones padded with probability 0 and log-probability -inf (`branch_mask`): a
-padded term counts 0 in the entropy, so the loss needs no mask, and the
-branches share one vmapped update instead of one update each.
+A `MultiCategorical` stacks its `K` branches, `[B, K, max(nvec)]`, padding
+ragged ones with probability 0 and log-probability -inf: a padded term counts
+0 in the entropy, so the loss needs no mask and one vmapped update serves all.
 """
 
 from __future__ import annotations
@@ -52,10 +51,9 @@ class Categorical:
 
 @dataclasses.dataclass(frozen=True)
 class MultiCategorical:
-  """`K = len(nvec)` categorical branches, stacked; the state has a leading `[K]` axis.
+  """`K = len(nvec)` categorical branches; the state has a leading `[K]` axis.
 
-  Input: `(probs, log_probs)`, each `[B, K, max(nvec)]`, branch `k`'s `nvec[k]`
-  choices first, then probability 0 and log-probability -inf.
+  Input: `(probs, log_probs)`, each `[B, K, max(nvec)]`, padded with 0 and -inf.
   """
 
   nvec: tuple[int, ...]
@@ -74,9 +72,8 @@ _Leaf = Continuous | Categorical | MultiCategorical
 def action_structure(space: Any) -> Any:
   """The plain description of a gymnasium or gymnax space (duck-typed; neither is imported).
 
-  `Box` -> `Continuous(prod(shape))`, `Discrete` -> `Categorical(n)`,
-  `MultiDiscrete` -> `MultiCategorical(nvec)` (flattened), `Tuple` -> tuple,
-  `Dict` -> dict. A plain description is returned as is, lists made tuples.
+  `Box` -> `Continuous(prod(shape))`, `Discrete` -> `Categorical(n)`, `MultiDiscrete`
+  -> `MultiCategorical(nvec)`, `Tuple` -> tuple, `Dict` -> dict; descriptions pass as they are.
   """
   if isinstance(space, (Continuous, Categorical, MultiCategorical)):
     return space
@@ -100,10 +97,7 @@ def action_structure(space: Any) -> Any:
 
 @_checks.public
 def branch_mask(nvec: MultiCategorical | Sequence[int]) -> jax.Array:
-  """`[K, max(nvec)]` bool, True at branch `k`'s `nvec[k]` choices.
-
-  Mask the policy's `[B, K, N]` logits with it, `jnp.where(mask, logits, -jnp.inf)`.
-  """
+  """`[K, max(nvec)]` bool, True at real choices: `jnp.where(mask, logits, -jnp.inf)` pads the logits."""
   nvec = (nvec if isinstance(nvec, MultiCategorical) else MultiCategorical(tuple(nvec))).nvec
   return jnp.arange(max(nvec))[None, :] < jnp.asarray(nvec)[:, None]
 
