@@ -138,10 +138,7 @@ def summarize(history: dict, finals: dict) -> dict:
   } | ({"summed_target": float(history["target"][-1, 0])} if "target" in history else {})
 
 
-REFERENCE = "branch_0.6"  # the library's default: paired differences are taken against it
-
-
-def paired(summaries: dict, reference: str = REFERENCE) -> dict:
+def paired(summaries: dict, reference: str) -> dict:
   """Per design, its final return and AUC minus the reference design's, seed by seed (the same seeds).
 
   Returns `{design: {"final_return_diff_mean", "final_return_diff_std", "auc_diff_mean", "auc_diff_std",
@@ -165,7 +162,7 @@ def paired(summaries: dict, reference: str = REFERENCE) -> dict:
   return out
 
 
-TABLE_HEADER = ["task", "design", "final return", f"minus {REFERENCE}, paired", "AUC", "greedy"]
+TABLE_HEADER = ["task", "design", "final return", "minus the first, paired", "AUC", "greedy"]
 TABLE_HEADER += ["final alpha per branch", "entropy per branch"]
 
 
@@ -173,7 +170,7 @@ def table_rows(results: dict) -> list[list]:
   """One row per (task, design) for `reporting.print_table`."""
   rows = []
   for task, designs in results.items():
-    diffs = paired(designs)
+    diffs = paired(designs, next(iter(designs)))  # the first design: the library's default
     for name, s in designs.items():
       d = diffs.get(name)
       rows.append(
@@ -332,7 +329,7 @@ def main(argv=None):
     " histories, results.json and a plot per task."
   )
   parser.add_argument(
-    "--tasks", nargs="+", default=["reacher", "swimmer"], choices=TASKS, help="tasks (default: reacher swimmer)"
+    "--tasks", nargs="*", default=["reacher", "swimmer"], choices=TASKS, help="tasks (default: reacher swimmer)"
   )
   parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS, help="designs (default: all)")
   parser.add_argument("--seeds", type=int, default=None, help="members per design (default 5)")
@@ -357,8 +354,9 @@ def main(argv=None):
       seeds=task.seeds if args.seeds is None else args.seeds,
       cfg=task.cfg if args.bins is None else task.cfg._replace(bins=args.bins),
     )
-    tasks[task.name] = {"steps": task.steps, "seeds": task.seeds, "bins": task.cfg.bins, "designs": args.designs}
     histories, results[task.name] = run_task(task, args.designs, out=args.out, seed=args.seed, resume=args.resume)
+    h = next(iter(histories.values()))  # what ran (or was resumed): steps and seeds from the history
+    tasks[task.name] = {"steps": int(h["steps"][-1, 0]), "seeds": h["return"].shape[1], "bins": task.cfg.bins}
     print(f"Wrote {plot_task(task, histories, os.path.join(args.out, f'{task.name}.png'))}")
   if args.hybrid_seeds:
     os.makedirs(args.out, exist_ok=True)
@@ -366,7 +364,8 @@ def main(argv=None):
       args.hybrid_seeds, args.hybrid_steps, args.out, seed=args.seed, resume=args.resume
     )
     print(f"Wrote {plot_hybrid(histories, os.path.join(args.out, 'Pendulum-v1_hybrid.png'))}")
-    tasks["Pendulum-v1 hybrid"] = {"steps": args.hybrid_steps, "seeds": args.hybrid_seeds}
+    h = histories["per_part"]
+    tasks["Pendulum-v1 hybrid"] = {"steps": int(h["steps"][-1, 0]), "seeds": h["return"].shape[1]}
   reporting.print_table(TABLE_HEADER, table_rows(results))
   meta = {
     "date": datetime.date.today().isoformat(),
