@@ -140,7 +140,7 @@ class Agent(struct.PyTreeNode):
   actor: TrainState
   critic: TrainState
   target_critic: Any  # critic parameters, Polyak-averaged
-  entropy: Any  # entropy_jax: the structured temperatures, one EntropyState per branch (stacked [K]) or shared
+  entropy: ej.EntropyState  # entropy_jax: a temperature per branch (a leading [K] axis), or one shared
   buffer: Any  # flashbax buffer state
   env_state: Any  # [E] stacked gymnax states
   obs: jax.Array  # [E, obs_dim]
@@ -169,7 +169,7 @@ class SAC:
     self.critic_tx = optax.adam(cfg.critic_lr)
     self.alpha_tx = ej.adam(cfg.alpha_lr)  # entropy_jax: alpha's optimizer (Adam in log space)
 
-  def init_entropy(self, ratio: float = ej.DISCRETE_TARGET_RATIO) -> Any:
+  def init_entropy(self, ratio: float = ej.DISCRETE_TARGET_RATIO) -> ej.EntropyState:
     """entropy_jax: a temperature per branch with target `ratio * log(bins)`, or one with the summed target."""
     cfg = self.cfg
     return ej.init_structured_state(
@@ -184,7 +184,7 @@ class SAC:
     """`[B, K, N]` log-probabilities, 0 at padded bins (probability 0), so that `p log p` is 0 there, not NaN."""
     return jnp.where(self.mask, pi.logits, 0.0)
 
-  def init(self, key: jax.Array, entropy: Any) -> Agent:
+  def init(self, key: jax.Array, entropy: ej.EntropyState) -> Agent:
     """A fresh agent with the given structured entropy state (one member of a population)."""
     cfg, obs0 = self.cfg, jnp.zeros((1, self.obs_dim))
     k_actor, k_critic, k_env, key = jax.random.split(key, 4)
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[Agent, dict[str, np.ndarray
     " discretized into bins, a temperature per branch tuned by entropy_jax, and print each member's final return."
   )
   parser.add_argument("--members", type=int, default=4, help="population size (seeds; default 4)")
-  parser.add_argument("--steps", type=int, default=30_000, help="environment steps per member (default 30000)")
+  parser.add_argument("--steps", type=int, default=80_000, help="environment steps per member (default 80000)")
   parser.add_argument("--env", default="Reacher-misc", help="gymnax task with Box actions (default Reacher-misc)")
   parser.add_argument("--bins", type=int, default=11, help="bins per action dimension (default 11)")
   parser.add_argument("--ratio", type=float, default=ej.DISCRETE_TARGET_RATIO, help="per-branch target ratio")

@@ -21,7 +21,8 @@ for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
 import entropy_jax as ej  # noqa: E402
 from examples import sac_hybrid as sh  # noqa: E402
 
-# The learning run: two members; the bars come from the measured runs (see the docs' structured page).
+# The learning run: two members. The study's 8 seeds score -133 to -166 over their last 10 episodes at 11,000 steps
+# (the random warm-up policy: -1,055 to -1,397).
 STEPS = 11_000
 RETURN_BAR = -400.0
 SMALL = sh.Config(hidden=(8,), batch_size=5, buffer_size=16, learning_starts=8)

@@ -22,7 +22,8 @@ for _module in ("gymnax", "flashbax", "distrax"):  # The examples extra.
 import entropy_jax as ej  # noqa: E402
 from examples import sac_multidiscrete as sm  # noqa: E402
 
-# The learning run: two Swimmer members; the bars come from the measured runs (see the docs' examples page).
+# The learning run: two Swimmer-misc members. Measured with this seed: the random warm-up policy's returns 67 and 48,
+# the greedy policy's 266 and 364 after 42,000 steps; the study's 10 seeds end at 339 +- 82 after 50,000.
 STEPS = 42_000
 RANDOM_MAX = 100.0
 GREEDY_BAR = 150.0
@@ -68,11 +69,10 @@ def _log(p):
   return np.log(np.where(p > 0, p, 1.0))
 
 
-@pytest.mark.parametrize(
-  "shared, bins", [(False, 5), (True, (5, 3)), (False, (5, 3))], ids=["per_branch", "shared_ragged", "ragged"]
-)
-def test_update_matches_a_numpy_reference(shared, bins):
-  sac = sm.SAC(SMALL._replace(shared=shared, bins=bins))
+@pytest.mark.parametrize("shared", [False, True], ids=["per_branch", "shared"])
+def test_update_matches_a_numpy_reference(shared):
+  """Ragged branches (5 and 3 bins): the padded bin is masked in the policy, the critic and the temperature."""
+  sac = sm.SAC(SMALL._replace(shared=shared, bins=(5, 3)))
   alphas = np.array([0.4, 0.4]) if shared else np.array([0.3, 0.7])  # what each branch's actor term uses
   log_alpha = jnp.log(jnp.float32(0.4) if shared else jnp.float32(alphas))
   agent = jax.jit(sac.init)(jax.random.key(3), sac.init_entropy().replace(log_alpha=log_alpha))
