@@ -8,6 +8,8 @@ The public API. One module per concept:
 * `targets`: default target entropies.
 * `schedules`: the target as a function of the update count.
 * `tes_sac`: the TES-SAC feedback anneal of the discrete target.
+* `structured`: a temperature per branch of a structured action (MultiDiscrete,
+  hybrid, Tuple / Dict spaces), updated in one call.
 * `optimizers`: the default optimizer, and PyTorch's optimizers in optax.
 * `compat`: Velora-compatible `EntropyModule` and `EntropyModuleDiscrete`.
 * `checkpoint`: saving and restoring states.
@@ -15,7 +17,7 @@ The public API. One module per concept:
 * `debug`: opt-in `checkify` checks of the discrete inputs.
 """
 
-from entropy_jax import checkpoint, compat, debug, optimizers, schedules, sharding, tes_sac
+from entropy_jax import checkpoint, compat, debug, optimizers, schedules, sharding, structured, tes_sac
 from entropy_jax.checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
 from entropy_jax.compat import (
   EntropyModule,
@@ -46,6 +48,16 @@ from entropy_jax.state import (
   init_entropy_state,
   init_population,
 )
+from entropy_jax.structured import (
+  Categorical,
+  Continuous,
+  MultiCategorical,
+  action_structure,
+  branch_alphas,
+  branch_mask,
+  init_structured_state,
+  structured_update,
+)
 from entropy_jax.targets import (
   DISCRETE_TARGET_RATIO,
   PAPER_DISCRETE_TARGET_RATIO,
@@ -62,7 +74,9 @@ __version__ = "0.1.0"
 __all__ = [
   "ALPHA_MAX",
   "ALPHA_MIN",
+  "Categorical",
   "CheckpointError",
+  "Continuous",
   "DISCRETE_TARGET_RATIO",
   "EntropyModule",
   "EntropyModuleDiscrete",
@@ -71,12 +85,16 @@ __all__ = [
   "LOG_ALPHA_MAX",
   "LOG_ALPHA_MIN",
   "LossMismatchError",
+  "MultiCategorical",
   "NonFiniteLossError",
   "PAPER_DISCRETE_TARGET_RATIO",
   "TesSacState",
+  "action_structure",
   "adam",
   "annealed_discrete_target",
   "apply_gradients",
+  "branch_alphas",
+  "branch_mask",
   "checkpoint",
   "compat",
   "continuous_entropy",
@@ -95,6 +113,7 @@ __all__ = [
   "gather_population",
   "init_entropy_state",
   "init_population",
+  "init_structured_state",
   "linear_schedule",
   "masked_discrete_target",
   "member_sharding",
@@ -107,6 +126,8 @@ __all__ = [
   "shard_population",
   "sharded_update",
   "sharding",
+  "structured",
+  "structured_update",
   "tes_sac",
   "tes_sac_init",
   "tes_sac_update",

@@ -17,8 +17,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-AGENTS = ("sac_continuous", "sac_discrete")
-SCRIPTS = ("demo", "pbt", "discrete_target_study", "target_rules", "reporting")
+AGENTS = ("sac_continuous", "sac_discrete", "sac_multidiscrete", "sac_hybrid")
+SCRIPTS = ("demo", "pbt", "discrete_target_study", "structured_study", "target_rules", "reporting")
 LOCAL = {p.stem for p in EXAMPLES.glob("*.py")} | {"examples"}
 
 
@@ -55,6 +55,7 @@ def test_scripts_import_agents_and_reporting_and_nothing_imports_a_script():
   assert imported["demo"] >= {"sac_continuous", "reporting"}
   assert imported["pbt"] >= {"sac_continuous", "reporting"}
   assert imported["discrete_target_study"] >= {"sac_discrete", "reporting", "target_rules"}
+  assert imported["structured_study"] >= {"sac_multidiscrete", "sac_hybrid", "reporting"}
   assert imported["reporting"] == set() and imported["target_rules"] == set()
   for script, local in imported.items():
     # Only the demo builds on another script (the study it runs as its ablation).
