@@ -179,7 +179,7 @@ def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
     leaves[paths.index(path)] = value
     return edited(state={**payload, "leaves": leaves})
 
-  settings = "not a state_dict\\(\\) of this module's class and settings; \\(got, expected\\): "
+  settings = "not this class's state_dict\\(\\) or settings; \\(got, expected\\): "
   cases = [
     ("not a dict", TypeError, "expected a dict from state_dict\\(\\); got str"),
     ({}, ValueError, settings + "\\{'format': \\(None, 'entropy_jax.compat'\\)"),

@@ -342,7 +342,7 @@ def test_a_velora_state_dict_of_each_torch_optimizer_carries_its_count_and_momen
   saved = torch_optimizer_state(optim)
   torch_state = saved["entropy_optim"]["state"].get(0, {})  # SGD without momentum keeps nothing.
   ours = EntropyModule(2, initial_alpha=0.5, optim=optim, lr=1e-2)
-  with pytest.warns(UserWarning, match="a Velora state_dict holds no log_alpha; this module keeps its own"):
+  with pytest.warns(UserWarning, match="Velora's holds no log_alpha; this module keeps its own"):
     ours.load_state_dict(saved)
   assert float(ours.log_alpha) == np.log(np.float32(0.5))
   assert int(ours.state.step) == (5 if torch_state else 0)
@@ -366,24 +366,26 @@ def with_state(saved, **fields):
 
 def test_a_velora_state_dict_another_optimizer_could_have_written_is_refused_and_changes_nothing():
   adam = torch_optimizer_state("Adam")
-  default = "torch.optim.Adam's default, which this module's Adam runs"
   cases = [
-    (torch_optimizer_state("SGD"), rf"param_groups has no betas; expected \(0\.9, 0\.999\) \({default}\)"),
-    (torch_optimizer_state("AdamW"), rf"param_groups has weight_decay=0\.01; expected 0 \({default}\)"),
+    (torch_optimizer_state("SGD"), r"param_groups has no betas; expected \(0\.9, 0\.999\) \(this module's Adam\)"),
+    (torch_optimizer_state("AdamW"), r"param_groups has weight_decay=0\.01; expected 0 \(this module's Adam\)"),
     (torch_optimizer_state("RMSprop"), r"param_groups has no betas"),
     (torch_optimizer_state("Adam", betas=(0.5, 0.9)), r"betas=\(0\.5, 0\.9\); expected \(0\.9, 0\.999\)"),
     (torch_optimizer_state("Adam", amsgrad=True), r"amsgrad=True; expected False"),
     (torch_optimizer_state("Adam", eps=1e-6), r"eps=1e-06; expected 1e-08"),
     (torch_optimizer_state("Adam", maximize=True), r"maximize=True; expected False"),
     (torch_optimizer_state("Adam", lr=3e-4), r"param_groups has lr=0\.0003; expected 0\.01 \(this module's lr\)"),
-    (with_state(adam, exp_avg_sq=torch.tensor(-1e-3)), r"exp_avg_sq is tensor\(-0\.0010\); expected .*a number >= 0"),
+    (
+      with_state(adam, exp_avg_sq=torch.tensor(-1e-3)),
+      r"exp_avg_sq is tensor\(-0\.0010\); expected a scalar, finite and >= 0",
+    ),
     (
       with_state(adam, step=torch.tensor(2.5)),
-      r"step is tensor\(2\.5000\); expected .*a whole number in \[0, 2\*\*31\)",
+      r"step is tensor\(2\.5000\); expected a scalar, a whole number >= 0",
     ),
-    (with_state(adam, step=torch.tensor(-1.0)), r"step is tensor\(-1\.\); expected .*a whole number"),
-    (with_state(adam, exp_avg=torch.tensor(float("nan"))), r"exp_avg is tensor\(nan\); expected a finite scalar"),
-    (with_state(adam, exp_avg=torch.zeros(2)), r"exp_avg is tensor\(\[0\., 0\.\]\); expected a finite scalar"),
+    (with_state(adam, step=torch.tensor(-1.0)), r"step is tensor\(-1\.\); expected a scalar, a whole number"),
+    (with_state(adam, exp_avg=torch.tensor(float("nan"))), r"exp_avg is tensor\(nan\); expected a scalar, finite\."),
+    (with_state(adam, exp_avg=torch.zeros(2)), r"exp_avg is tensor\(\[0\., 0\.\]\); expected a scalar"),
     (with_state(adam, exp_avg=None), r"its fields are \['exp_avg_sq', 'step'\]; torch.optim.Adam keeps"),
     ({"entropy_optim": {**adam["entropy_optim"], "state": {0: {}, 1: {}}}}, "not a torch optimizer's state of one"),
   ]
@@ -395,7 +397,9 @@ def test_a_velora_state_dict_another_optimizer_could_have_written_is_refused_and
       m.load_state_dict(bad)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(m.state), jax.tree.leaves(before)))
   for optim, other in (("AdamW", "Adam"), ("SGD", "RMSprop"), ("RMSprop", "AdamW")):
-    with pytest.raises(ValueError, match=f"this module's {optim} runs"):
+    with pytest.raises(ValueError, match=f"this module's {optim}\\)"):
       EntropyModule(2, optim=optim, lr=1e-2).load_state_dict(torch_optimizer_state(other))
-  with pytest.raises(ValueError, match=r"loads into a module with an optimizer of \['Adam', 'AdamW', 'SGD', 'RMSprop'"):
+  with pytest.raises(
+    ValueError, match=r"loads into a module with an optimizer of \['Adam', 'AdamW', 'SGD', 'RMSprop'\]; this one: lion"
+  ):
     EntropyModule(2, optim=optax.lion, lr=1e-2).load_state_dict(adam)
