@@ -1,0 +1,196 @@
+"""Velora's own agents, one whole training step, with Velora's temperature modules and with the compat classes.
+
+`NeuroFlowCT` (Pendulum-v1, continuous) and `NeuroFlow` (CartPole-v1, discrete) from `velora.models.nf.agent`,
+each built twice from the same seed: with Velora's `EntropyModule`s, and with `entropy_jax.compat`'s swapped in
+by name (as `tests/test_compat_velora_agents.py` does). Side by side in one process (medians of interleaved
+repeats, `_timing.py`):
+
+* the agent's `_train_step`, what `train()` runs once per environment step: a replay sample, the critics', the
+  actor's and the temperature's updates, and the target networks;
+* the temperature module alone, called as that step calls it: `alpha` read twice (the critics' target and the
+  actor's loss), `compute_loss` on the step's log-probabilities, `gradient_step`, the loss detached.
+
+Each configuration runs in a process of its own: JAX's CPU async dispatch on (JAX's default) and off
+(`jax_cpu_enable_async_dispatch=False`, set before JAX's first computation, as docs/velora.md advises for a
+PyTorch loop). torch runs on `--torch-threads` threads (default 1, as the tests run Velora): on a small shared
+machine torch's OpenMP threads spin-wait for one another, and a training step's time then follows the other
+processes' load more than anything measured here. Both the ratio of the medians and the ratio of the fastest
+samples (the least disturbed by other processes) are reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any
+
+from benchmarks import _cli, _script
+
+NAME = "agents"
+REPEATS, MIN_TIME = 15, 0.1
+SHAPES = False
+AGENTS = {"NeuroFlowCT": "Pendulum-v1", "NeuroFlow": "CartPole-v1"}
+CONFIGS = {"async": "JAX CPU async dispatch on (default)", "sync": "JAX CPU async dispatch off"}
+VELORA, COMPAT = "Velora's modules", "compat classes"
+STEP, ALONE = "training step", "temperature module alone"
+WARMUP = 256  # Transitions in the replay buffer before timing.
+
+
+def add_arguments(p) -> None:
+  p.add_argument("--agent-batch", type=_cli.positive_int, default=128, help="the training batch (default 128)")
+  p.add_argument("--torch-threads", type=_cli.positive_int, default=1, help="torch's threads (default 1)")
+  p.add_argument("--child", choices=list(CONFIGS), default=None, help="(internal) measure one configuration")
+
+
+@contextlib.contextmanager
+def swapped(agent_module, compat):
+  """`velora.models.nf.agent` with the compat classes in place of Velora's, restored afterwards."""
+  names = ("EntropyModule", "EntropyModuleDiscrete")
+  saved = {n: getattr(agent_module, n) for n in names}
+  try:
+    for n in names:
+      setattr(agent_module, n, getattr(compat, n))
+    yield
+  finally:
+    for n, cls in saved.items():
+      setattr(agent_module, n, cls)
+
+
+def build(name: str, ours: bool):
+  """Agent `name` (Velora's modules, or the compat classes when `ours`), its replay buffer filled as
+  `train()` fills it, from a seeded reset."""
+  import torch
+  import velora.models.nf.agent as agent_module
+  from velora.gym.wrap import add_core_env_wrappers
+
+  from entropy_jax import compat
+
+  with swapped(agent_module, compat) if ours else contextlib.nullcontext():
+    agent = getattr(agent_module, name)(AGENTS[name], 20, 20, device=torch.device("cpu"), seed=0)
+  env = add_core_env_wrappers(agent.env, agent.device)
+  state, _ = env.reset(seed=0)
+  hidden = None
+  for _ in range(WARMUP):
+    action, hidden = agent.predict(state, hidden, train_mode=True)
+    next_state, reward, terminated, truncated, _ = env.step(action)
+    agent.buffer.add(state, action, reward, next_state, terminated or truncated, hidden)
+    state = next_state
+    if terminated or truncated:
+      (state, _), hidden = env.reset(), None
+  return agent
+
+
+def methods(name: str, batch: int) -> dict[str, Any]:
+  """`{(side, measurement): callable}`: the training step and the module alone, Velora's and ours."""
+  import torch
+
+  fns = {}
+  for side, ours in ((VELORA, False), (COMPAT, True)):
+    agent = build(name, ours)
+    sample = agent.buffer.sample(batch)
+    out = agent.actor.forward(sample.states, sample.hiddens)
+    inputs = (out[1],) if name == "NeuroFlowCT" else (out[1], torch.log(out[1] + 1e-8))  # As `_train_step`.
+    inputs = tuple(x.detach() for x in inputs)
+
+    def train_step(agent=agent):
+      agent._train_step(batch)
+
+    def module_alone(m=agent.entropy, inputs=inputs):
+      m.alpha, m.alpha  # noqa: B018  (the critics' target and the actor's loss read it)
+      loss = m.compute_loss(*inputs)
+      m.gradient_step(loss)
+      loss.detach()
+
+    fns[(side, STEP)], fns[(side, ALONE)] = train_step, module_alone
+  return fns
+
+
+def child(args) -> dict[str, Any]:
+  """One configuration, in this (fresh) process: `{agent: {measurement: {side: seconds}, ratios}}`."""
+  import jax
+
+  if args.child == "sync":
+    jax.config.update("jax_cpu_enable_async_dispatch", False)  # Before the CPU client exists.
+  import torch
+
+  from benchmarks._timing import interleaved
+
+  torch.set_num_threads(args.torch_threads)
+  out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+  for name in AGENTS:
+    fns = methods(name, args.agent_batch)
+    timings = interleaved({" / ".join(k): f for k, f in fns.items()}, repeats=args.repeats, min_time=args.min_time)
+    rows: dict[str, Any] = {}
+    for what in (STEP, ALONE):
+      v, c = timings[f"{VELORA} / {what}"], timings[f"{COMPAT} / {what}"]
+      rows[what] = {VELORA: v.as_dict(), COMPAT: c.as_dict(), "ratio": c.median / v.median}
+      rows[what]["ratio_of_fastest"] = c.minimum / v.minimum
+    out[name] = rows
+  return out
+
+
+def run(args, notes: list[str]) -> dict[str, Any]:
+  del notes
+  argv = ["--repeats", str(args.repeats), "--min-time", str(args.min_time), "--agent-batch", str(args.agent_batch)]
+  argv += ["--torch-threads", str(args.torch_threads)]
+  results: dict[str, Any] = {"batch": args.agent_batch, "torch_threads": args.torch_threads}
+  for config in CONFIGS:
+    results[config] = _script.fresh_process("velora_agents", [*argv, "--child", config])
+    for line in lines(results, config):
+      print("  " + line, flush=True)
+  return {NAME: results}
+
+
+def lines(r: dict[str, Any], config: str) -> list[str]:
+  out = []
+  for name in AGENTS:
+    row = r[config][name]
+    step, alone = row[STEP], row[ALONE]
+    out.append(
+      f"{name} ({AGENTS[name]}), {CONFIGS[config]}: training step {_cli.fmt_time(step[VELORA]['median'])} with"
+      f" Velora's modules, {_cli.fmt_time(step[COMPAT]['median'])} with the compat classes ({step['ratio']:.3f}x,"
+      f" fastest samples {step['ratio_of_fastest']:.3f}x);"
+      f" module alone {_cli.fmt_time(alone[VELORA]['median'])} and {_cli.fmt_time(alone[COMPAT]['median'])}"
+      f" ({alone['ratio']:.2f}x)"
+    )
+  return out
+
+
+def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
+  r = results[NAME]
+  head = ["agent", "JAX CPU async dispatch", "training step, Velora's modules", "with the compat classes", "ratio"]
+  head += ["ratio of the fastest samples", "module alone, Velora's", "compat class", "ratio"]
+  rows = []
+  for config in CONFIGS:
+    for name in AGENTS:
+      step, alone = r[config][name][STEP], r[config][name][ALONE]
+      cells = [f"{name} ({AGENTS[name]})", "on (default)" if config == "async" else "off"]
+      cells += [_cli.fmt_time(step[VELORA]["median"]), _cli.fmt_time(step[COMPAT]["median"]), f"{step['ratio']:.3f}x"]
+      cells += [f"{step['ratio_of_fastest']:.3f}x"]
+      cells += [
+        _cli.fmt_time(alone[VELORA]["median"]),
+        _cli.fmt_time(alone[COMPAT]["median"]),
+        f"{alone['ratio']:.2f}x",
+      ]
+      rows.append(cells)
+  title = f"## Velora's agents: one training step, batch {r['batch']}, torch on {r['torch_threads']} thread(s)"
+  note = "Time with the compat classes over time with Velora's modules (below 1.0x: the compat classes are faster)."
+  return [title, "", note, "", *_cli.table(head, rows)]
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if "--child" in argv:
+    p = _cli.parser("velora_agents", __doc__)
+    _cli.add_timing(p, REPEATS, MIN_TIME)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    _cli.timing_defaults(args, REPEATS, MIN_TIME)
+    print(json.dumps(child(args)))
+    return 0
+  return _script.standalone(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
