@@ -36,13 +36,8 @@ def batches(n, seed=0):
   return [rng.normal(-1.0, 1.0, size=(8,)).astype(np.float32) for _ in range(n)]
 
 
-def copied(state):
-  """The state's arrays, copied to the host."""
+def copied(state):  # The state's arrays, copied to the host.
   return [np.array(x) for x in jax.tree.leaves(state)]
-
-
-# ----------------------------------------------------------------------------
-# Devices.
 
 
 def test_devices():
@@ -60,20 +55,12 @@ def test_devices():
   for bad in ("cuda:0", "gpu:0", "cuda", "cpu:8", "banana", 0):
     with pytest.raises(ValueError, match=f"`device` {bad!r} is not a device of this JAX; it has"):
       EntropyModule(2, device=bad)
-
-
-def test_torch_devices():
-  cpus = jax.devices("cpu")
   assert EntropyModule(2, device=torch.device("cpu", 3)).state.log_alpha.devices() == {cpus[3]}
   assert EntropyModule(2, device=torch.device("cpu")).state.log_alpha.devices() == {cpus[0]}
 
 
-# ----------------------------------------------------------------------------
-# Torch in, torch out.
-
-
 def test_torch_tensors_are_accepted_as_velora_takes_them():
-  lp = np.linspace(-3.0, 0.0, 8).astype(np.float32)
+  lp = LP
   a, b = EntropyModule(2, lr=1e-2), EntropyModule(2, lr=1e-2)
   step(a, lp)
   policy_out = torch.tensor(lp, requires_grad=True) * 1.0  # a non-leaf tensor in a graph
@@ -90,10 +77,6 @@ def test_torch_tensors_are_accepted_as_velora_takes_them():
   step(d_np, probs.detach().numpy(), log_probs.detach().numpy(), mask=mask.numpy())
   step(d_torch, probs, log_probs, mask=mask)
   assert_state_equal(d_np.state, d_torch.state)
-  # Other dtypes come through as they are (float64: accumulated as float32 would be).
-  c = EntropyModule(2, lr=1e-2)
-  step(c, torch.tensor(lp, dtype=torch.float64))
-  np.testing.assert_allclose(float(c.log_alpha), float(a.log_alpha), rtol=1e-6)
   # A non-contiguous tensor too.
   wide = torch.tensor(np.stack([lp, lp], 1))
   e = EntropyModule(2, lr=1e-2)
@@ -103,7 +86,7 @@ def test_torch_tensors_are_accepted_as_velora_takes_them():
 
 def test_torch_in_torch_out_from_the_first_torch_tensor():
   # A bare module gives JAX arrays until compute_loss sees a torch tensor, then torch tensors.
-  lp = np.linspace(-3.0, 0.0, 8).astype(np.float32)
+  lp = LP
   m, ref = EntropyModule(2, lr=1e-2), EntropyModule(2, lr=1e-2)
   step(ref, lp)
   assert isinstance(m.alpha, jax.Array) and isinstance(m.compute_loss(lp), jax.Array)
@@ -133,10 +116,9 @@ def test_torch_optimizer_class_or_device_makes_a_module_serve_torch_from_the_sta
 
 def test_unsupported_input_types_name_the_type_and_what_is_accepted():
   m = EntropyModule(2)
+  accepted = "must be a NumPy array, a JAX array or a torch tensor; got <class"
   for bad, kind in (([-1.0, -2.0], "list"), ("x", "str"), (None, "NoneType")):
-    with pytest.raises(
-      TypeError, match=f"`log_probs` must be a NumPy array, a JAX array or a torch tensor; got <class '{kind}'>"
-    ):
+    with pytest.raises(TypeError, match=f"`log_probs` {accepted} '{kind}'>"):
       m.compute_loss(bad)
   d = EntropyModuleDiscrete(2)
   p = np.full((3, 2), 0.5, np.float32)
@@ -216,13 +198,12 @@ def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
 
 def round_trip(saved, how):
   """`saved` after torch.save and torch.load with its defaults (weights_only=True), pickle, or np.savez."""
+  buffer = io.BytesIO()
   if how == "torch.load":
-    buffer = io.BytesIO()
     torch.save(saved, buffer)
     return torch.load(io.BytesIO(buffer.getvalue()))
   if how == "pickle":
     return pickle.loads(pickle.dumps(saved))
-  buffer = io.BytesIO()
   np.savez(buffer, *saved["state"]["leaves"])
   with np.load(io.BytesIO(buffer.getvalue())) as z:
     return {**saved, "state": {**saved["state"], "leaves": [z[f"arr_{i}"] for i in range(len(z.files))]}}
@@ -235,9 +216,11 @@ def test_a_state_dict_survives_its_round_trip_and_continues_bit_for_bit(optim, h
   straight = EntropyModule(2, initial_alpha=0.7, optim=serving, lr=1e-2)
   for lp in batches(5):
     step(straight, lp)
-  saved = straight.state_dict()
+  saved, scratch = straight.state_dict(), straight.state_dict()
   kind = torch.Tensor if how == "torch.load" else np.ndarray
   assert all(type(leaf) is kind for leaf in saved["state"]["leaves"])
+  for leaf in scratch["state"]["leaves"]:  # New arrays, the caller's to write into: the module stays as it was.
+    leaf[...] = 7
   saved = round_trip(saved, how)
   assert (saved["format"], saved["version"], saved["kind"]) == ("entropy_jax.compat", 3, "EntropyModule")
   resumed = EntropyModule(2, initial_alpha=0.7, optim=serving, lr=1e-2)
@@ -282,17 +265,6 @@ def test_writes_into_alpha_log_alpha_target_and_state_dicts_do_not_reach_the_mod
     step(twin, lp)
   assert_state_equal(m.state, twin.state)
   assert_state_equal(other.state, twin.state)
-
-
-def test_state_dict_arrays_from_numpy_are_writeable_copies():
-  m = EntropyModule(2, lr=1e-2)
-  step(m, LP)
-  saved, before = m.state_dict(), copied(m.state)
-  for leaf in saved["state"]["leaves"]:
-    assert leaf.flags.writeable and leaf.flags.owndata
-    leaf[...] = 7
-  assert_state_equal(copied(m.state), before)
-  assert all(int(x) == 7 for x in saved["state"]["leaves"])
 
 
 # ----------------------------------------------------------------------------
@@ -344,8 +316,8 @@ def test_a_module_with_a_local_optax_factory_says_why_it_cannot_be_pickled():
 
 
 @pytest.mark.parametrize("serving", ["numpy", "torch"])
-def test_two_threads_sharing_a_module_lose_no_update(serving, monkeypatch):
-  monkeypatch.setattr(sys, "getswitchinterval", sys.getswitchinterval)
+def test_two_threads_sharing_a_module_lose_no_update(serving):
+  interval = sys.getswitchinterval()
   sys.setswitchinterval(1e-6)  # Switch threads as often as Python can.
   shared = EntropyModule(2, optim=torch.optim.Adam if serving == "torch" else "Adam", lr=1e-2)
   lp = torch.from_numpy(LP) if serving == "torch" else LP
@@ -364,6 +336,7 @@ def test_two_threads_sharing_a_module_lose_no_update(serving, monkeypatch):
     t.start()
   for t in threads:
     t.join()
+  sys.setswitchinterval(interval)
   assert errors == [] and int(shared.state.step) == 2 * n
   alone = EntropyModule(2, lr=1e-2)  # Every update counted: the same inputs, stepped 2n times in one thread.
   for _ in range(2 * n):

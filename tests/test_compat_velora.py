@@ -316,13 +316,6 @@ def test_a_velora_state_dict_loads_and_both_continue_alike(optim):
     assert float(opt_state.nu) == torch_state["square_avg"].item()
   out = _run(velora_reloaded, ours, [(x,) for x in lp[20:120]])
   _assert_agree(out[:, :100], {"optim": optim})
-  # A dict from another optimizer, or with another lr, is refused; nothing changes.
-  before = float(ours.log_alpha)
-  with pytest.raises(ValueError, match=r"Velora's optimizer state: param_groups has"):
-    EntropyModule(2, optim="SGD" if optim != "SGD" else "Adam", **kwargs).load_state_dict(saved)
-  with pytest.raises(ValueError, match=r"param_groups has lr=0\.01; expected 0\.0003"):
-    EntropyModule(2, optim=optim, initial_alpha=0.5, lr=3e-4).load_state_dict(saved)
-  assert float(ours.log_alpha) == before
 
 
 def torch_optimizer_state(optim, steps=5, lr=1e-2, **settings):
