@@ -41,7 +41,7 @@ REPEATS, MIN_TIME = 41, 0.03
 SHAPES = False
 AGENTS = {"NeuroFlowCT": "Pendulum-v1", "NeuroFlow": "CartPole-v1"}
 CONFIGS = {"async": "JAX CPU async dispatch on (default)", "sync": "JAX CPU async dispatch off"}
-VELORA, COMPAT = "Velora's modules", "compat classes"
+VELORA, COMPAT, CONTROL = "Velora's modules", "compat classes", "Velora's modules, a third agent"
 STEP, ALONE = "training step", "temperature module alone"
 WARMUP = 256  # Transitions in the replay buffer before timing.
 
@@ -94,11 +94,13 @@ def build(name: str, ours: bool):
 
 
 def methods(name: str, batch: int) -> dict[str, Any]:
-  """`{(side, measurement): callable}`: the training step and the module alone, Velora's and ours."""
+  """`{(side, measurement): callable}`: the training step and the module alone, Velora's and ours, and a third
+  agent with Velora's modules, built after the other two: the control, which tells what two agents of the same
+  kind differ by with no difference in their modules."""
   import torch
 
   fns = {}
-  for side, ours in ((VELORA, False), (COMPAT, True)):
+  for side, ours in ((VELORA, False), (COMPAT, True), (CONTROL, False)):
     agent = build(name, ours)
     sample = agent.buffer.sample(batch)
     out = agent.actor.forward(sample.states, sample.hiddens)
@@ -131,6 +133,7 @@ def child(args) -> dict[str, Any]:
   for name in AGENTS:
     fns = methods(name, args.agent_batch)
     out[name] = {what: paired(fns[(VELORA, what)], fns[(COMPAT, what)], args) for what in (STEP, ALONE)}
+    out[name]["control"] = paired(fns[(VELORA, STEP)], fns[(CONTROL, STEP)], args)
     out[name]["other_threads_cpu_share"] = other_threads(fns[(COMPAT, STEP)])
   return out
 
@@ -203,7 +206,9 @@ def lines(r: dict[str, Any], config: str) -> list[str]:
       f"{name} ({AGENTS[name]}), {CONFIGS[config]}: training step {_cli.fmt_time(step[VELORA])} with Velora's"
       f" modules, {_cli.fmt_time(step[COMPAT])} with the compat classes ({step['ratio']:.3f}x, CPU time"
       f" {step['cpu_ratio']:.3f}x); module alone {_cli.fmt_time(alone[VELORA])} and {_cli.fmt_time(alone[COMPAT])}"
-      f" ({alone['ratio']:.2f}x, CPU time {alone['cpu_ratio']:.2f}x); CPU time of the compat side's training"
+      f" ({alone['ratio']:.2f}x, CPU time {alone['cpu_ratio']:.2f}x); control, a third agent with Velora's modules:"
+      f" {r[config][name]['control']['ratio']:.3f}x (CPU time {r[config][name]['control']['cpu_ratio']:.3f}x);"
+      f" CPU time of the compat side's training"
       f" steps outside the calling thread: {100 * (r[config][name]['other_threads_cpu_share'] or 0):.1f}%"
     )
   return out
@@ -213,19 +218,21 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   r = results[NAME]
   head = ["agent", "JAX CPU async dispatch", "training step, Velora's modules", "with the compat classes", "ratio"]
   head += ["CPU time ratio", "module alone, Velora's", "compat class", "ratio", "CPU time ratio"]
-  head += ["CPU time outside the calling thread"]
+  head += ["control: a third agent, Velora's modules", "CPU time outside the calling thread"]
   rows = []
   for config in CONFIGS:
     for name in AGENTS:
       cells = [f"{name} ({AGENTS[name]})", "on (default)" if config == "async" else "off"]
       for m in (r[config][name][STEP], r[config][name][ALONE]):
         cells += [_cli.fmt_time(m[VELORA]), _cli.fmt_time(m[COMPAT]), f"{m['ratio']:.3f}x", f"{m['cpu_ratio']:.3f}x"]
-      share = r[config][name]["other_threads_cpu_share"]
+      control, share = r[config][name]["control"], r[config][name]["other_threads_cpu_share"]
+      cells += [f"{control['ratio']:.3f}x (CPU {control['cpu_ratio']:.3f}x)"]
       rows.append([*cells, "-" if share is None else f"{100 * share:.1f}%"])
   title = f"## Velora's agents: one training step, batch {r['batch']}, torch on {r['torch_threads']} thread(s)"
   note = (
     "Time with the compat classes over time with Velora's modules (below 1.0x: the compat classes are faster):"
-    " medians of the ratios of back-to-back pairs of samples, of wall-clock and of the process's CPU time. The last"
+    " medians of the ratios of back-to-back pairs of samples, of wall-clock and of the process's CPU time. The"
+    " control is a third agent with Velora's modules against the first: what two agents differ by alone. The last"
     " column: the share of the process's CPU time, over 100 training steps with the compat classes, spent outside"
     " the thread that calls them (JAX's worker threads, torch's)."
   )
