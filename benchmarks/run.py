@@ -4,6 +4,7 @@
   python -m benchmarks.run --quick          # a short smoke run
   python -m benchmarks.run --sections population,hlo
   python -m benchmarks.run --max-n 1048576  # a larger population (a GPU)
+  python -m benchmarks.run --sections agents --merge  # re-measure a section into the committed results
 
 Runs the measurements in turn (`--sections`), each its own module that also
 runs alone as `python -m benchmarks.<module>`, on jax's default backend;
@@ -30,9 +31,12 @@ from benchmarks import (
   population,
   sac,
   single_update,
+  velora_agents,
 )
 
-MODULES = {m.NAME: m for m in (single_update, population, optimizer_cost, hlo_report, sac, compile_import)}
+MODULES = {
+  m.NAME: m for m in (single_update, velora_agents, population, optimizer_cost, hlo_report, sac, compile_import)
+}
 SECTIONS = tuple(MODULES)
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -47,6 +51,11 @@ def parse_args(argv: list[str] | None = None):
   )
   p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="output directory (default benchmarks/results)")
   p.add_argument("--no-plot", action="store_true", help="skip population.png")
+  p.add_argument(
+    "--merge",
+    action="store_true",
+    help="merge the sections run into --out's results.json, keeping the other sections as they were measured",
+  )
   p.add_argument("--quick", action="store_true", help="a short run: fewer repeats, shorter samples, smaller sizes")
   p.add_argument(
     "--repeats",
@@ -110,11 +119,32 @@ def markdown(results: dict[str, Any]) -> str:
     " times depend on the machine and its load.",
   ]
   lines += [""] + [f"- {note}" for note in results["notes"]] if results["notes"] else []
+  for name, again in results.get("merged", {}).items():
+    lines += [
+      "",
+      f"Section `{name}` measured again by `{again['command']}` on {again['date_utc']}, load average"
+      f" {again['loadavg_start']} at the start and {again.get('loadavg_end')} at the end.",
+    ]
   for name in results["sections"]:
     lines += ["", *MODULES[name].markdown(results, results["args"][name])]
   rows = [[g["goal"], g["shown"], g["status"]] for g in results["goals"]]
   lines += ["", "## Goals", "", *_cli.table(["goal", "measured", "result"], rows)]
   return "\n".join(lines) + "\n"
+
+
+def merged(previous: dict[str, Any], new: dict[str, Any], sections: list[str]) -> dict[str, Any]:
+  """`previous` results with the entries of `sections` taken from `new`, and `new`'s machine recorded for them."""
+  out = copy.deepcopy(previous)
+  out.update({k: v for k, v in new.items() if k not in RUN_KEYS})
+  for key in ("args", "section_wall_s"):
+    out[key] = {**previous.get(key, {}), **new[key]}
+  out["sections"] = [*previous["sections"], *(s for s in sections if s not in previous["sections"])]
+  out["notes"] = [*previous["notes"], *(n for n in new["notes"] if n not in previous["notes"])]
+  out.setdefault("merged", {}).update({name: new["machine"] for name in sections})
+  return out
+
+
+RUN_KEYS = ("machine", "sections", "args", "notes", "section_wall_s", "wall_s", "goals", "merged")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,21 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     results["args"][name] = {k: portable(v) if isinstance(v, pathlib.Path) else v for k, v in vars(margs).items()}
   results["machine"]["loadavg_end"] = _machine.loadavg()
   results["wall_s"] = round(time.perf_counter() - start, 1)
+  this_run, wall = results["machine"], results["wall_s"]
+  if args.merge:
+    results = merged(json.loads((args.out / "results.json").read_text()), results, args.sections)
   results["goals"] = goals.grade(results)
 
   args.out.mkdir(parents=True, exist_ok=True)
   (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
   (args.out / "results.md").write_text(markdown(results))
   written = ["results.json", "results.md"]
-  if not args.no_plot and results.get("population", {}).get("sizes"):
+  if not args.no_plot and "population" in args.sections and results.get("population", {}).get("sizes"):
     population.plot(results["population"], results["machine"], args.batch, args.out / "population.png")
     written.append("population.png")
   for note in results["notes"]:
     print("note: " + note)
   status = goals.print_goals(results["goals"])
   print(
-    f"Load average {results['machine']['loadavg_start']} at the start, {results['machine']['loadavg_end']} at"
-    f" the end. Wrote {', '.join(written)} to {args.out} in {results['wall_s']:.0f} s."
+    f"Load average {this_run['loadavg_start']} at the start, {this_run['loadavg_end']} at"
+    f" the end. Wrote {', '.join(written)} to {args.out} in {wall:.0f} s."
   )
   return status
 

@@ -73,3 +73,34 @@ def test_the_recorded_command_names_the_output_directory_without_the_machines_pa
   argv = ["--quick", "--out", str(tmp_path / "out"), "--sections", "hlo"]
   assert run.command_line(argv, tmp_path / "out") == "python -m benchmarks.run --quick --out out --sections hlo"
   assert run.command_line([f"--out={inside}"], inside) == "python -m benchmarks.run --out=benchmarks/results/gpu"
+
+
+def test_merge_replaces_the_sections_run_and_keeps_the_others():
+  previous = {
+    "machine": {"date_utc": "old"},
+    "sections": ["single", "agents"],
+    "args": {"single": {"repeats": 9}, "agents": {"repeats": 41}},
+    "notes": ["an old note"],
+    "section_wall_s": {"single": 10.0, "agents": 90.0},
+    "single": {"kept": 1},
+    "agents": {"old": 1},
+    "goals": [],
+  }
+  new = {
+    "machine": {"date_utc": "new"},
+    "sections": ["agents", "hlo"],
+    "args": {"agents": {"repeats": 3}, "hlo": {"repeats": 1}},
+    "notes": ["an old note", "a new note"],
+    "section_wall_s": {"agents": 5.0, "hlo": 1.0},
+    "agents": {"new": 2},
+    "hlo": {"new": 3},
+    "wall_s": 6.0,
+  }
+  out = run.merged(previous, new, ["agents", "hlo"])
+  assert out["machine"] == {"date_utc": "old"} and out["single"] == {"kept": 1}
+  assert out["agents"] == {"new": 2} and out["hlo"] == {"new": 3}
+  assert out["sections"] == ["single", "agents", "hlo"] and out["notes"] == ["an old note", "a new note"]
+  assert out["args"] == {"single": {"repeats": 9}, "agents": {"repeats": 3}, "hlo": {"repeats": 1}}
+  assert out["section_wall_s"] == {"single": 10.0, "agents": 5.0, "hlo": 1.0}
+  assert out["merged"] == {"agents": {"date_utc": "new"}, "hlo": {"date_utc": "new"}}
+  assert previous["sections"] == ["single", "agents"] and "merged" not in previous  # Not changed in place.

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks import goals, hlo_report, population, single_update
+from benchmarks import goals, hlo_report, population, single_update, velora_agents
 
 
 def test_every_goal_reads_a_value_the_measurements_write():
@@ -23,6 +23,9 @@ def test_every_goal_reads_a_value_the_measurements_write():
       assert path[3] == "speedup_vs_velora", path
     elif path[0] == "hlo":
       assert g.get("structure") is True, path
+    elif path[0] == velora_agents.NAME:
+      assert path[1] in velora_agents.CONFIGS and path[2] in velora_agents.AGENTS, path
+      assert path[3:] == [velora_agents.STEP, "ratio"], path
     else:
       assert path[0] in ("compile", "import"), path
 

@@ -1,12 +1,11 @@
-"""Tests of entropy_jax.compat, the Velora-compatible classes: closed-form
-values, the loss/step protocol, trace counts, non-finite input, torch tensors
-in and out, devices, config and state_dicts. The comparison with the real
-Velora, and Velora's own agents run with these classes, are in
-test_compat_velora.py and test_compat_velora_agents.py."""
+"""Tests of entropy_jax.compat, the Velora-compatible classes, from NumPy and JAX: closed-form
+values, the loss/step protocol, trace counts, non-finite input and config. What a PyTorch user
+does with them (torch tensors in and out, devices, checkpoints, pickling, threads) is in
+test_compat_torch.py; the comparison with the real Velora, and Velora's own agents run with
+these classes, in test_compat_velora.py and test_compat_velora_agents.py."""
 
 import dataclasses
 import math
-import pickle
 import re
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from hypothesis import strategies as st
 
 import entropy_jax as ej
 from entropy_jax import compat
-from entropy_jax.checkpoint import CheckpointError
 from entropy_jax.compat import (
   EntropyModule,
   EntropyModuleDiscrete,
@@ -186,7 +184,7 @@ def test_gradient_step_rejects_any_other_loss_and_changes_nothing():
   m = EntropyModule(2, lr=1e-2)
   other = EntropyModule(2, lr=1e-2)
   lp = jnp.linspace(-3.0, 0.0, 8)
-  message = "gradient_step: expected the loss the latest compute_loss returned.*The state is unchanged"
+  message = "gradient_step: expected the loss the latest compute_loss returned in this thread.*The state is unchanged"
   with pytest.raises(LossMismatchError, match=message):
     m.gradient_step(jnp.float32(1.0))  # nothing pending
   loss = m.compute_loss(lp)
@@ -323,183 +321,6 @@ def test_an_optimizer_state_that_overflows_raises_and_changes_nothing():
   assert_state_equal(m.state, before)
 
 
-# ----------------------------------------------------------------------------
-# Devices.
-
-
-def test_devices():
-  cpus = jax.devices("cpu")
-  assert len(cpus) == 8  # tests/conftest.py asks for 8 virtual CPU devices
-  m = EntropyModule(2, device="cpu:1")
-  lp = jnp.linspace(-3.0, 0.0, 8)
-  for _ in range(3):
-    loss = step(m, lp)
-  assert {cpus[1]} == loss.devices()
-  assert all(x.devices() == {cpus[1]} for x in jax.tree.leaves(m.state))
-  assert repr(m).endswith("device=cpu:1)")
-  assert EntropyModule(2, device=cpus[2]).log_alpha.devices() == {cpus[2]}
-  assert EntropyModule(2, device="cpu").log_alpha.devices() == {cpus[0]}
-  for bad in ("cuda:0", "gpu:0", "cuda", "cpu:8", "banana", 0):
-    with pytest.raises(ValueError, match=f"`device` {bad!r} is not a device of this JAX; it has"):
-      EntropyModule(2, device=bad)
-
-
-def test_torch_devices():
-  torch = pytest.importorskip("torch")
-  cpus = jax.devices("cpu")
-  assert EntropyModule(2, device=torch.device("cpu", 3)).state.log_alpha.devices() == {cpus[3]}
-  assert EntropyModule(2, device=torch.device("cpu")).state.log_alpha.devices() == {cpus[0]}
-
-
-# ----------------------------------------------------------------------------
-# Config.
-
-
-def test_config():
-  cfg = EntropyModuleDiscrete(4, initial_alpha=0.2, lr=1e-3).config()
-  assert isinstance(cfg, EntropyParameters)
-  assert (cfg.lr, cfg.initial_alpha, cfg.target) == (1e-3, 0.2, float(np.float32(0.6 * np.log(4))))
-  # A read-only mapping of the three, as Velora's pydantic models take it.
-  assert dict(cfg) == cfg.model_dump() == {"lr": 1e-3, "initial_alpha": 0.2, "target": cfg.target}
-  assert EntropyModule(2).config().model_dump() == {"lr": 0.0003, "initial_alpha": 1.0, "target": -2.0}
-  with pytest.raises(dataclasses.FrozenInstanceError):
-    cfg.lr = 1.0
-  with pytest.raises(KeyError):
-    cfg["alpha"]
-
-
-# ----------------------------------------------------------------------------
-# Checkpoints.
-
-
-@pytest.mark.parametrize("optim", ["Adam", "AdamW", "SGD", "RMSprop"])
-def test_state_dict_reload_continues_bit_identically(optim):
-  rng = np.random.default_rng(0)
-  batches = [rng.normal(-1.0, 1.0, size=(8,)).astype(np.float32) for _ in range(10)]
-  straight = EntropyModule(2, initial_alpha=0.7, optim=optim, lr=1e-2)
-  for lp in batches[:5]:
-    step(straight, lp)
-  saved = pickle.loads(pickle.dumps(straight.state_dict()))
-  assert (saved["format"], saved["version"], saved["kind"]) == ("entropy_jax.compat", 3, "EntropyModule")
-  resumed = EntropyModule(2, initial_alpha=0.7, optim=optim, lr=1e-2)
-  resumed.load_state_dict(saved)
-  assert_state_equal(resumed.state, straight.state)
-  assert int(resumed.state.step) == 5
-  assert float(resumed.alpha) == float(straight.alpha)
-  for lp in batches[5:]:
-    a, b = step(straight, lp), step(resumed, lp)
-    assert float(a) == float(b)
-  assert_state_equal(resumed.state, straight.state)
-
-
-def test_state_dict_keeps_target_and_skipped_and_places_on_device():
-  d = EntropyModuleDiscrete(3, target_entropy=0.5, device="cpu:2")
-  d.state = d.state.replace(skipped=jnp.int32(4))
-  fresh = EntropyModuleDiscrete(3, device="cpu:1")  # default target 0.6 log 3
-  fresh.load_state_dict(d.state_dict())
-  assert float(fresh.target) == 0.5 and int(fresh.state.skipped) == 4
-  assert fresh.log_alpha.devices() == {jax.devices("cpu")[1]}
-
-
-def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
-  m = EntropyModule(2, lr=1e-2)
-  lp = jnp.linspace(-3.0, 0.0, 8)
-  step(m, lp)
-  good = m.state_dict()
-  pending = m.compute_loss(lp)
-  before = jax.tree.map(np.asarray, m.state)
-
-  def edited(**changes):
-    return {**good, **changes}
-
-  payload = good["state"]
-  paths = [p for p, _, _ in payload["signature"]]
-
-  def edited_leaf(path, value):
-    leaves = list(payload["leaves"])
-    leaves[paths.index(path)] = value
-    return edited(state={**payload, "leaves": leaves})
-
-  def velora(lr=1e-2, **state):  # Velora's {"entropy_optim": torch optimizer state}, with NumPy values.
-    return {"entropy_optim": {"state": {0: state}, "param_groups": [{"lr": lr, "params": [0]}]}}
-
-  settings = "not a state_dict\\(\\) of this module's class and settings; \\(got, expected\\): "
-  cases = [
-    ("not a dict", TypeError, "expected a dict from state_dict\\(\\); got str"),
-    ({}, ValueError, settings + "\\{'format': \\(None, 'entropy_jax.compat'\\)"),
-    (edited(version=1), ValueError, settings + "\\{'version': \\(1, 3\\)\\}"),
-    (
-      EntropyModuleDiscrete(2, lr=1e-2).state_dict(),
-      ValueError,
-      settings + "\\{'kind': \\('EntropyModuleDiscrete', 'EntropyModule'\\)\\}",
-    ),
-    (edited(action_dim=3), ValueError, settings + "\\{'action_dim': \\(3, 2\\)\\}"),
-    (edited(optim="SGD"), ValueError, settings + "\\{'optim': \\('SGD', 'Adam'\\)\\}"),
-    (edited(lr=3e-4), ValueError, settings + "\\{'lr': \\(0.0003, 0.01\\)\\}"),
-    # A Velora dict that does not fit: not an optimizer state, another lr, another optimizer's fields.
-    ({"entropy_optim": {}}, ValueError, "not a torch optimizer's state of one parameter"),
-    (velora(lr=3e-4), ValueError, r"Velora's lr 0.0003, state \{\}; needs 0.01"),
-    (
-      velora(step=np.array(1.0), square_avg=np.array(0.1)),
-      ValueError,
-      r"state \{'step': array\(1\.\), 'square_avg': array\(0\.1\)\}; needs 0.01, finite \['exp_avg', 'exp_avg_sq'",
-    ),
-    (
-      velora(step=np.array(1.0), exp_avg=np.array(np.nan), exp_avg_sq=np.array(1.0)),
-      ValueError,
-      r"'exp_avg': array\(nan\).*needs 0.01, finite",
-    ),
-    # The state itself: the checkpoint module's rules, and its error.
-    (edited(state=None), CheckpointError, "EntropyModule.load_state_dict: .*version"),
-    (edited(state={**payload, "leaves": payload["leaves"][:-1]}), CheckpointError, "expected 9 arrays"),
-    (edited(state={**payload, "signature": payload["signature"][1:]}), CheckpointError, "structure mismatch"),
-    (edited_leaf(".log_alpha", np.float64(0.5)), CheckpointError, r"leaf \.log_alpha should be float32\[\]"),
-    (edited_leaf(".step", np.zeros((2,), np.int32)), CheckpointError, r"leaf \.step should be int32\[\]"),
-    (edited_leaf(".target", "high"), CheckpointError, r"leaf \.target should be float32\[\]"),
-    (edited_leaf(".log_alpha", np.float32(np.nan)), CheckpointError, r"`state\.log_alpha` must lie in \[-87, 88\]"),
-    (edited_leaf(".target", np.float32(np.inf)), CheckpointError, r"`state\.target` must be finite"),
-  ]
-  for bad, error, message in cases:
-    with pytest.raises(error, match=message):
-      m.load_state_dict(bad)
-    assert_state_equal(m.state, before)
-  m.gradient_step(pending)  # Failed loads did not touch the pending loss.
-  # A successful load supersedes a pending loss.
-  pending = m.compute_loss(lp)
-  m.load_state_dict(good)
-  with pytest.raises(LossMismatchError):
-    m.gradient_step(pending)
-
-
-def test_a_velora_state_dict_carries_the_moments_and_count_over_and_keeps_log_alpha():
-  # Velora's {"entropy_optim": ...}, here with NumPy values (test_compat_velora.py loads a real one).
-  m = EntropyModule(2, initial_alpha=0.5, lr=1e-2)
-  state = {"step": np.array(7.0, np.float32), "exp_avg": np.array(0.25, np.float32), "exp_avg_sq": np.array(0.5)}
-  velora = {"entropy_optim": {"state": {0: state}, "param_groups": [{"lr": 1e-2, "params": [0]}]}}
-  with pytest.warns(UserWarning, match="a Velora state_dict holds no log_alpha; this module keeps its own"):
-    m.load_state_dict(velora)
-  adam = m.state.opt_state[0]
-  assert (int(adam.count), float(adam.mu), float(adam.nu), int(m.state.step)) == (7, 0.25, 0.5, 7)
-  assert float(m.log_alpha) == np.log(np.float32(0.5))
-  # A fresh torch optimizer has no state yet: a fresh optimizer state, step 0.
-  step(m, jnp.linspace(-3.0, 0.0, 8))
-  with pytest.warns(UserWarning):
-    m.load_state_dict({"entropy_optim": {"state": {}, "param_groups": [{"lr": 1e-2, "params": [0]}]}})
-  assert int(m.state.opt_state[0].count) == 0 and int(m.state.step) == 0
-  # SGD keeps no state; RMSprop keeps its square average.
-  r = EntropyModule(2, optim="RMSprop", lr=1e-2)
-  with pytest.warns(UserWarning):
-    r.load_state_dict(
-      {
-        "entropy_optim": {
-          "state": {0: {"step": np.array(3.0), "square_avg": np.array(0.125)}},
-          "param_groups": [{"lr": 1e-2}],
-        }
-      }
-    )
-  assert float(r.state.opt_state[0].nu) == 0.125 and int(r.state.step) == 3
-
-
 def test_skip_detection_follows_a_state_with_earlier_skips():
   # The module compares the stepped state's `skipped` counter with the one it holds:
   # a state that arrives with earlier skips must not read as a fresh skip.
@@ -517,85 +338,20 @@ def test_skip_detection_follows_a_state_with_earlier_skips():
 
 
 # ----------------------------------------------------------------------------
-# What a Velora user passes: torch tensors, straight from a policy.
+# Config.
 
 
-def test_torch_tensors_are_accepted_as_velora_takes_them():
-  torch = pytest.importorskip("torch")
-  lp = np.linspace(-3.0, 0.0, 8).astype(np.float32)
-  a, b = EntropyModule(2, lr=1e-2), EntropyModule(2, lr=1e-2)
-  step(a, lp)
-  policy_out = torch.tensor(lp, requires_grad=True) * 1.0  # a non-leaf tensor in a graph
-  loss = b.compute_loss(policy_out[:, None])  # [B, 1], as Velora's policies give
-  b.gradient_step(loss)
-  assert_state_equal(a.state, b.state)
-  assert policy_out.grad_fn is not None  # the caller's graph is left alone
-  # Discrete: probs, log_probs and a bool mask as tensors.
-  logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
-  mask = torch.ones(5, 3, dtype=torch.bool)
-  mask[:, 2] = False
-  d_np, d_torch = EntropyModuleDiscrete(3, lr=1e-2), EntropyModuleDiscrete(3, lr=1e-2)
-  probs, log_probs = torch.softmax(logits, -1), torch.log_softmax(logits, -1)
-  step(d_np, probs.detach().numpy(), log_probs.detach().numpy(), mask=mask.numpy())
-  step(d_torch, probs, log_probs, mask=mask)
-  assert_state_equal(d_np.state, d_torch.state)
-  # Other dtypes come through as they are (float64: accumulated as float32 would be).
-  c = EntropyModule(2, lr=1e-2)
-  step(c, torch.tensor(lp, dtype=torch.float64))
-  np.testing.assert_allclose(float(c.log_alpha), float(a.log_alpha), rtol=1e-6)
-  # A non-contiguous tensor too.
-  wide = torch.tensor(np.stack([lp, lp], 1))
-  e = EntropyModule(2, lr=1e-2)
-  step(e, wide[:, 0])
-  assert_state_equal(a.state, e.state)
-
-
-def test_unsupported_input_types_name_the_type_and_what_is_accepted():
-  m = EntropyModule(2)
-  for bad, kind in (([-1.0, -2.0], "list"), ("x", "str"), (None, "NoneType")):
-    with pytest.raises(
-      TypeError, match=f"`log_probs` must be a NumPy array, a JAX array or a torch tensor; got <class '{kind}'>"
-    ):
-      m.compute_loss(bad)
-  d = EntropyModuleDiscrete(2)
-  p = np.full((3, 2), 0.5, np.float32)
-  with pytest.raises(
-    TypeError, match=r"`mask` must be a NumPy array, a JAX array or a torch tensor; got <class 'list'>"
-  ):
-    d.compute_loss(p, np.log(p), mask=[[True, True]] * 3)
-  assert int(m.state.step) == 0
-
-
-def test_torch_in_torch_out_from_the_first_torch_tensor():
-  # A bare module gives JAX arrays until compute_loss sees a torch tensor, then torch tensors.
-  torch = pytest.importorskip("torch")
-  lp = np.linspace(-3.0, 0.0, 8).astype(np.float32)
-  m, ref = EntropyModule(2, lr=1e-2), EntropyModule(2, lr=1e-2)
-  step(ref, lp)
-  assert isinstance(m.alpha, jax.Array) and isinstance(m.compute_loss(lp), jax.Array)
-  loss = m.compute_loss(torch.from_numpy(lp))
-  assert isinstance(loss, torch.Tensor) and float(loss) == loss.item() == float(ref.compute_loss(lp) * 0 + loss.item())
-  assert loss.detach().item() == loss.item()
-  m.gradient_step(loss)  # The loss compute_loss returned, a tensor.
-  assert_state_equal(m.state, ref.state)
-  for name in ("alpha", "log_alpha", "target"):
-    got = getattr(m, name)
-    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32 and got.shape == ()
-    assert got.item() == float(getattr(ref, name))
-  # Arithmetic with the caller's tensors, as Velora's agents do: `alpha * log_probs`.
-  np.testing.assert_array_equal((m.alpha * torch.from_numpy(lp)).numpy(), np.float32(m.alpha.item()) * lp)
-  # NumPy inputs stay welcome; the outputs stay torch.
-  assert isinstance(m.compute_loss(lp), torch.Tensor)
-
-
-def test_torch_optimizer_class_or_device_makes_a_module_serve_torch_from_the_start():
-  torch = pytest.importorskip("torch")
-  for kwargs in ({"optim": torch.optim.Adam}, {"device": torch.device("cpu")}):
-    m = EntropyModuleDiscrete(3, **kwargs)
-    assert all(isinstance(x, torch.Tensor) for x in (m.alpha, m.log_alpha, m.target))
-    p = np.full((4, 3), 1 / 3, np.float32)
-    assert isinstance(m.compute_loss(p, np.log(p)), torch.Tensor)
-  assert isinstance(EntropyModule(2, optim="Adam", device="cpu").alpha, jax.Array)
+def test_config():
+  cfg = EntropyModuleDiscrete(4, initial_alpha=0.2, lr=1e-3).config()
+  assert isinstance(cfg, EntropyParameters)
+  assert (cfg.lr, cfg.initial_alpha, cfg.target) == (1e-3, 0.2, float(np.float32(0.6 * np.log(4))))
+  # A read-only mapping of the three, as Velora's pydantic models take it.
+  assert dict(cfg) == cfg.model_dump() == {"lr": 1e-3, "initial_alpha": 0.2, "target": cfg.target}
+  assert EntropyModule(2).config().model_dump() == {"lr": 0.0003, "initial_alpha": 1.0, "target": -2.0}
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.lr = 1.0
+  with pytest.raises(KeyError):
+    cfg["alpha"]
 
 
 def test_the_library_never_imports_torch():

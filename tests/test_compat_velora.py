@@ -29,6 +29,7 @@ it (`test_the_tolerance_tells_optax_adam_from_pytorchs`).
 
 import itertools
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -315,10 +316,83 @@ def test_a_velora_state_dict_loads_and_both_continue_alike(optim):
     assert float(opt_state.nu) == torch_state["square_avg"].item()
   out = _run(velora_reloaded, ours, [(x,) for x in lp[20:120]])
   _assert_agree(out[:, :100], {"optim": optim})
-  # A dict from another optimizer, or with another lr, is refused; nothing changes.
-  before = float(ours.log_alpha)
-  with pytest.raises(ValueError, match=r"needs 0\.01"):
-    EntropyModule(2, optim="SGD" if optim != "SGD" else "Adam", **kwargs).load_state_dict(saved)
-  with pytest.raises(ValueError, match=r"Velora's lr 0\.01"):
-    EntropyModule(2, optim=optim, initial_alpha=0.5, lr=3e-4).load_state_dict(saved)
-  assert float(ours.log_alpha) == before
+
+
+def torch_optimizer_state(optim, steps=5, lr=1e-2, **settings):
+  """`{"entropy_optim": ...}` as a Velora module writes it: the torch optimizer of its one parameter,
+  `log_alpha`, after `steps` of Velora's continuous loss (target -2)."""
+  log_alpha = torch.nn.Parameter(torch.tensor(0.5).log())
+  optimizer = getattr(torch.optim, optim)([log_alpha], lr=lr, **settings)
+  for x in _continuous_inputs(dict(action_dim=2, batch=8, direction="fall", lp_shape="[B]"), seed=1)[:steps]:
+    optimizer.zero_grad()
+    (-(log_alpha * (torch.from_numpy(x) - 2.0)).mean()).backward()
+    optimizer.step()
+  return {"entropy_optim": optimizer.state_dict()}
+
+
+@pytest.mark.parametrize("optim", OPTIMIZERS)
+def test_a_velora_state_dict_of_each_torch_optimizer_carries_its_count_and_moments_over(optim):
+  saved = torch_optimizer_state(optim)
+  torch_state = saved["entropy_optim"]["state"].get(0, {})  # SGD without momentum keeps nothing.
+  ours = EntropyModule(2, initial_alpha=0.5, optim=optim, lr=1e-2)
+  with pytest.warns(UserWarning, match="Velora's holds no log_alpha; this module keeps its own"):
+    ours.load_state_dict(saved)
+  assert float(ours.log_alpha) == np.log(np.float32(0.5))
+  assert int(ours.state.step) == (5 if torch_state else 0)
+  moments = {"Adam": ("exp_avg", "exp_avg_sq"), "AdamW": ("exp_avg", "exp_avg_sq"), "RMSprop": ("square_avg",)}
+  fields = {"exp_avg": "mu", "exp_avg_sq": "nu", "square_avg": "nu"}
+  for name in moments.get(optim, ()):
+    assert float(getattr(ours.state.opt_state[0], fields[name])) == torch_state[name].item()
+  if "exp_avg" in torch_state:
+    assert int(ours.state.opt_state[0].count) == 5
+  # A fresh torch optimizer has no state yet: a fresh optimizer state, step 0.
+  with pytest.warns(UserWarning):
+    ours.load_state_dict(torch_optimizer_state(optim, steps=0))
+  assert int(ours.state.step) == 0 and all(float(x) == 0 for x in jax.tree.leaves(ours.state.opt_state))
+
+
+def with_state(saved, **fields):
+  """`saved` with some per-parameter fields replaced (None: removed)."""
+  state = {k: v for k, v in {**saved["entropy_optim"]["state"][0], **fields}.items() if v is not None}
+  return {"entropy_optim": {**saved["entropy_optim"], "state": {0: state}}}
+
+
+def test_a_velora_state_dict_another_optimizer_could_have_written_is_refused_and_changes_nothing():
+  adam = torch_optimizer_state("Adam")
+  cases = [
+    (torch_optimizer_state("SGD"), r"param_groups has no betas; expected \(0\.9, 0\.999\) \(this module's Adam\)"),
+    (torch_optimizer_state("AdamW"), r"param_groups has weight_decay=0\.01; expected 0 \(this module's Adam\)"),
+    (torch_optimizer_state("RMSprop"), r"param_groups has no betas"),
+    (torch_optimizer_state("Adam", betas=(0.5, 0.9)), r"betas=\(0\.5, 0\.9\); expected \(0\.9, 0\.999\)"),
+    (torch_optimizer_state("Adam", amsgrad=True), r"amsgrad=True; expected False"),
+    (torch_optimizer_state("Adam", eps=1e-6), r"eps=1e-06; expected 1e-08"),
+    (torch_optimizer_state("Adam", maximize=True), r"maximize=True; expected False"),
+    (torch_optimizer_state("Adam", lr=3e-4), r"param_groups has lr=0\.0003; expected 0\.01 \(this module's lr\)"),
+    (
+      with_state(adam, exp_avg_sq=torch.tensor(-1e-3)),
+      r"exp_avg_sq is tensor\(-0\.0010\); expected a scalar, finite and >= 0",
+    ),
+    (
+      with_state(adam, step=torch.tensor(2.5)),
+      r"step is tensor\(2\.5000\); expected a scalar, a whole number >= 0",
+    ),
+    (with_state(adam, step=torch.tensor(-1.0)), r"step is tensor\(-1\.\); expected a scalar, a whole number"),
+    (with_state(adam, exp_avg=torch.tensor(float("nan"))), r"exp_avg is tensor\(nan\); expected a scalar, finite\."),
+    (with_state(adam, exp_avg=torch.zeros(2)), r"exp_avg is tensor\(\[0\., 0\.\]\); expected a scalar"),
+    (with_state(adam, exp_avg=None), r"its fields are \['exp_avg_sq', 'step'\]; torch.optim.Adam keeps"),
+    ({"entropy_optim": {**adam["entropy_optim"], "state": {0: {}, 1: {}}}}, "not a torch optimizer's state of one"),
+  ]
+  m = EntropyModule(2, initial_alpha=0.5, lr=1e-2)
+  m.gradient_step(m.compute_loss(np.full(8, -1.0, np.float32)))
+  before = jax.tree.map(np.array, m.state)
+  for bad, message in cases:
+    with pytest.raises(ValueError, match=r"EntropyModule.load_state_dict: Velora's optimizer state.*" + message):
+      m.load_state_dict(bad)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(m.state), jax.tree.leaves(before)))
+  for optim, other in (("AdamW", "Adam"), ("SGD", "RMSprop"), ("RMSprop", "AdamW")):
+    with pytest.raises(ValueError, match=f"this module's {optim}\\)"):
+      EntropyModule(2, optim=optim, lr=1e-2).load_state_dict(torch_optimizer_state(other))
+  with pytest.raises(
+    ValueError, match=r"loads into a module with an optimizer of \['Adam', 'AdamW', 'SGD', 'RMSprop'\]; this one: lion"
+  ):
+    EntropyModule(2, optim=optax.lion, lr=1e-2).load_state_dict(adam)
