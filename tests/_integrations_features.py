@@ -22,6 +22,18 @@ import numpy as np
 from _integrations import U, bad_indices, gamma, state_trace
 from flax import struct
 
+# A target annealed from above the policy's entropy to below it, so that alpha
+# first rises to its upper bound, then falls to its lower one: both bind within
+# a short run (Adam moves log_alpha by about its learning rate per update).
+SCHEDULE = (3.0, -3.0, 100)  # start, end, steps of `entropy_jax.linear_schedule`
+BOUNDS = {"min_alpha": 0.995, "max_alpha": 1.005}
+
+
+def schedule_closed_form(k: np.ndarray) -> np.ndarray:
+  """`SCHEDULE`'s target after update `k`: `start + (end - start) min(k / steps, 1)`, in float64."""
+  start, end, steps = SCHEDULE
+  return np.float32(start) + np.float32(end - start) * np.clip(k / steps, 0, 1)
+
 
 class Recorded(struct.PyTreeNode):
   """A temperature state and the statistic its last step took, read by the client as its own."""

@@ -43,14 +43,20 @@ from _integrations import (  # noqa: E402
   strong,
   with_recording,
 )
-from _integrations_features import LIBRARY_MUTANTS, Recorded, check_features  # noqa: E402
+from _integrations_features import (  # noqa: E402
+  BOUNDS,
+  LIBRARY_MUTANTS,
+  SCHEDULE,
+  Recorded,
+  check_features,
+  schedule_closed_form,
+)
 from flax import struct  # noqa: E402
 from flax.core.frozen_dict import FrozenDict  # noqa: E402
 
 import entropy_jax as ej  # noqa: E402
 from entropy_jax.integrations.rejax import (  # noqa: E402
   EntropySAC,
-  FiveTupleStep,
   RejaxEntropyState,
   as_rejax_state,
   rejax_env,
@@ -70,15 +76,7 @@ REPLAY_ULPS = {
   "Pendulum-v1": {"log_alpha": 4, "mu": 4, "nu": 4, "target": 0},
   "CartPole-v1": {"log_alpha": 16, "mu": 64, "nu": 128, "target": 0},
 }
-# Features: a target annealed from above the policy's entropy to below it, so
-# that alpha first rises to `max_alpha`, then falls to `min_alpha`.
-SCHEDULE = (3.0, -3.0, 100)
-FEATURES = {"min_alpha": 0.995, "max_alpha": 1.005, "alpha_loss_form": "log"}
-
-
-def schedule_closed_form(k):
-  start, end, steps = SCHEDULE
-  return np.float32(start) + np.float32(end - start) * np.clip(k / steps, 0, 1)
+FEATURES = {**BOUNDS, "alpha_loss_form": "log"}  # with the target schedule `SCHEDULE`
 
 
 def gradient_terms(discrete: bool, state, logprob):
@@ -329,69 +327,6 @@ def test_initial_state_is_rejax_s_with_an_entropy_state():
       np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(jax.random.key_data(ours.rng), jax.random.key_data(theirs.rng))
   assert make(EntropySAC, "CartPole-v1").target_entropy == pytest.approx(0.98 * np.log(2))
-
-
-def test_create_adapts_a_gymnax_1_environment_to_rejax_s_five_values():
-  """`EntropySAC.create(env=name)` wraps gymnax 1.0's six-value step; `done = terminated | truncated`."""
-  gymnax = pytest.importorskip("gymnax")
-  algo = EntropySAC.create(env="CartPole-v1")
-  assert isinstance(algo.env, FiveTupleStep)
-  env, params = gymnax.make("CartPole-v1")
-  params = params.replace(max_steps_in_episode=20)  # truncation within the run
-
-  def step(carry, key):
-    state, n_done = carry
-    six = env.step(key, state, jax.random.bernoulli(key).astype(jnp.int32), params)
-    five = FiveTupleStep(env).step(key, state, jax.random.bernoulli(key).astype(jnp.int32), params)
-    assert len(six) == 6 and len(five) == 5
-    same = jnp.all(jnp.array([jnp.all(a == b) for a, b in zip(jax.tree.leaves(six[:3]), jax.tree.leaves(five[:3]))]))
-    done_ok = five[3] == (six[3] | six[4])
-    return (six[1], n_done + six[3] + six[4]), same & done_ok
-
-  _, state = env.reset(jax.random.key(0), params)
-  (_, n_done), ok = jax.lax.scan(step, (state, 0), jax.random.split(jax.random.key(1), 200))
-  assert bool(jnp.all(ok)) and int(n_done) > 0
-  env_wrapped, _ = rejax_env("Pendulum-v1")
-  assert isinstance(env_wrapped, FiveTupleStep)
-
-
-def test_stable_log_probs_change_only_what_underflows():
-  """`stable_log_probs`: rejax's discrete actor and critic steps, `log_softmax` for `log(probs)`.
-
-  With moderate logits the steps agree with rejax's within rounding; with a
-  logit gap float32's softmax underflows, rejax's turn the networks NaN and
-  the stable ones stay finite.
-  """
-  plain = make(EntropySAC, "CartPole-v1", entropy_target=ej.discrete_target(2))
-  stable = plain.replace(stable_log_probs=True)
-  ts = jax.jit(plain.init_state)(jax.random.key(SEED))
-  obs = jax.random.normal(jax.random.key(2), (plain.batch_size, 4))
-  mb = rejax.buffers.Minibatch(
-    obs=obs,
-    action=jnp.zeros(plain.batch_size, jnp.int32),
-    reward=jnp.ones(plain.batch_size),
-    next_obs=obs,
-    done=jnp.zeros(plain.batch_size, bool),
-  )
-
-  def params_after(algo, ts):
-    ts, _ = algo.update_actor(ts, mb)
-    ts = algo.update_critic(ts, mb)
-    return jax.tree.leaves((ts.actor_ts.params, ts.critic_ts.params))
-
-  for a, b in zip(
-    jax.jit(params_after, static_argnums=0)(plain, ts), jax.jit(params_after, static_argnums=0)(stable, ts)
-  ):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-  # The actor's output layer scaled: logit gaps of thousands, probabilities of 0 in float32.
-  big = jax.tree_util.tree_map_with_path(
-    lambda path, x: x * 1e4 if "action_logits" in jax.tree_util.keystr(path) else x, ts.actor_ts.params
-  )
-  ts = ts.replace(actor_ts=ts.actor_ts.replace(params=big))
-  logits = plain.actor.apply(big, obs, method="_action_dist").logits
-  assert float(jnp.min(jax.nn.softmax(logits))) == 0.0
-  assert not all(np.all(np.isfinite(x)) for x in jax.jit(params_after, static_argnums=0)(plain, ts))
-  assert all(np.all(np.isfinite(x)) for x in jax.jit(params_after, static_argnums=0)(stable, ts))
 
 
 # Last in the file: it clears jax's caches, and what runs after it compiles anew.

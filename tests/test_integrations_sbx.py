@@ -41,7 +41,14 @@ from _integrations import (  # noqa: E402
   strong,
   with_recording,
 )
-from _integrations_features import LIBRARY_MUTANTS, Recorded, check_features  # noqa: E402
+from _integrations_features import (  # noqa: E402
+  BOUNDS,
+  LIBRARY_MUTANTS,
+  SCHEDULE,
+  Recorded,
+  check_features,
+  schedule_closed_form,
+)
 
 import entropy_jax as ej  # noqa: E402
 from entropy_jax.integrations import sbx as ej_sbx  # noqa: E402
@@ -63,15 +70,7 @@ N_TERMS = 10
 # Both gradients are `entropy - target` up to that rounding; measured over the
 # three agents: 1 to 4 ulp.
 REPLAY_ULPS = {"log_alpha": 8, "mu": 8, "nu": 8, "target": 0}
-# Features: a target annealed from above the policy's entropy to below it, so
-# that alpha first rises to `max_alpha`, then falls to `min_alpha`.
-SCHEDULE = (3.0, -3.0, 100)
-FEATURES = {"min_alpha": 0.995, "max_alpha": 1.005, "alpha_loss_form": "alpha"}
-
-
-def schedule_closed_form(k):
-  start, end, steps = SCHEDULE
-  return np.float32(start) + np.float32(end - start) * np.clip(k / steps, 0, 1)
+FEATURES = {**BOUNDS, "alpha_loss_form": "alpha"}  # with the target schedule `SCHEDULE`
 
 
 @functools.cache
