@@ -7,6 +7,7 @@ import pytest
 
 rejax = pytest.importorskip("rejax")
 
+import gymnax  # noqa: E402  (rejax's dependency)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -24,7 +25,6 @@ def make(**fields):
 
 def test_create_adapts_a_gymnax_1_environment_to_rejax_s_five_values():
   """`EntropySAC.create(env=name)` wraps gymnax 1.0's six-value step; `done = terminated | truncated`."""
-  gymnax = pytest.importorskip("gymnax")
   algo = EntropySAC.create(env="CartPole-v1")
   assert isinstance(algo.env, FiveTupleStep)
   env, params = gymnax.make("CartPole-v1")
