@@ -1,14 +1,17 @@
-"""Differential checks of a client's temperature against entropy_jax's: lockstep and replay.
+"""Differential checks of a client's temperature against entropy_jax's integration classes.
 
-Lockstep (`Lockstep`, `check_lockstep`):
+Every check runs a client's real training (rejax, SBX) and takes
+entropy_jax's side from the integration class's own temperature method
+(`EntropySAC.update_alpha`, `update_temperature` of SBX's `SAC`, `TQC`,
+`CrossQ`), with the gradient read from the update that ran: the optimizer
+is wrapped in `recording`, whose state keeps the last gradient it was given.
 
-The differential tests run a client's real training (rejax, SBX) with a
-`Lockstep` pair in the place of its alpha state: the client's own `TrainState`
-and entropy_jax's `EntropyState`. At every update both are first set to the
-driver's `log_alpha` and optimizer state, then each takes its own step from
-the same log-probs; the driver's result trains the agent, the other is the
-shadow. Each update is thus compared on identical inputs, and its record
-says how far the two may differ from float32 rounding alone:
+Lockstep (`Lockstep`, `check_lockstep`): a `Lockstep` pair sits in the place
+of the client's alpha state, the client's own `TrainState` and the class's
+`EntropyState`. At every update both are first set to the driver's
+`log_alpha` and optimizer state, then each takes its own step from the same
+log-probs; the driver's result trains the agent. Each update is thus compared
+on identical inputs, within what float32 rounding alone allows:
 
 - gradients: both are float32 evaluations of the same sum (rejax's discrete
   loss weights the target by `sum_a p`, which differs from 1 by rounding; the
@@ -21,25 +24,26 @@ says how far the two may differ from float32 rounding alone:
   float64, and `adam_rounding_bound` bounds the float32 evaluation of one step
   (operation by operation, first order in `u`). So `|la_client - la_ours| <=
   |adam(g_client) - adam(g_ours)| + R_client + R_ours`;
-- the rest of the state after the step: Adam's count exactly, its moments
-  within the rounding of their updates from each gradient.
-
-A single step that differs by more (a wrong target, loss form, learning rate,
-initial alpha or optimizer) fails the comparison at the first update.
+- the rest of the state: Adam's count exactly, its moments within the
+  rounding of their updates from each gradient, the target equal to the
+  client's, `step` advanced by one and nothing skipped.
 
 Two runs with the same seed do not stay within rounding of each other once
 they differ by one ulp: SAC training amplifies the difference (measured in
 docs/integrations.md), and XLA may round the same Adam step differently in
 two programs. So the trajectories are compared step by step, not end to end.
 
-Open-loop replay (`Recorded`, `replay`, `check_replay`): the client's own
-training, recorded, replayed through entropy_jax's public update without
-re-synchronizing (see the section below); `mutations` are wrong temperatures
-the replay must reject.
+Open-loop replay (`replay`, `check_replay`): the client-driven lockstep run
+is the client's own training; its statistics are replayed through the
+class's temperature method from the class's initial state, never
+re-synchronized, so a fault in any part of the state compounds.
+
+The features a class adds to its client are checked in `_integrations_features`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -56,49 +60,71 @@ def gamma(n: float) -> float:
   return n * U / (1.0 - n * U)
 
 
-def capture() -> optax.GradientTransformation:
-  """An optax transformation whose state after `update` is the gradient itself.
+def recording(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx`, its state `(tx's state, the last gradient given to update)`.
 
-  A client's own update method, run with a `TrainState` that has this `tx`,
-  leaves its exact float32 gradient in `opt_state` (and its parameters unchanged).
+  The steps are `tx`'s; the last leaf of the state is the gradient the update
+  that ran was given.
   """
-  return optax.GradientTransformation(
-    lambda params: jax.tree.map(jnp.zeros_like, params),
-    lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
-  )
+
+  def init(params):
+    return tx.init(params), jax.tree.map(jnp.zeros_like, params)
+
+  def update(grads, state, params=None):
+    updates, inner = tx.update(grads, state[0], params)
+    return updates, (inner, grads)
+
+  return optax.GradientTransformation(init, update)
 
 
-def empty_record() -> dict[str, jax.Array]:
-  """The record of one lockstep update, before the first one."""
-  f = jnp.zeros((), jnp.float32)
-  return {
-    "n": jnp.zeros((), jnp.int32),
-    "count": jnp.zeros((), jnp.int32),
-    "log_alpha": f,
-    "mu": f,
-    "nu": f,
-    "g_client": f,
-    "g_ours": f,
-    "next_client": f,
-    "next_ours": f,
-    "count_client": jnp.zeros((), jnp.int32),
-    "count_ours": jnp.zeros((), jnp.int32),
-    "mu_client": f,
-    "mu_ours": f,
-    "nu_client": f,
-    "nu_ours": f,
-    "abs_terms": f,
-    "exact_diff": f,
-    "target": f,
-  }
+def adam_leaves(opt_state: Any) -> tuple[jax.Array, ...]:
+  """`(count, mu, nu)` of an Adam (or Adam in a chain) optimizer state, and the gradient if `recording`."""
+  return tuple(jax.tree.leaves(opt_state))
+
+
+def with_recording(state: Any) -> Any:
+  """An `EntropyState` whose optimizer is `recording(state.tx)`, at the same optimizer state."""
+  tx = recording(state.tx)
+  return state.replace(tx=tx, opt_state=(state.opt_state, jnp.zeros_like(state.log_alpha)))
+
+
+def strong(x: jax.Array) -> jax.Array:
+  """`x` as a strongly typed float32 (a client's weakly typed scalar, made plain).
+
+  The pair swaps `log_alpha` between the two states, so both must hold the
+  same type; the values and the float32 arithmetic are unchanged.
+  """
+  return jax.lax.convert_element_type(x, jnp.float32)
+
+
+def per_update(records: dict, key: str) -> dict[str, np.ndarray]:
+  """Records taken once per iteration, kept where `records[key]` changed (one per update)."""
+  n = np.asarray(records[key])
+  keep = n != np.concatenate([[0], n[:-1]])
+  return {k: np.asarray(v)[keep] for k, v in records.items()}
+
+
+# ---------------------------------------------------------------- lockstep --
+
+_INT = ("n", "count", "count_client", "count_ours", "step_ours", "skipped_ours")
+_FLOAT = ("log_alpha", "mu", "nu", "g_client", "g_ours", "next_client", "next_ours", "mu_client", "mu_ours")
+_FLOAT += ("nu_client", "nu_ours", "abs_terms", "exact_diff", "target_client", "target_ours")
+
+
+def empty_record(stat_shape: tuple[int, ...] = ()) -> dict[str, jax.Array]:
+  """The record of one lockstep update, before the first one; `stat` is the step's statistic."""
+  record = {k: jnp.zeros((), jnp.int32) for k in _INT}
+  record.update({k: jnp.zeros((), jnp.float32) for k in _FLOAT})
+  return {**record, "stat": jnp.zeros(stat_shape, jnp.float32)}
 
 
 class Lockstep(struct.PyTreeNode):
-  """A client's alpha `TrainState` and an `EntropyState`, stepped side by side.
+  """A client's alpha `TrainState` and an integration's `EntropyState`, stepped side by side.
 
-  `ours_drives` (a bool leaf, so that both runs are one program under `vmap`)
-  says whose result trains the agent: `params` holds the driver's `log_alpha`,
-  and `apply_fn` (SBX reads alpha through it) is the client's `exp`.
+  Both optimizers are `recording`. `ours_drives` (a bool leaf, so that both
+  runs are one program under `vmap`) says whose result trains the agent:
+  `params` holds the driver's `log_alpha`, and `apply_fn` (SBX reads alpha
+  through it) is the client's `exp`.
   """
 
   client: Any
@@ -128,19 +154,22 @@ class Lockstep(struct.PyTreeNode):
     ours = ours.replace(log_alpha=log_alpha, opt_state=jax.tree.unflatten(jax.tree.structure(ours.opt_state), leaves))
     return client, ours
 
-  def stepped(self, client, ours, client_next, ours_next, g_client, g_ours, abs_terms, exact_diff) -> Lockstep:
-    """The pair after one update, with its record (see the module doc)."""
-    count, mu, nu = jax.tree.leaves(ours.opt_state)
-    count_c, mu_c, nu_c = jax.tree.leaves(client_next.opt_state)
-    count_o, mu_o, nu_o = jax.tree.leaves(ours_next.opt_state)
+  def stepped(self, client, ours, client_next, ours_next, stat, target_client, abs_terms, exact_diff) -> Lockstep:
+    """The pair after one update, with its record (see the module doc).
+
+    The gradients are those the two updates that ran gave their optimizers.
+    """
+    count, mu, nu, _ = adam_leaves(ours.opt_state)
+    count_c, mu_c, nu_c, g_c = adam_leaves(client_next.opt_state)
+    count_o, mu_o, nu_o, g_o = adam_leaves(ours_next.opt_state)
     record = {
       "n": count + 1,
       "count": count,
       "log_alpha": ours.log_alpha,
       "mu": mu,
       "nu": nu,
-      "g_client": g_client,
-      "g_ours": g_ours,
+      "g_client": g_c,
+      "g_ours": g_o,
       "next_client": client_next.params[self.key],
       "next_ours": ours_next.log_alpha,
       "count_client": count_c,
@@ -149,21 +178,17 @@ class Lockstep(struct.PyTreeNode):
       "mu_ours": mu_o,
       "nu_client": nu_c,
       "nu_ours": nu_o,
+      "step_ours": ours_next.step,
+      "skipped_ours": ours_next.skipped,
+      "target_client": target_client,
+      "target_ours": ours.target,
       "abs_terms": abs_terms,
       "exact_diff": exact_diff,
-      "target": ours.target,
+      "stat": stat,
     }
-    record = {k: jnp.asarray(v, empty_record()[k].dtype) for k, v in record.items()}
+    empty = empty_record(jnp.shape(stat))
+    record = {k: jnp.asarray(v, empty[k].dtype) for k, v in record.items()}
     return self.replace(client=client_next, ours=ours_next, record=record)
-
-
-def strong(x: jax.Array) -> jax.Array:
-  """`x` as a strongly typed float32 (a client's weakly typed scalar, made plain).
-
-  The pair swaps `log_alpha` between the two states, so both must hold the
-  same type; the values and the float32 arithmetic are unchanged.
-  """
-  return jax.lax.convert_element_type(x, jnp.float32)
 
 
 # ------------------------------------------------------------------ checks --
@@ -174,7 +199,7 @@ def pow_rel_error(beta: float, t: np.ndarray) -> np.ndarray:
 
   `exp(t * log(beta))` with `log`, the product and `exp` each within 2 ulp
   (relative `4 u`): the exponent's absolute error `8 u |t log beta|`, plus `exp`.
-  Repeated squaring is more accurate. `test_pow_model` checks it for XLA.
+  Repeated squaring is more accurate.
   """
   return (8.0 * t * abs(np.log(beta)) + 4.0) * U
 
@@ -204,24 +229,26 @@ def adam_rounding_bound(record: dict, g: np.ndarray, lr: float, b1=0.9, b2=0.999
   mu = (1 - b1) * g + b1 * record["mu"]
   nu = (1 - b2) * g * g + b2 * record["nu"]
   err_mu = gamma(3) * ((1 - b1) * abs(g) + b1 * abs(record["mu"]))
-  rel_nu = gamma(4)
   p1, p2 = b1**t, b2**t
   c1, c2 = 1 - p1, 1 - p2
   rel_c1 = (p1 * pow_rel_error(b1, t) + U * c1) / c1
   rel_c2 = (p2 * pow_rel_error(b2, t) + U * c2) / c2
   m_hat = mu / c1
   err_m_hat = err_mu / c1 + abs(m_hat) * (rel_c1 + U)
-  rel_v_hat = rel_nu + rel_c2 + U
   s = np.sqrt(nu / c2)
-  rel_s = rel_v_hat / 2 + U
+  rel_s = (gamma(4) + rel_c2 + U) / 2 + U
   d = s + eps
   rel_d = rel_s * s / d + U
   q = m_hat / d
   err_q = err_m_hat / d + abs(q) * (rel_d + U)
   upd = lr * q
   err_upd = lr * err_q + U * abs(upd) * 2
-  new = record["log_alpha"] - upd
-  return 1.01 * (err_upd + U * abs(new))
+  return 1.01 * (err_upd + U * abs(record["log_alpha"] - upd))
+
+
+def bad_indices(ok: np.ndarray) -> np.ndarray:
+  """The first five indices where `ok` is false."""
+  return np.nonzero(~ok)[0][:5]
 
 
 def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
@@ -239,25 +266,24 @@ def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
   """
   r = {k: np.asarray(v, np.float64) for k, v in records.items()}
   r["count"] = np.asarray(records["count"])
+  # The integration's own fields: its target is the client's, its step counts every update, none skipped.
+  bad = bad_indices(np.float32(r["target_ours"]) == np.float32(r["target_client"]))
+  assert bad.size == 0, f"target {r['target_ours'][bad]} != the client's {r['target_client'][bad]}"
+  np.testing.assert_array_equal(r["step_ours"], r["n"], err_msg="the integration's step did not advance by one")
+  np.testing.assert_array_equal(r["skipped_ours"], 0, err_msg="the integration skipped updates")
   g_c, g_e = r["g_client"], r["g_ours"]
   grad_bound = np.abs(r["exact_diff"]) + 3 * gamma(n_terms) * r["abs_terms"]
   grad_err = np.abs(g_c - g_e)
-  bad = np.nonzero(grad_err > grad_bound)[0]
-  assert bad.size == 0, (
-    f"gradients differ beyond float32 rounding at updates {bad[:5]}:"
-    f" |dg| {grad_err[bad[:5]]} > bound {grad_bound[bad[:5]]}"
-  )
+  bad = bad_indices(grad_err <= grad_bound)
+  assert bad.size == 0, f"gradients differ beyond rounding at updates {bad}: {grad_err[bad]} > {grad_bound[bad]}"
   step_bound = (
     np.abs(adam_reference(r, g_c, lr) - adam_reference(r, g_e, lr))
     + adam_rounding_bound(r, g_c, lr)
     + adam_rounding_bound(r, g_e, lr)
   )
   step_err = np.abs(r["next_client"] - r["next_ours"])
-  bad = np.nonzero(step_err > step_bound)[0]
-  assert bad.size == 0, (
-    f"log_alpha steps differ beyond float32 rounding at updates {bad[:5]}:"
-    f" {step_err[bad[:5]]} > bound {step_bound[bad[:5]]}"
-  )
+  bad = bad_indices(step_err <= step_bound)
+  assert bad.size == 0, f"log_alpha steps differ beyond float32 rounding at updates {bad}: {step_err[bad]}"
   # The rest of the optimizer state: Adam's count exactly, its moments within
   # the float32 rounding of `(1 - b) x + b m` from each gradient (`x = g` for
   # mu, 3 roundings; `x = g^2` for nu, 4).
@@ -270,80 +296,56 @@ def check_lockstep(records: dict, n_terms: int, lr: float) -> dict[str, float]:
     rounding = lambda g: gamma(n) * ((1 - b) * np.abs(g) ** power + b * np.abs(r[name]))  # noqa: B023
     bound = np.abs(ref(g_c) - ref(g_e)) + rounding(g_c) + rounding(g_e)
     err = np.abs(r[f"{name}_client"] - r[f"{name}_ours"])
-    bad = np.nonzero(err > bound)[0]
-    assert bad.size == 0, f"Adam's {name} differs beyond float32 rounding at updates {bad[:5]}: {err[bad[:5]]}"
+    bad = bad_indices(err <= bound)
+    assert bad.size == 0, f"Adam's {name} differs beyond float32 rounding at updates {bad}: {err[bad]}"
     moments[name] = float(np.max(err / np.where(bound > 0, bound, 1.0)))
   # The reference itself: each implementation's step within its rounding bound.
   for name, g in (("client", g_c), ("ours", g_e)):
     err = np.abs(r[f"next_{name}"] - adam_reference(r, g, lr))
     assert np.all(err <= adam_rounding_bound(r, g, lr)), f"{name}'s Adam step off the float64 reference"
-  return {
-    "grad": float(np.max(grad_err / grad_bound)),
-    "step": float(np.max(step_err / step_bound)),
-    **moments,
-    "n": int(g_c.size),
-  }
-
-
-def updates_only(records: dict) -> dict[str, np.ndarray]:
-  """Records taken once per iteration, reduced to one per update (`n` changes)."""
-  n = np.asarray(records["n"])
-  keep = n != np.concatenate([[0], n[:-1]])
-  return {k: np.asarray(v)[keep] for k, v in records.items()}
+  return {"grad": float(np.max(grad_err / grad_bound)), "step": float(np.max(step_err / step_bound)), **moments}
 
 
 # ------------------------------------------------------- open-loop replay --
-# A client's own training is recorded, update by update: the statistic its
-# temperature step took (rejax: the log-prob batch; SBX: the batch entropy)
-# and its whole temperature state after the step. The record is then replayed
-# through entropy_jax's public update from the same initial state, never
-# re-synchronized: a fault in any part of the state (a moment not stored, a
-# wrong decay) compounds over the updates instead of being reset at each one.
-
-
-class Recorded(struct.PyTreeNode):
-  """A client's alpha `TrainState` and the statistic its last temperature step took.
-
-  `params` and `apply_fn` are the client's, so its losses read alpha from it
-  as from their own state; the client's own update method steps `inner`.
-  """
-
-  inner: Any
-  stat: jax.Array
-  key: str = struct.field(pytree_node=False, default="log_alpha")
-
-  @property
-  def params(self) -> Any:
-    return self.inner.params
-
-  @property
-  def apply_fn(self) -> Any:
-    return self.inner.apply_fn
-
-  def trace(self) -> dict[str, jax.Array]:
-    """The step's statistic and the client's temperature state after it."""
-    count, mu, nu = jax.tree.leaves(self.inner.opt_state)
-    return {"stat": self.stat, "log_alpha": self.inner.params[self.key], "count": count, "mu": mu, "nu": nu}
 
 
 def state_trace(state: Any) -> dict[str, jax.Array]:
-  """An `EntropyState`'s `log_alpha` and Adam's `count`, `mu` and `nu`."""
-  count, mu, nu = jax.tree.leaves(state.opt_state)
-  return {"log_alpha": state.log_alpha, "count": count, "mu": mu, "nu": nu}
+  """An `EntropyState`'s fields: `log_alpha`, Adam's `count`, `mu`, `nu`, `step`, `target`, `skipped`,
+  and the gradient its last update gave its optimizer (`grad`) if that is `recording`."""
+  leaves = adam_leaves(state.opt_state)
+  fields = {"log_alpha": state.log_alpha, "count": leaves[0], "mu": leaves[1], "nu": leaves[2]}
+  fields |= {"step": state.step, "target": state.target, "skipped": state.skipped}
+  return fields | ({"grad": leaves[3]} if len(leaves) == 4 else {})
 
 
-def replay(state: Any, stats: np.ndarray, update: Any) -> dict[str, np.ndarray]:
-  """`state` stepped by `update(state, stat)` for each recorded statistic, in order.
+def client_state_trace(state: Any, target: float, key: str = "log_alpha") -> dict[str, jax.Array]:
+  """A client's alpha `TrainState` as `state_trace` names the fields; it counts its updates in Adam's count."""
+  count, mu, nu = adam_leaves(state.opt_state)[:3]
+  fields = {"log_alpha": state.params[key], "count": count, "mu": mu, "nu": nu}
+  return fields | {"step": count, "target": jnp.float32(target), "skipped": jnp.zeros_like(count)}
+
+
+def replay(stats: np.ndarray, **runs: tuple[Any, Callable, Callable]) -> dict[str, dict[str, np.ndarray]]:
+  """Each run's state stepped by its `update(state, stat)` for each recorded statistic, in order.
+
+  All runs go side by side through one program, so that XLA's rounding of
+  the same operations is the same in each (two programs may round the same
+  Adam step differently, and the difference compounds over a run).
+
+  Args:
+    stats: `[N, ...]` statistics, one per update.
+    **runs: `name=(initial state, update, trace)`, `trace(state)` the fields to record.
 
   Returns:
-    `[N]` arrays of the state after each update (see `state_trace`).
+    `{name: [N] arrays of trace(state) after each update}`.
   """
 
-  def step(s, stat):
-    s = update(s, stat)
-    return s, state_trace(s)
+  def step(states, stat):
+    states = {k: runs[k][1](s, stat) for k, s in states.items()}
+    return states, {k: runs[k][2](s) for k, s in states.items()}
 
-  _, trace = jax.jit(lambda s, x: jax.lax.scan(step, s, x))(state, jnp.asarray(stats))
+  initial = {k: run[0] for k, run in runs.items()}
+  _, trace = jax.jit(lambda s, x: jax.lax.scan(step, s, x))(initial, jnp.asarray(stats))
   return jax.device_get(trace)
 
 
@@ -361,55 +363,23 @@ def ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def check_replay(client: dict, ours: dict, max_ulps: dict[str, float]) -> dict[str, float]:
-  """Asserts the replay equal to the client's record, update by update.
+  """Asserts a replayed trajectory equal to a reference (the client's), update by update.
 
-  Adam's `count` exactly; `log_alpha`, `mu` and `nu` each within its
-  `max_ulps[name]` (see `ulps`) at every update.
+  Adam's `count`, `step` and `skipped` exactly; `log_alpha`, `mu`, `nu` and
+  `target` each within its `max_ulps[name]` (see `ulps`; 0 is exact).
 
   Returns:
-    The largest difference in ulps of each field.
+    The largest difference in ulps of each float field.
   """
-  np.testing.assert_array_equal(ours["count"], client["count"], err_msg="Adam's count")
+  for name in ("count", "step", "skipped"):
+    np.testing.assert_array_equal(ours[name], client[name], err_msg=f"replayed {name}")
   worst = {}
-  for name in ("log_alpha", "mu", "nu"):
+  for name, tolerance in max_ulps.items():
     d = ulps(client[name], ours[name])
-    bad = np.nonzero(~(d <= max_ulps[name]))[0]
+    bad = np.nonzero(~(d <= tolerance))[0]
     assert bad.size == 0, (
-      f"replayed {name} differs from the client's by more than {max_ulps[name]} ulp from update {bad[0] + 1} on"
+      f"replayed {name} differs from the client's by more than {tolerance} ulp from update {bad[0] + 1} on"
       f" ({bad.size} of {d.size} updates): client {client[name][bad[:3]]}, replay {ours[name][bad[:3]]}"
     )
     worst[name] = float(np.max(d))
   return worst
-
-
-def temperature_updates(records: dict) -> dict[str, np.ndarray]:
-  """Records taken once per iteration, kept where Adam's count advanced."""
-  count = np.asarray(records["count"])
-  keep = count != np.concatenate([[0], count[:-1]])
-  return {k: np.asarray(v)[keep] for k, v in records.items()}
-
-
-# -------------------------------------------------------------- mutations --
-# Deliberately wrong temperatures, each a small change to Adam that a replay
-# must reject.
-
-
-def adam_without_moments(lr: float) -> optax.GradientTransformation:
-  """`optax.adam(lr)` that never stores its moments: `mu` and `nu` stay at 0, the count advances."""
-  adam = optax.adam(lr)
-
-  def update(grads, state, params=None):
-    updates, new = adam.update(grads, state, params)
-    return updates, (new[0]._replace(mu=state[0].mu, nu=state[0].nu), *new[1:])
-
-  return optax.GradientTransformation(adam.init, update)
-
-
-def mutations(lr: float, prefix: tuple = ()) -> dict[str, optax.GradientTransformation]:
-  """Wrong optimizers for a client using `optax.chain(*prefix, optax.adam(lr))`."""
-  wrong = {
-    "dropped moments": adam_without_moments(lr),
-    "b2=0.99": optax.adam(lr, b2=0.99),
-    "wrong sign": optax.adam(-lr),
-  }
-  return {k: optax.chain(*prefix, tx) if prefix else tx for k, tx in wrong.items()}

@@ -1,16 +1,17 @@
-"""entropy_jax in SBX's SAC, TQC and CrossQ (sbx-rl 0.28.0), against SBX's own temperature.
+"""entropy_jax's SBX `SAC`, `TQC` and `CrossQ` (sbx-rl 0.28.0), against SBX's own temperature.
 
-- Lockstep (SAC): SBX's real training (`learn`: SB3's collection and replay
-  buffer on gymnasium's Pendulum-v1, SBX's networks, losses and jitted
-  `_train`), twice with the same seed, SBX's temperature driving, then
-  entropy_jax's. At every update both temperature steps are taken from the
-  same entropy, and the whole temperature state after them (log_alpha, Adam's
-  count, mu and nu) is compared within float32 rounding.
-- Open-loop replay (SAC, TQC, CrossQ): each agent's own training, recorded
-  (the entropy each temperature step took, and SBX's state after it),
-  replayed through `entropy_jax.continuous_update` from the integration's
-  initial state without re-synchronizing; and wrong temperatures the replay
-  must reject.
+- Lockstep (each agent): SBX's real training (`learn`: SB3's collection and
+  replay buffer on gymnasium's Pendulum-v1, SBX's networks, losses and jitted
+  `_train`), SBX's temperature driving. At
+  every update SBX's `update_temperature` and the integration class's take
+  their steps from the same entropy, and the whole temperature state after
+  them is compared within float32 rounding.
+- Open-loop replay (each agent): the SBX-driven run is SBX's own training; its
+  entropies go through the class's `update_temperature` from the class's
+  initial state, never re-synchronized.
+- Features (SAC): a target schedule, bounds that bind and the alpha-form loss,
+  inside SBX's training, against closed forms and the core's own update.
+- Library mutants: faults in `entropy_jax.apply_gradients` fail these checks.
 
 See `tests/_integrations.py`.
 """
@@ -26,18 +27,27 @@ sbx = pytest.importorskip("sbx")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from _integrations import (  # noqa: E402
   Lockstep,
-  Recorded,
-  capture,
   check_lockstep,
   check_replay,
+  client_state_trace,
   empty_record,
-  mutations,
+  per_update,
+  recording,
   replay,
+  state_trace,
   strong,
-  temperature_updates,
-  ulps,
+  with_recording,
+)
+from _integrations_features import (  # noqa: E402
+  BOUNDS,
+  LIBRARY_MUTANTS,
+  SCHEDULE,
+  Recorded,
+  check_features,
+  schedule_closed_form,
 )
 
 import entropy_jax as ej  # noqa: E402
@@ -45,85 +55,86 @@ from entropy_jax.integrations import sbx as ej_sbx  # noqa: E402
 
 SEED = 0
 LEARNING_STARTS = 100
-LOCKSTEP_TOTAL = 500
-REPLAY_TOTAL = 1_150
+UPDATES = 400  # temperature updates per lockstep run
+FEATURE_UPDATES = 250
 # Small networks: the temperature step does not depend on their size, the test time does.
 POLICY_KWARGS = {"net_arch": [64, 64]}
+AGENTS = {"SAC": (sbx.SAC, ej_sbx.SAC), "TQC": (sbx.TQC, ej_sbx.TQC), "CrossQ": (sbx.CrossQ, ej_sbx.CrossQ)}
+# CrossQ steps its actor and temperature every third update by default; one in
+# one gives as many temperature updates for the time.
+AGENT_KWARGS = {"SAC": {}, "TQC": {}, "CrossQ": {"policy_delay": 1}}
 # SBX's gradient is `(entropy - target) * exp(-x) * exp(x)` (the backward pass
 # of log(exp(x))), entropy_jax's `entropy - target`: one subtraction, two
 # products and two `exp`s (2 units each), within 10 units of rounding.
 N_TERMS = 10
 # Both gradients are `entropy - target` up to that rounding; measured over the
-# three agents: log_alpha 1 to 4 ulp, mu and nu 2 to 3.
-REPLAY_ULPS = {"log_alpha": 8, "mu": 8, "nu": 8}
-AGENTS = {"SAC": (sbx.SAC, ej_sbx.SAC), "TQC": (sbx.TQC, ej_sbx.TQC), "CrossQ": (sbx.CrossQ, ej_sbx.CrossQ)}
-
-
-class LockstepSAC(ej_sbx.SAC):
-  """entropy_jax's `SAC` carrying SBX's `TrainState` beside its `EntropyState`."""
-
-  def __init__(self, *args, ours_drives: bool = False, **kwargs):
-    self.ours_drives = ours_drives
-    self.records: list[dict] = []
-    super().__init__(*args, **kwargs)
-
-  def _setup_model(self) -> None:
-    sbx.SAC._setup_model(self)  # SBX's own, with its TrainState
-    client = self.ent_coef_state
-    client = client.replace(params={"log_ent_coef": strong(client.params["log_ent_coef"])})
-    self.ent_coef_state = Lockstep(
-      client=client,
-      ours=self.init_entropy_state(),
-      record=empty_record(),
-      ours_drives=jnp.asarray(self.ours_drives),
-      key="log_ent_coef",
-    )
-
-  @staticmethod
-  @jax.jit
-  def update_temperature(target_entropy, ent_coef_state, entropy):
-    pair = ent_coef_state
-    client, ours = pair.synced()
-    client_next, _ = sbx.SAC.update_temperature(target_entropy, client, entropy)
-    ours_next, loss = ej_sbx.SAC.update_temperature(target_entropy, ours, entropy)
-    probe = client.replace(tx=capture(), opt_state=capture().init(client.params))
-    g_client = sbx.SAC.update_temperature(target_entropy, probe, entropy)[0].opt_state
-    g_ours = jax.grad(ej_sbx.temperature_loss)(ours.log_alpha, ours, entropy)
-    abs_terms = jnp.abs(entropy) + jnp.abs(ours.target)
-    pair = pair.stepped(
-      client, ours, client_next, ours_next, g_client["log_ent_coef"], g_ours, abs_terms, jnp.zeros(())
-    )
-    return pair, loss
-
-  def train(self, gradient_steps: int, batch_size: int) -> None:
-    super().train(gradient_steps, batch_size)
-    self.records.append(jax.device_get(self.ent_coef_state.record))
+# three agents: 1 to 4 ulp.
+REPLAY_ULPS = {"log_alpha": 8, "mu": 8, "nu": 8, "target": 0}
+FEATURES = {**BOUNDS, "alpha_loss_form": "alpha"}  # with the target schedule `SCHEDULE`
 
 
 @functools.cache
-def recorder(client: type) -> type:
-  """`client` (SBX's own agent), its `TrainState` carrying the entropy of its last temperature step."""
+def lockstep_class(agent: str) -> type:
+  """The integration's `agent` carrying SBX's `TrainState` beside its `EntropyState` (see `Lockstep`)."""
+  client_cls, ours_cls = AGENTS[agent]
 
-  class Recorder(client):
+  class LockstepAgent(ours_cls):
     def __init__(self, *args, **kwargs):
       self.records: list[dict] = []
       super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
-      super()._setup_model()
-      self.ent_coef_state = Recorded(inner=self.ent_coef_state, stat=jnp.zeros(()), key="log_ent_coef")
+      client_cls._setup_model(self)  # SBX's own, with its TrainState
+      client = self.ent_coef_state
+      params = {"log_ent_coef": strong(client.params["log_ent_coef"])}
+      tx = recording(client.tx)
+      client = client.replace(params=params, tx=tx, opt_state=tx.init(params))
+      self.ent_coef_state = Lockstep(
+        client=client,
+        ours=with_recording(self.init_entropy_state()),
+        record=empty_record(),
+        ours_drives=jnp.asarray(False),  # SBX's temperature trains the agent
+        key="log_ent_coef",
+      )
 
     @staticmethod
     @jax.jit
     def update_temperature(target_entropy, ent_coef_state, entropy):
-      inner, loss = client.update_temperature(target_entropy, ent_coef_state.inner, entropy)
-      return Recorded(inner=inner, stat=jnp.asarray(entropy, jnp.float32), key="log_ent_coef"), loss
+      pair = ent_coef_state
+      client, ours = pair.synced()
+      client_next, _ = client_cls.update_temperature(target_entropy, client, entropy)
+      ours_next, loss = ours_cls.update_temperature(target_entropy, ours, entropy)
+      abs_terms = jnp.abs(entropy) + jnp.abs(ours.target)
+      return pair.stepped(client, ours, client_next, ours_next, entropy, target_entropy, abs_terms, 0.0), loss
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
       super().train(gradient_steps, batch_size)
-      self.records.append(jax.device_get(self.ent_coef_state.trace()))
+      self.records.append(jax.device_get(self.ent_coef_state.record))
 
-  return Recorder
+  return LockstepAgent
+
+
+class FeaturesSAC(ej_sbx.SAC):
+  """The integration's `SAC`, recording the entropy of each temperature step and the state after it."""
+
+  def __init__(self, *args, **kwargs):
+    self.records: list[dict] = []
+    super().__init__(*args, **kwargs)
+
+  def _setup_model(self) -> None:
+    super()._setup_model()
+    self.start = self.ent_coef_state
+    self.ent_coef_state = Recorded(inner=with_recording(self.start), stat=jnp.zeros(()))
+
+  @staticmethod
+  @jax.jit
+  def update_temperature(target_entropy, ent_coef_state, entropy):
+    inner, loss = ej_sbx.SAC.update_temperature(target_entropy, ent_coef_state.inner, entropy)
+    return Recorded(inner=inner, stat=jnp.asarray(entropy, jnp.float32)), loss
+
+  def train(self, gradient_steps: int, batch_size: int) -> None:
+    super().train(gradient_steps, batch_size)
+    self.records.append(jax.device_get(self.ent_coef_state.trace()))
 
 
 def make(cls, **kwargs):
@@ -131,34 +142,74 @@ def make(cls, **kwargs):
   return cls("MlpPolicy", "Pendulum-v1", learning_starts=LEARNING_STARTS, seed=SEED, **kwargs)
 
 
-@functools.cache
-def lockstep_run(ours_drives: bool):
-  model = make(LockstepSAC, ours_drives=ours_drives)
-  model.learn(LOCKSTEP_TOTAL)
-  records = {k: np.stack([r[k] for r in model.records]) for k in model.records[0]}
-  return model, records
+def stacked(records: list[dict], key: str) -> dict[str, np.ndarray]:
+  return per_update({k: np.stack([r[k] for r in records]) for k in records[0]}, key)
+
+
+@pytest.fixture(scope="module")
+def lockstep():
+  """`agent -> (model, per-update records)`: SBX's training, its temperature driving; each run once per module."""
+
+  @functools.cache
+  def run(agent: str):
+    model = make(lockstep_class(agent), **AGENT_KWARGS[agent])
+    model.learn(LEARNING_STARTS + UPDATES)
+    return model, stacked(model.records, "n")
+
+  return run
+
+
+@pytest.fixture(scope="module")
+def features():
+  """`FeaturesSAC` trained with a schedule, bounds and the alpha form: `(model, per-update trace)`."""
+  model = make(FeaturesSAC, entropy_target=ej.linear_schedule(*SCHEDULE), **FEATURES)
+  model.learn(LEARNING_STARTS + FEATURE_UPDATES)
+  return model, stacked(model.records, "count")
 
 
 @functools.cache
-def recorded_run(agent: str):
-  """The agent's own training: per temperature update, its entropy and its state after the step.
-
-  CrossQ steps its actor and temperature every third update by default; one
-  in one here gives the replay as many temperature updates for the time.
-  """
-  kwargs = {"policy_delay": 1} if agent == "CrossQ" else {}
-  model = make(recorder(AGENTS[agent][0]), **kwargs)
-  model.learn(REPLAY_TOTAL)
-  records = {k: np.stack([r[k] for r in model.records]) for k in model.records[0]}
-  return temperature_updates(records), kwargs
+def initial_states(agent: str):
+  """The alpha states SBX's agent and the class start from."""
+  client_cls, ours_cls = AGENTS[agent]
+  client = make(client_cls, **AGENT_KWARGS[agent]).ent_coef_state
+  client = client.replace(params={"log_ent_coef": strong(client.params["log_ent_coef"])})
+  return client, make(ours_cls, **AGENT_KWARGS[agent]).ent_coef_state
 
 
-def replayed(agent: str, optimizer=None):
-  """The recorded entropies through entropy_jax's public update, from the integration's initial state."""
-  records, kwargs = recorded_run(agent)
-  ours = make(AGENTS[agent][1], alpha_optimizer=optimizer, **kwargs)
-  update = lambda s, entropy: ej.continuous_update(s, -entropy[None])[0]
-  return records, replay(ours.ent_coef_state, records["stat"], update)
+def replayed(agent: str, records: dict, target: float) -> dict[str, dict[str, np.ndarray]]:
+  """The recorded entropies, open loop, through SBX's own `update_temperature` and the class's, side by side."""
+  client_cls, ours_cls = AGENTS[agent]
+  client, ours = initial_states(agent)
+  client_trace = lambda s: client_state_trace(s, target, "log_ent_coef")
+  return replay(
+    records["stat"],
+    client=(client, lambda s, e: client_cls.update_temperature(target, s, e)[0], client_trace),
+    ours=(ours, lambda s, e: ours_cls.update_temperature(target, s, e)[0], state_trace),
+  )
+
+
+def features_replayed(model, entropies) -> dict[str, dict[str, np.ndarray]]:
+  """Entropies through the class's `update_temperature` from the features run's initial state, and
+  through the core's `continuous_update` from a state the core builds with the same features."""
+  core = ej.init_entropy_state(
+    ej.linear_schedule(*SCHEDULE),
+    optimizer=optax.adam(model.lr_schedule(1)),
+    min_alpha=FEATURES["min_alpha"],
+    max_alpha=FEATURES["max_alpha"],
+    loss_form="alpha",
+  )
+  target = model.target_entropy
+  return replay(
+    entropies,
+    ours=(with_recording(model.start), lambda s, e: ej_sbx.SAC.update_temperature(target, s, e)[0], state_trace),
+    core=(core, lambda s, e: ej.continuous_update(s, -e[None])[0], state_trace),
+  )
+
+
+def check_sbx_features(model, trace) -> dict:
+  entropy = trace["stat"].astype(np.float64)
+  closed = {"schedule": schedule_closed_form, "form": "alpha", "n_terms": N_TERMS}
+  return check_features(trace, model.start, entropy, np.abs(entropy), **closed, **FEATURES)
 
 
 @pytest.mark.parametrize("agent", sorted(AGENTS))
@@ -193,50 +244,50 @@ def test_fixed_temperature_is_refused():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ours_drives", [False, True])
-def test_every_update_matches_sbx(ours_drives):
-  """SBX's real training; at every update the two steps agree within float32 rounding."""
-  model, records = lockstep_run(ours_drives)
-  n = LOCKSTEP_TOTAL - LEARNING_STARTS
-  np.testing.assert_array_equal(records["n"], np.arange(1, n + 1))
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_every_update_matches_sbx(lockstep, agent):
+  """SBX's real training; at every update the class's step agrees with SBX's within float32 rounding."""
+  model, records = lockstep(agent)
+  np.testing.assert_array_equal(records["n"], np.arange(1, UPDATES + 1))
   worst = check_lockstep(records, N_TERMS, model.lr_schedule(1))
-  assert worst["n"] == n
-  driven = records["next_ours" if ours_drives else "next_client"]
-  assert abs(float(driven[-1] - records["log_alpha"][0])) > 0.1  # not vacuous
-  pair = model.ent_coef_state
-  assert np.array_equal(pair.params["log_ent_coef"], driven[-1])
+  print(agent, "lockstep, largest ratios to the rounding bounds:", worst)
+  assert abs(float(records["next_client"][-1] - records["log_alpha"][0])) > 0.1  # not vacuous
+  assert np.array_equal(model.ent_coef_state.params["log_ent_coef"], records["next_client"][-1])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", sorted(AGENTS))
-def test_replay_of_sbx_training_matches_entropy_jax(agent):
-  """The agent's own temperature, >= 1,000 updates, replayed open loop: the whole state within a few ulp."""
-  records, ours = replayed(agent)
-  assert records["count"].size >= 1_000
-  np.testing.assert_array_equal(records["count"], np.arange(1, records["count"].size + 1))
-  worst = check_replay(records, ours, REPLAY_ULPS)
+def test_replay_of_sbx_training_through_the_class_matches(lockstep, agent):
+  """SBX's own training's entropies, open loop through SBX's and the class's temperature: the whole state
+  within a few ulp at every update."""
+  model, records = lockstep(agent)
+  runs = replayed(agent, records, model.target_entropy)
+  # The record is SBX's: its own method, replayed, retraces its count and log_alpha.
+  np.testing.assert_array_equal(runs["client"]["count"], records["count_client"])
+  assert np.max(np.abs(runs["client"]["log_alpha"] - records["next_client"])) < 1e-5
+  worst = check_replay(runs["client"], runs["ours"], REPLAY_ULPS)
   print(agent, "replay, largest differences in ulp:", worst)
-  assert abs(float(records["log_alpha"][-1])) > 0.2  # alpha travelled from 1
+  assert abs(float(records["next_client"][-1])) > 0.1  # alpha travelled from 1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dropped moments", "b2=0.99", "wrong sign"])
-def test_replay_rejects_a_wrong_temperature(name):
-  """A wrong Adam in entropy_jax's state fails the replay, on log_alpha alone."""
-  model = make(ej_sbx.SAC)
-  records, ours = replayed("SAC", mutations(model.lr_schedule(1))[name])
-  with pytest.raises(AssertionError, match="differs from the client's"):
-    check_replay(records, ours, REPLAY_ULPS)
-  assert np.max(ulps(records["log_alpha"], ours["log_alpha"])) > 1_000
+def test_schedule_bounds_and_alpha_form_inside_sbx(features):
+  """SBX's training with a target schedule, bounds that bind and the alpha-form loss: every
+  update's step count, target, gradient and bound against closed forms; the class, fed the
+  same entropies, against the core's `continuous_update` from a state the core builds."""
+  model, trace = features
+  print("features:", check_sbx_features(model, trace))
+  runs = features_replayed(model, trace["stat"])
+  check_replay(runs["core"], runs["ours"], REPLAY_ULPS)
 
 
 @pytest.mark.slow
-def test_actor_and_critic_read_the_entropy_state_as_sbx_reads_its_own():
+def test_actor_and_critic_read_the_entropy_state_as_sbx_reads_its_own(lockstep):
   """SBX's actor and critic steps: bit-identical outputs from either alpha state."""
-  model, _ = lockstep_run(True)
+  model, _ = lockstep("SAC")
   pair = model.ent_coef_state
   client = pair.client.replace(params={"log_ent_coef": pair.ours.log_alpha})
-  ours = pair.ours  # the SbxEntropyState that drove this run
+  ours = pair.ours  # the class's SbxEntropyState, stepped beside SBX's
   data = model.replay_buffer.sample(model.batch_size)
   obs, act = data.observations.numpy(), data.actions.numpy()
   nxt, done, rew = data.next_observations.numpy(), data.dones.numpy().ravel(), data.rewards.numpy().ravel()
@@ -249,3 +300,26 @@ def test_actor_and_critic_read_the_entropy_state_as_sbx_reads_its_own():
   actor = [sbx.SAC.update_actor(policy.actor_state, policy.qf_state, s, obs, key)[0].params for s in (client, ours)]
   for a, b in zip(jax.tree.leaves((critic[0], actor[0])), jax.tree.leaves((critic[1], actor[1]))):
     np.testing.assert_array_equal(a, b)
+
+
+# Last in the file: it clears jax's caches, and what runs after it compiles anew.
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", sorted(LIBRARY_MUTANTS))
+def test_a_fault_in_the_library_fails_the_checks(lockstep, features, monkeypatch, mutant):
+  """The recorded runs replayed through the class with `entropy_jax.apply_gradients` mutated: the checks fail."""
+  make_mutant, message = LIBRARY_MUTANTS[mutant]
+  model, trace = features
+  sac, records = lockstep("SAC")
+  jax.clear_caches()  # the class's jitted method was traced with the library as it is
+  monkeypatch.setattr(ej, "apply_gradients", make_mutant(ej.apply_gradients))
+  try:
+    with pytest.raises(AssertionError, match=message):
+      if mutant == "moments not stored":
+        runs = replayed("SAC", records, sac.target_entropy)
+        check_replay(runs["client"], runs["ours"], REPLAY_ULPS)
+      else:
+        ours = features_replayed(model, trace["stat"])["ours"]
+        check_sbx_features(model, {**ours, "stat": trace["stat"]})
+  finally:
+    monkeypatch.undo()
+    jax.clear_caches()
