@@ -9,7 +9,9 @@ Side by side in one process:
 * the agent's `_train_step`, what `train()` runs once per environment step: a replay sample, the critics', the
   actor's and the temperature's updates, and the target networks;
 * the temperature module alone, called as that step calls it: `alpha` read twice (the critics' target and the
-  actor's loss), `compute_loss` on the step's log-probabilities, `gradient_step`, the loss detached.
+  actor's loss), `compute_loss` on the step's log-probabilities, `gradient_step`, the loss detached;
+* the same module call right after a training step of another agent, as it runs inside `_train_step`: between
+  two temperature updates torch's work runs for milliseconds, and what it leaves in the caches is its own.
 
 Each configuration runs in a process of its own: JAX's CPU async dispatch on (JAX's default) and off
 (`jax_cpu_enable_async_dispatch=False`, set before JAX's first computation, as docs/velora.md advises for a
@@ -42,7 +44,7 @@ SHAPES = False
 AGENTS = {"NeuroFlowCT": "Pendulum-v1", "NeuroFlow": "CartPole-v1"}
 CONFIGS = {"async": "JAX CPU async dispatch on (default)", "sync": "JAX CPU async dispatch off"}
 VELORA, COMPAT, CONTROL = "Velora's modules", "compat classes", "Velora's modules, a third agent"
-STEP, ALONE = "training step", "temperature module alone"
+STEP, ALONE, AFTER = "training step", "temperature module alone", "module alone after a training step"
 WARMUP = 256  # Transitions in the replay buffer before timing.
 
 
@@ -134,8 +136,23 @@ def child(args) -> dict[str, Any]:
     fns = methods(name, args.agent_batch)
     out[name] = {what: paired(fns[(VELORA, what)], fns[(COMPAT, what)], args) for what in (STEP, ALONE)}
     out[name]["control"] = paired(fns[(VELORA, STEP)], fns[(CONTROL, STEP)], args)
+    out[name][AFTER] = after_step({side: fns[(side, ALONE)] for side in (VELORA, COMPAT)}, fns[(CONTROL, STEP)], args)
     out[name]["other_threads_cpu_share"] = other_threads(fns[(COMPAT, STEP)])
   return out
+
+
+def after_step(alone: dict[str, Any], step, args) -> dict[str, Any]:
+  """Median seconds of one call of each side's module right after `step` (a training step of another agent), the
+  sides alternating, `3 * repeats` calls each, and the ratio of the medians (compat / Velora)."""
+  times: dict[str, list[float]] = {side: [] for side in alone}
+  for _ in range(3 * args.repeats):
+    for side, module_call in alone.items():
+      step()
+      t = time.perf_counter()
+      module_call()
+      times[side].append(time.perf_counter() - t)
+  out: dict[str, Any] = {side: statistics.median(t) for side, t in times.items()}
+  return {**out, "ratio": out[COMPAT] / out[VELORA], "calls": 3 * args.repeats}
 
 
 def other_threads(fn, calls: int = 100) -> float | None:
@@ -201,12 +218,14 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 def lines(r: dict[str, Any], config: str) -> list[str]:
   out = []
   for name in AGENTS:
-    step, alone = r[config][name][STEP], r[config][name][ALONE]
+    step, alone, after = r[config][name][STEP], r[config][name][ALONE], r[config][name][AFTER]
     out.append(
       f"{name} ({AGENTS[name]}), {CONFIGS[config]}: training step {_cli.fmt_time(step[VELORA])} with Velora's"
       f" modules, {_cli.fmt_time(step[COMPAT])} with the compat classes ({step['ratio']:.3f}x, CPU time"
       f" {step['cpu_ratio']:.3f}x); module alone {_cli.fmt_time(alone[VELORA])} and {_cli.fmt_time(alone[COMPAT])}"
-      f" ({alone['ratio']:.2f}x, CPU time {alone['cpu_ratio']:.2f}x); control, a third agent with Velora's modules:"
+      f" ({alone['ratio']:.2f}x, CPU time {alone['cpu_ratio']:.2f}x); right after a training step"
+      f" {_cli.fmt_time(after[VELORA])} and {_cli.fmt_time(after[COMPAT])} ({after['ratio']:.2f}x);"
+      f" control, a third agent with Velora's modules:"
       f" {r[config][name]['control']['ratio']:.3f}x (CPU time {r[config][name]['control']['cpu_ratio']:.3f}x);"
       f" CPU time of the compat side's training"
       f" steps outside the calling thread: {100 * (r[config][name]['other_threads_cpu_share'] or 0):.1f}%"
@@ -218,6 +237,7 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   r = results[NAME]
   head = ["agent", "JAX CPU async dispatch", "training step, Velora's modules", "with the compat classes", "ratio"]
   head += ["CPU time ratio", "module alone, Velora's", "compat class", "ratio", "CPU time ratio"]
+  head += ["right after a training step, Velora's", "compat class", "ratio"]
   head += ["control: a third agent, Velora's modules", "CPU time outside the calling thread"]
   rows = []
   for config in CONFIGS:
@@ -225,6 +245,8 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
       cells = [f"{name} ({AGENTS[name]})", "on (default)" if config == "async" else "off"]
       for m in (r[config][name][STEP], r[config][name][ALONE]):
         cells += [_cli.fmt_time(m[VELORA]), _cli.fmt_time(m[COMPAT]), f"{m['ratio']:.3f}x", f"{m['cpu_ratio']:.3f}x"]
+      after = r[config][name][AFTER]
+      cells += [_cli.fmt_time(after[VELORA]), _cli.fmt_time(after[COMPAT]), f"{after['ratio']:.2f}x"]
       control, share = r[config][name]["control"], r[config][name]["other_threads_cpu_share"]
       cells += [f"{control['ratio']:.3f}x (CPU {control['cpu_ratio']:.3f}x)"]
       rows.append([*cells, "-" if share is None else f"{100 * share:.1f}%"])
@@ -232,7 +254,8 @@ def markdown(results: dict[str, Any], args: dict[str, Any]) -> list[str]:
   note = (
     "Time with the compat classes over time with Velora's modules (below 1.0x: the compat classes are faster):"
     " medians of the ratios of back-to-back pairs of samples, of wall-clock and of the process's CPU time. The"
-    " control is a third agent with Velora's modules against the first: what two agents differ by alone. The last"
+    " control is a third agent with Velora's modules against the first: what two agents differ by alone. Right"
+    " after a training step: one module call timed after a training step of another agent, medians. The last"
     " column: the share of the process's CPU time, over 100 training steps with the compat classes, spent outside"
     " the thread that calls them (JAX's worker threads, torch's)."
   )
