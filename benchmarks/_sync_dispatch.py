@@ -1,6 +1,6 @@
 """The compat class against Velora in a fresh process with JAX's CPU async dispatch off; prints JSON.
 
-Run by `single_update` on the CPU backend:
+Run by `single_update.synchronous_rows` on the CPU backend:
 
   python -m benchmarks._sync_dispatch [--repeats R] [--min-time T] [--batch B] [--action-dim D] [--num-actions A]
 
@@ -24,18 +24,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-
-from benchmarks import _script
-
-LABEL = "JAX CPU async dispatch off"
-
-
-def measure(args) -> dict[str, Any]:
-  """The rows this module prints, run in a fresh process with `args`' timing and shapes."""
-  argv = ["--repeats", str(args.repeats), "--min-time", str(args.min_time), "--batch", str(args.batch)]
-  argv += ["--action-dim", str(args.action_dim), "--num-actions", str(args.num_actions)]
-  return _script.fresh_process("_sync_dispatch", argv)
 
 
 def main(argv: list[str]) -> int:

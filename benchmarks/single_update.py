@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import _cli, _machine, _script, _sync_dispatch
+from benchmarks import _cli, _machine, _script
 
 NAME = "single"
 REPEATS, MIN_TIME = 9, 0.02
@@ -34,6 +34,7 @@ COMPAT = "compat class, NumPy inputs"
 COMPAT_TORCH = "compat class, torch inputs"
 JIT = "jax.jit(fused update) called from Python"
 TRIVIAL = "a trivial jitted call (x + 1), the dispatch floor"
+SYNC_LABEL = "JAX CPU async dispatch off"  # The compat rows measured by `_sync_dispatch.py`, in a process of their own.
 
 
 def scan_label(k: int) -> str:
@@ -42,6 +43,13 @@ def scan_label(k: int) -> str:
 
 def add_arguments(p) -> None:
   _cli.add_scaled(p, "--scan-k", full=1000, quick=100, help="updates per lax.scan call")
+
+
+def synchronous_rows(args) -> dict[str, Any]:
+  """The compat rows with JAX's CPU async dispatch off: `_sync_dispatch.py` in a fresh process with `args`."""
+  argv = ["--repeats", str(args.repeats), "--min-time", str(args.min_time), "--batch", str(args.batch)]
+  argv += ["--action-dim", str(args.action_dim), "--num-actions", str(args.num_actions)]
+  return _script.fresh_process("_sync_dispatch", argv)
 
 
 def update_inputs(kind: str, args, rng, leading: tuple[int, ...] = ()):
@@ -117,7 +125,7 @@ def run(args, notes: list[str]) -> dict[str, Any]:
 
   velora, compat = _machine.load_libraries(notes)
   both = velora is not None and compat is not None
-  synchronous = _sync_dispatch.measure(args) if both and jax.default_backend() == "cpu" else {}
+  synchronous = synchronous_rows(args) if both and jax.default_backend() == "cpu" else {}
   rng = np.random.default_rng(0)
   out: dict[str, Any] = {}
   for kind in KINDS:
@@ -144,7 +152,7 @@ def run(args, notes: list[str]) -> dict[str, Any]:
     timings = interleaved(fns, repeats=args.repeats, min_time=args.min_time)
     rows = rows_of(timings, {scan_label(args.scan_k): args.scan_k})
     # Measured in a process of their own, against the Velora module timed beside them there.
-    rows.update({f"{name}, {_sync_dispatch.LABEL}": row for name, row in synchronous.get(kind, {}).items()})
+    rows.update({f"{name}, {SYNC_LABEL}": row for name, row in synchronous.get(kind, {}).items()})
     for name, row in rows.items():
       print(
         f"  {kind:10s} {name:56s} {_cli.fmt_time(row['seconds_per_update']):>10s}"

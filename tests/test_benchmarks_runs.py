@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmarks import _cli, _sync_dispatch, population, run, sac, single_update
+from benchmarks import _cli, population, run, sac, single_update
 from benchmarks._forms import MINIMAL
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def test_single_and_population_write_results_extrapolate_loops_and_skip_over_bud
   # No path of the machine that ran it: --out is recorded by its name.
   assert str(tmp_path) not in (tmp_path / "results.json").read_text() + (tmp_path / "results.md").read_text()
 
-  synchronous = [f"{name}, {_sync_dispatch.LABEL}" for name in (single_update.COMPAT, single_update.COMPAT_TORCH)]
+  synchronous = [f"{name}, {single_update.SYNC_LABEL}" for name in (single_update.COMPAT, single_update.COMPAT_TORCH)]
   for kind in single_update.KINDS:
     rows = results["single"][kind]
     scan = single_update.scan_label(3)
