@@ -29,9 +29,9 @@ import optax
 import entropy_jax as ej
 
 # Fractions of log A.
-PAPER_RATIO = 0.98  # Christodoulou 2019
+PAPER_RATIO = ej.PAPER_DISCRETE_TARGET_RATIO  # Christodoulou 2019: 0.98
 CLEANRL_RATIO = 0.89  # CleanRL's sac_atari `target_entropy_scale`
-MID_RATIO = 0.6
+MID_RATIO = ej.DISCRETE_TARGET_RATIO  # 0.6, the library's default, chosen by this study
 # Its neighbours, to see how sharp the optimum is.
 MID_RATIOS = (0.5, 0.7)
 LOW_RATIO = 0.15
