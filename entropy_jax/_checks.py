@@ -51,6 +51,11 @@ def caller() -> str:
   return _ENTRY.get() or "entropy_jax"
 
 
+def error(message: str, kind: type[Exception] = ValueError) -> Exception:
+  """`kind("<caller>: <message>")`, the one way the library words an error: `raise _checks.error(...)`."""
+  return kind(f"{caller()}: {message}")
+
+
 @contextlib.contextmanager
 def entry(name: str) -> Iterator[None]:
   """Within the block, errors name `name`, unless an outer entry point is active."""
