@@ -11,6 +11,10 @@ whether any other `[N, B]` array is built, and the bytes all kernels read
 and write per member. Then the compile time and kernel count of the update
 and its sub-steps, each compiled under a fresh name so that nothing comes
 from a cache: XLA's CPU compile time grows with the number of kernels.
+
+Its readers of HLO text (`entry`, `kernels`, `n_loops`, `traffic`,
+`collectives`) are the project's one HLO reader: the sharding tests use
+`collectives` to check that a sharded population update never communicates.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ _DTYPE_BYTES = {
   "u8": 1,
   "pred": 1,
 }
+# The opcodes that move data between devices; their async forms add -start / -done.
+COLLECTIVES = (
+  "all-reduce",
+  "all-gather",
+  "all-to-all",
+  "reduce-scatter",
+  "collective-permute",
+  "collective-broadcast",
+  "ragged-all-to-all",
+  "send",
+  "recv",
+)
+_COLLECTIVE = re.compile(r"=\s*[^=]*?\b(" + "|".join(map(re.escape, COLLECTIVES)) + r")(?:-start|-done)?\(")
 
 
 def entry(hlo: str) -> list[str]:
@@ -51,6 +68,14 @@ def entry(hlo: str) -> list[str]:
   body = hlo[hlo.index("\nENTRY") :]
   body = body[body.index("{") + 1 : body.index("\n}")]
   return [line.strip() for line in body.splitlines() if "=" in line]
+
+
+def collectives(hlo: str) -> list[str]:
+  """The cross-device operations in all computations of an HLO module's text, in order.
+
+  Empty when the program never communicates. `hlo`: e.g. `jax.jit(f).lower(x).compile().as_text()`.
+  """
+  return [m.group(1) for m in _COLLECTIVE.finditer(hlo)]
 
 
 def _split(line: str) -> tuple[str, str]:

@@ -1,19 +1,7 @@
 """Structured action spaces: a temperature per action branch.
 
-A structure is `Continuous(dim)`, `Categorical(n)` and `MultiCategorical(nvec)`
-leaves in tuples and dicts, or a gymnasium / gymnax space. Its states are a
-pytree of `EntropyState`s mirroring it; `structured_update` runs
-`continuous_update` or `discrete_update` on each branch in one call.
-
-Default targets: `-dim` for a continuous part (Haarnoja et al. 2018,
-arXiv:1812.05905), `0.6 * log(n)` for a categorical branch: in the study of
-`entropy_jax.targets` 0.6 learned with alpha bounded, where Christodoulou
-2019's 0.98 (arXiv:1910.07207) let alpha grow without limit. `shared=True`:
-one temperature, the summed target against the summed (joint) entropy.
-
-A `MultiCategorical` stacks its `K` branches, `[B, K, max(nvec)]`, padding
-ragged ones with probability 0 and log-probability -inf: a padded term counts
-0 in the entropy, so the loss needs no mask and one vmapped update serves all.
+A structure is `Continuous`, `Categorical` and `MultiCategorical` leaves in tuples and dicts,
+or a gymnasium / gymnax space; its states are a pytree of `EntropyState`s mirroring it.
 """
 
 from __future__ import annotations
@@ -61,7 +49,7 @@ class MultiCategorical:
   def __post_init__(self):
     nvec = tuple(np.asarray(self.nvec).reshape(-1).tolist())
     if not nvec:  # Each size is checked where its target is made.
-      raise ValueError(f"{_checks.caller()}: `MultiCategorical.nvec` must not be empty; got {self.nvec!r}.")
+      raise _checks.error(f"`MultiCategorical.nvec` must not be empty; got {self.nvec!r}.")
     object.__setattr__(self, "nvec", nvec)
 
 
@@ -72,8 +60,12 @@ _Leaf = Continuous | Categorical | MultiCategorical
 def action_structure(space: Any) -> Any:
   """The plain description of a gymnasium or gymnax space (duck-typed; neither is imported).
 
-  `Box` -> `Continuous(prod(shape))`, `Discrete` -> `Categorical(n)`, `MultiDiscrete`
-  -> `MultiCategorical(nvec)`, `Tuple` -> tuple, `Dict` -> dict; descriptions pass as they are.
+  Args:
+    space: a `Box`, `Discrete`, `MultiDiscrete`, `Tuple` or `Dict` space, or a description.
+
+  Returns:
+    `Continuous(prod(shape))`, `Categorical(n)`, `MultiCategorical(nvec)`, or a tuple or
+    dict of them; a description comes back as it is.
   """
   if isinstance(space, (Continuous, Categorical, MultiCategorical)):
     return space
@@ -89,39 +81,46 @@ def action_structure(space: Any) -> Any:
     return action_structure(space.spaces)
   if hasattr(space, "low") and hasattr(space, "high") and hasattr(space, "shape"):
     return Continuous(math.prod(space.shape))
-  raise TypeError(
-    f"{_checks.caller()}: expected a Box, Discrete, MultiDiscrete, Tuple or Dict space, or a plain description;"
-    f" got {space!r} of type {type(space).__name__}."
+  raise _checks.error(
+    "expected a Box, Discrete, MultiDiscrete, Tuple or Dict space, or a plain description;"
+    f" got {space!r} of type {type(space).__name__}.",
+    TypeError,
   )
 
 
 @_checks.public
 def branch_mask(nvec: MultiCategorical | Sequence[int]) -> jax.Array:
-  """`[K, max(nvec)]` bool, True at real choices: `jnp.where(mask, logits, -jnp.inf)` pads the logits."""
+  """Where a `MultiCategorical`'s padded `[K, max(nvec)]` logits hold real choices.
+
+  Args:
+    nvec: a `MultiCategorical` or its `K` branch sizes.
+
+  Returns:
+    `[K, max(nvec)]` bool; `jnp.where(mask, logits, -jnp.inf)` pads the logits.
+  """
   nvec = (nvec if isinstance(nvec, MultiCategorical) else MultiCategorical(tuple(nvec))).nvec
   return jnp.arange(max(nvec))[None, :] < jnp.asarray(nvec)[:, None]
 
 
 @_checks.public
 def init_structured_state(
-  structure: Any,
-  *,
-  shared: bool = False,
-  ratio: float = DISCRETE_TARGET_RATIO,
-  target: Any = None,
-  **kwargs: Any,
+  structure: Any, *, shared: bool = False, ratio: float = DISCRETE_TARGET_RATIO, target: Any = None, **kwargs: Any
 ) -> Any:
-  """A pytree of `EntropyState`s mirroring `structure` (a description or a space), one per branch.
+  """A temperature per branch of `structure`, or one for the whole action.
 
   Args:
-    shared: one `EntropyState` for the whole action, with the summed target.
+    structure: a description or a space (see `action_structure`).
+    shared: one `EntropyState` for the whole action, its target the sum of the branches'.
     ratio: the fraction of `log(n)` every categorical branch targets.
-    target: overrides the defaults. Per branch, a tree mirroring the structure
-      of numbers, schedules or None (the default), a `MultiCategorical`'s
-      entry a sequence of `K` of them; shared, one number or schedule.
-    **kwargs: `initial_alpha`, `optimizer`, `min_alpha`, `max_alpha`,
-      `loss_form`, as for `init_entropy_state`, for every branch. `jax.vmap`
-      this function for a population or an agent axis.
+    target: overrides the defaults: per branch, a tree mirroring the structure of numbers,
+      schedules or None (the default), a `MultiCategorical`'s entry a sequence of `K` of
+      them; shared, one number or schedule.
+    **kwargs: `initial_alpha`, `optimizer`, `min_alpha`, `max_alpha`, `loss_form`, as for
+      `init_entropy_state`, for every branch.
+
+  Returns:
+    A tree of `EntropyState`s mirroring the structure (a `MultiCategorical`'s with leading
+    `[K]` leaves), or one `EntropyState` if `shared`. `jax.vmap` it for an agent axis.
   """
   structure, leaves, treedef = _parse(structure)
   defaults = [_default_target(leaf, ratio) for leaf in leaves]
@@ -135,7 +134,7 @@ def init_structured_state(
       continue
     t = [None] * len(leaf.nvec) if t is None else t
     if callable(t) or np.ndim(t) != 1 or len(t) != len(leaf.nvec):
-      raise ValueError(f"{_checks.caller()}: the target of {leaf} must be a sequence of {len(leaf.nvec)}; got {t!r}.")
+      raise _checks.error(f"the target of {leaf} must be a sequence of {len(leaf.nvec)}; got {t!r}.")
     branches = [init_entropy_state(d if tk is None else tk, **kwargs) for tk, d in zip(t, default)]
     states.append(jax.tree.map(lambda *xs: jnp.stack(xs), *branches))
   return treedef.unflatten(states)
@@ -143,12 +142,7 @@ def init_structured_state(
 
 @_checks.public
 def structured_update(
-  structure: Any,
-  states: Any,
-  inputs: Any,
-  *,
-  shared: bool = False,
-  weights: jax.Array | None = None,
+  structure: Any, states: Any, inputs: Any, *, shared: bool = False, weights: jax.Array | None = None
 ) -> tuple[Any, Any]:
   """Updates every temperature of a structured action in one call.
 
@@ -161,10 +155,9 @@ def structured_update(
     weights: optional `[B]` per-sample weights, for every branch.
 
   Returns:
-    `(new_states, metrics)`: per branch, metrics mirror the structure, each
-    `continuous_update`'s dict (`[K]` arrays for a `MultiCategorical`);
-    shared, one dict for the joint entropy, with `branch_entropy`, the tree
-    of each branch's entropy.
+    `(new_states, metrics)`. Per branch, metrics mirror the structure, each leaf the
+    update's dict (`[K]` arrays for a `MultiCategorical`). Shared, one dict for the joint
+    entropy, with `branch_entropy`, the tree of each branch's entropy.
   """
   structure, leaves, treedef = _parse(structure)
   flat_inputs = _flatten_up_to(treedef, inputs, "inputs", structure)
@@ -177,7 +170,7 @@ def structured_update(
   _state_shape(states, (), "the shared state")
   h = [_per_sample_entropy(*branch) for branch in zip(labels, leaves, flat_inputs)]  # [B], or [B, K]
   if len({x.shape[0] for x in h}) != 1:
-    raise ValueError(f"{_checks.caller()}: the branches must share one batch size; got {[x.shape[0] for x in h]}.")
+    raise _checks.error(f"the branches must share one batch size; got {[x.shape[0] for x in h]}.")
   joint = functools.reduce(jnp.add, [jnp.sum(x.reshape(x.shape[0], -1), axis=1) for x in h])  # [B]
   new_state, metrics = continuous_update(states, -joint, weights=weights)
   mean = functools.partial(continuous_entropy, weights=weights)
@@ -187,9 +180,16 @@ def structured_update(
 
 @_checks.public
 def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
-  """The alpha of each branch's actor term, mirroring the structure (`[K]` for a `MultiCategorical`).
+  """The alpha of each branch's actor term.
 
-  Shared, the one alpha in every position, so an actor loss reads the same in both designs.
+  Args:
+    structure: as for `init_structured_state`.
+    states: from `init_structured_state(structure, shared=shared)`.
+    shared: whether `states` is one state for the whole action.
+
+  Returns:
+    A tree mirroring the structure: `[]` alphas, `[K]` for a `MultiCategorical`; shared,
+    the one alpha in every position.
   """
   structure, leaves, treedef = _parse(structure)
   if shared:
@@ -199,7 +199,8 @@ def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
 
 
 def _default_target(leaf: _Leaf, ratio: float) -> Any:
-  """`-dim`, `ratio * log(n)`, or a `[K]` tuple of them."""
+  """`-dim` (Haarnoja et al. 2018, arXiv:1812.05905), `ratio * log(n)` (Christodoulou 2019,
+  arXiv:1910.07207, with `ratio=0.98`; see `entropy_jax.targets`), or a `[K]` tuple of them."""
   if isinstance(leaf, Continuous):
     return continuous_target(leaf.dim)
   if isinstance(leaf, Categorical):
@@ -216,7 +217,7 @@ def _parse(structure: Any) -> tuple[Any, list[_Leaf], Any]:
   """`(structure, leaves, treedef)` of a plain description or a space."""
   leaves, treedef = jax.tree.flatten(structure := action_structure(structure))
   if not leaves:
-    raise ValueError(f"{_checks.caller()}: the structure has no branches; got {structure!r}.")
+    raise _checks.error(f"the structure has no branches; got {structure!r}.")
   return structure, leaves, treedef
 
 
@@ -224,16 +225,14 @@ def _flatten_up_to(treedef: Any, tree: Any, name: str, structure: Any) -> list[A
   try:
     return treedef.flatten_up_to(tree)
   except (ValueError, TypeError) as e:
-    raise ValueError(
-      f"{_checks.caller()}: `{name}` must mirror the structure {structure!r}; got {jax.tree.structure(tree)}."
-    ) from e
+    raise _checks.error(f"`{name}` must mirror the structure {structure!r}; got {jax.tree.structure(tree)}.") from e
 
 
 def _state_shape(state: Any, shape: tuple[int, ...], what: str) -> None:
   got = jnp.shape(state.log_alpha) if isinstance(state, EntropyState) else type(state).__name__
   if got != shape:
-    raise ValueError(
-      f"{_checks.caller()}: {what} must be an EntropyState with log_alpha of shape {shape}; got {got}."
+    raise _checks.error(
+      f"{what} must be an EntropyState with log_alpha of shape {shape}; got {got}."
       " For a population or an agent axis, jax.vmap the update."
     )
 
@@ -244,12 +243,10 @@ def _discrete_pair(leaf: Categorical | MultiCategorical, x: Any) -> tuple[jax.Ar
   shape = f"[B, {', '.join(map(str, want))}]"
   if not (isinstance(x, (tuple, list)) and len(x) == 2):
     got = f"an array of shape {x.shape}" if hasattr(x, "shape") else repr(type(x).__name__)
-    raise TypeError(f"{_checks.caller()}: expected (probs, log_probs), each of shape {shape}; got {got}.")
+    raise _checks.error(f"expected (probs, log_probs), each of shape {shape}; got {got}.", TypeError)
   probs, log_probs = _checks.floating("probs", x[0]), _checks.floating("log_probs", x[1])
   if probs.shape[1:] != want or probs.ndim != len(want) + 1 or log_probs.shape != probs.shape:
-    raise ValueError(
-      f"{_checks.caller()}: expected probs and log_probs of shape {shape}; got {probs.shape} and {log_probs.shape}."
-    )
+    raise _checks.error(f"expected probs and log_probs of shape {shape}; got {probs.shape} and {log_probs.shape}.")
   return probs, log_probs
 
 

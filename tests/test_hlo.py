@@ -6,8 +6,8 @@ and adds into fused multiply-adds as each program's fusions allow. The
 default optimizer is written so that no such choice changes a result (see
 `entropy_jax.optimizers.scale_by_adam`): a member of a population, a scanned
 run and a compat module follow a single state bit for bit. (How many loops,
-copies and bytes the compiled update costs is a performance figure: see
-`python -m benchmarks.hlo_report` and the goal sheet.)
+copies and bytes the compiled update costs is a performance figure, reported
+by `python -m benchmarks.hlo_report`, not a property tested here.)
 """
 
 from __future__ import annotations

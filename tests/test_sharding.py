@@ -31,6 +31,7 @@ import pytest
 from _trees import assert_bit_identical
 from jax.sharding import NamedSharding, PartitionSpec
 
+from benchmarks import hlo_report
 from entropy_jax import sharding
 from entropy_jax.state import init_entropy_state, init_population
 from entropy_jax.update import apply_gradients, continuous_update, discrete_update
@@ -238,7 +239,7 @@ def test_sharded_update_equals_single_device_bitwise(mesh, case, maker):
     assert leaf.sharding.is_equivalent_to(member, leaf.ndim), leaf.sharding
 
   hlo = update.lower(s_pop, *s_args, **s_kwargs).compile().as_text()
-  assert sharding.communication_ops(hlo) == []
+  assert hlo_report.collectives(hlo) == []
 
 
 @pytest.mark.parametrize("case", ["continuous"])
@@ -278,34 +279,6 @@ def test_unsharded_inputs_are_placed_by_the_update(mesh):
   assert_bit_identical((state, metrics), one_step)
   for leaf in jax.tree.leaves((state, metrics)):
     assert leaf.sharding == sharding.member_sharding(mesh)
-
-
-# ----------------------------------------------------------------------------
-# The communication detector finds each kind of collective.
-
-
-def _hlo(f, x, out):
-  member = sharding.member_sharding(x.sharding.mesh)
-  return jax.jit(f, in_shardings=member, out_shardings=out).lower(x).compile().as_text()
-
-
-def test_communication_ops_detects_collectives(mesh):
-  member = sharding.member_sharding(mesh)
-  x = jax.device_put(jnp.arange(DEVICES * DEVICES, dtype=jnp.float32), member)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  assert "all-reduce" in sharding.communication_ops(_hlo(lambda x: x - jnp.mean(x), x, member))
-  assert "all-gather" in sharding.communication_ops(_hlo(lambda x: 2 * x, x, replicated))
-  assert "collective-permute" in sharding.communication_ops(_hlo(lambda x: jnp.roll(x, 1), x, member))
-  swap = jax.jit(
-    jax.shard_map(
-      lambda x: jax.lax.all_to_all(x.reshape(DEVICES, -1), "members", 0, 0).reshape(-1),
-      mesh=mesh,
-      in_specs=PartitionSpec("members"),
-      out_specs=PartitionSpec("members"),
-    )
-  )
-  assert sharding.communication_ops(swap.lower(x).compile().as_text()) == ["all-to-all"]
-  assert sharding.communication_ops(_hlo(lambda x: 2 * x, x, member)) == []
 
 
 # ----------------------------------------------------------------------------
