@@ -120,7 +120,7 @@ def init_structured_state(
 
   Returns:
     A tree of `EntropyState`s mirroring the structure (a `MultiCategorical`'s with leading
-    `[K]` leaves), or one `EntropyState` if `shared`. `jax.vmap` it for an agent axis.
+    `[K]` leaves), or one `EntropyState` if `shared`; `jax.vmap` this for an agent axis.
   """
   structure, leaves, treedef = _parse(structure)
   defaults = [_default_target(leaf, ratio) for leaf in leaves]
@@ -188,8 +188,8 @@ def branch_alphas(structure: Any, states: Any, *, shared: bool = False) -> Any:
     shared: whether `states` is one state for the whole action.
 
   Returns:
-    A tree mirroring the structure: `[]` alphas, `[K]` for a `MultiCategorical`; shared,
-    the one alpha in every position.
+    A tree mirroring the structure of scalar alphas (`[K]` for a `MultiCategorical`);
+    shared, the one alpha in every position.
   """
   structure, leaves, treedef = _parse(structure)
   if shared:
