@@ -30,8 +30,6 @@ END = "<!-- end of headline figures -->"
 MINIMAL = "minimal population Adam over [N]"
 VELORA_LOOP = "loop over Velora modules"
 AGENTS = ("NeuroFlowCT", "NeuroFlow")
-
-
 WORDS = {"at_least": "at least", "at_most": "at most", "below": "under"}
 NONE = "—"  # The goal cell of a figure without a goal.
 
