@@ -3,8 +3,8 @@
   python -m benchmarks.goals [benchmarks/results/results.json]
 
 prints each goal of a run's results with PASS, FAIL or n/a (not measured in
-that run), and flags a failed goal as a regression; it exits with status 1
-when a structure goal (one on the compiled program, not on a timing) fails.
+that run) and how many fail, then the sheet's facts about the compiled
+update, which are information and never graded.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ COMPARISONS = {
 }
 
 
-def load(path: pathlib.Path = SHEET) -> list[dict[str, Any]]:
-  """The goals of the sheet, each checked to have one comparison."""
+def load(path: pathlib.Path | None = None) -> list[dict[str, Any]]:
+  """The goals of the sheet (default `SHEET`), each checked to have one comparison."""
+  path = SHEET if path is None else path
   goals = tomllib.loads(path.read_text())["goal"]
   for g in goals:
     found = [k for k in COMPARISONS if k in g]
@@ -36,6 +37,11 @@ def load(path: pathlib.Path = SHEET) -> list[dict[str, Any]]:
         f" {sorted(COMPARISONS)}; got keys {sorted(g)}."
       )
   return goals
+
+
+def load_facts(path: pathlib.Path | None = None) -> list[dict[str, Any]]:
+  """The facts of the sheet (default `SHEET`): figures reported with the goals, never graded."""
+  return tomllib.loads((SHEET if path is None else path).read_text()).get("fact", [])
 
 
 def lookup(results: dict[str, Any], path: list[str]) -> float | None:
@@ -48,7 +54,10 @@ def lookup(results: dict[str, Any], path: list[str]) -> float | None:
 
 
 def grade(results: dict[str, Any], goals: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-  """Each goal with its measured value and status: PASS, FAIL or n/a."""
+  """Each goal with its measured value and status: PASS, FAIL or n/a.
+
+  `value` (the path into the results), `comparison` (`at_least`, `at_most` or
+  `below`) and `limit` let a reader quote a figure with its goal."""
   out = []
   for g in load() if goals is None else goals:
     [kind] = [k for k in COMPARISONS if k in g]
@@ -58,29 +67,57 @@ def grade(results: dict[str, Any], goals: list[dict[str, Any]] | None = None) ->
     out.append(
       {
         "goal": g["text"],
+        "value": list(g["value"]),
+        "comparison": kind,
+        "limit": g[kind],
         "measured": value,
         "threshold": f"{symbol} {g[kind]:g}",
         "shown": "not measured" if value is None else g["format"].format(value),
         "status": status,
-        "structure": bool(g.get("structure", False)),
       }
     )
   return out
 
 
-def print_goals(graded: list[dict[str, Any]], only_measured: bool = False) -> int:
-  """Prints the goals and a regression line for each failed one; returns the
-  exit status: 1 if a structure goal failed, else 0."""
-  shown = [g for g in graded if not (only_measured and g["status"] == "n/a")]
-  if shown:
-    print("Goals:")
-  for g in shown:
-    print(f"  [{g['status']:>4s}] {g['goal']}: {g['shown']}")
-  failed = [g for g in graded if g["status"] == "FAIL"]
-  for g in failed:
-    kind = "structure of the compiled update" if g["structure"] else "timing; check the machine's load"
-    print(f"REGRESSION ({kind}): {g['goal']}: {g['shown']}, expected {g['threshold']}")
-  return int(any(g["structure"] for g in failed))
+def facts(results: dict[str, Any], sheet: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+  """Each fact with its value as the results hold it, or "not measured"."""
+  out = []
+  for f in load_facts() if sheet is None else sheet:
+    value = lookup(results, f["value"])
+    shown = "not measured" if value is None else f["format"].format(value)
+    out.append({"fact": f["text"], "value": list(f["value"]), "measured": value, "shown": shown})
+  return out
+
+
+def print_report(graded: list[dict[str, Any]], reported: list[dict[str, Any]], only_measured: bool = False) -> None:
+  """Prints the goals, how many of them fail, then the facts."""
+  goals = [g for g in graded if not (only_measured and g["status"] == "n/a")]
+  if goals:
+    print("Goals:", *(f"  [{g['status']:>4s}] {g['goal']}: {g['shown']}" for g in goals), sep="\n")
+  failed = sum(g["status"] == "FAIL" for g in goals)
+  if failed:
+    print(f"{failed} of {len(goals)} goals FAIL; timings move with the machine's load (see the run's load average).")
+  known = [f for f in reported if not (only_measured and f["measured"] is None)]
+  if known:
+    print("Facts about the compiled update (information, not graded):")
+    print(*(f"  {f['fact']}: {f['shown']}" for f in known), sep="\n")
+
+
+def markdown(results: dict[str, Any]) -> list[str]:
+  """The goals and the facts of `results`, as results.md shows them."""
+  rows = [[g["goal"], g["shown"], g["status"]] for g in results["goals"]]
+  lines = ["## Goals", "", *_cli.table(["goal", "measured", "result"], rows)]
+  known = [[f["fact"], f["shown"]] for f in results.get("facts", []) if f["measured"] is not None]
+  if known:
+    lines += [
+      "",
+      "## Facts about the compiled update",
+      "",
+      "What XLA made of the population update in this run: information that depends on the jaxlib, not goals.",
+      "",
+      *_cli.table(["fact", "value"], known),
+    ]
+  return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(args.results.read_text())
   except (OSError, ValueError) as e:
     p.error(f"argument results: cannot read {args.results}: {e}")
-  return print_goals(grade(results))
+  print_report(grade(results), facts(results))
+  return 0
 
 
 if __name__ == "__main__":

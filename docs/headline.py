@@ -5,7 +5,10 @@ The README and the benchmarks page quote the same table, and both come from
 rewrites the block between the two marker lines of each file, and
 `tests/test_headline.py` fails when a file's block differs from what `render`
 makes of the committed results. Rows are built from whatever the results hold:
-every compat-class method of the single-update section gets its row.
+every compat-class method of the single-update section gets its row. A figure
+that the goal sheet grades gets a row of its own with the goal, in the
+figure's words, and the run's verdict, PASS or FAIL. A comparison is worded as
+faster or slower, never as a ratio below 1.
 
 Run `python docs/headline.py` after `make bench`; `--check` only compares.
 """
@@ -16,6 +19,7 @@ import argparse
 import json
 import pathlib
 import sys
+from collections.abc import Callable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "results.json"
@@ -26,6 +30,8 @@ END = "<!-- end of headline figures -->"
 MINIMAL = "minimal population Adam over [N]"
 VELORA_LOOP = "loop over Velora modules"
 AGENTS = ("NeuroFlowCT", "NeuroFlow")
+WORDS = {"at_least": "at least", "at_most": "at most", "below": "under"}
+NONE = "—"  # The goal cell of a figure without a goal.
 
 
 def _us(seconds: float) -> str:
@@ -34,6 +40,53 @@ def _us(seconds: float) -> str:
 
 def _x(ratio: float) -> str:
   return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.1f}x"
+
+
+def _faster(speedup: float) -> str:
+  """A ratio of the other's time over ours, in words: `3.2x faster`, or `1.1x slower` below 1."""
+  return f"{_x(speedup)} faster" if speedup >= 1 else f"{_x(1 / speedup)} slower"
+
+
+def _against(ratio: float) -> str:
+  """A ratio of our time over the other's, near 1, in words: `4.7% slower` or `0.4% faster`."""
+  return f"{100 * (ratio - 1):.1f}% slower" if ratio > 1 else f"{100 * (1 - ratio):.1f}% faster"
+
+
+def _bound(unit: str):
+  """The words of a goal on a figure quoted in `unit`: `at least 3x faster`, `under 0.5 s`."""
+  return lambda g: f"{WORDS[g['comparison']]} {unit.format(g['limit'])}"
+
+
+def _no_slower(goal: dict) -> str:
+  """The words of an `at_most` goal on our time over the other's: `no slower` at 1."""
+  limit = goal["limit"]
+  if limit == 1:
+    return "no slower"
+  return f"at most {100 * (limit - 1):g}% slower" if limit > 1 else f"at least {100 * (1 - limit):g}% faster"
+
+
+def _goal(results: dict, path: list[str]) -> dict | None:
+  """The run's graded goal on the figure at `path` of the results, if the goal sheet has one."""
+  return next((g for g in results.get("goals", []) if g.get("value") == path), None)
+
+
+Part = tuple[str, str, str, list[str], Callable[[dict], str]]
+
+
+def _figures(results: dict, label: str, parts: list[Part]) -> list[tuple[str, str, str, str]]:
+  """Rows of `(measurement, result, goal, verdict)` for the figures of one measurement.
+
+  Each part is `(measurement, name, result, path, words)`: the figure's own
+  measurement, its short name, its result, its path in the results and how to
+  word its goal. The figures share one row, `label`, unless one of them has a
+  goal; then each gets its own row with its goal and the run's verdict."""
+  goals = [_goal(results, path) for _, _, _, path, _ in parts]
+  if not any(goals):
+    return [(label, "; ".join(f"{result} {name}".rstrip() for _, name, result, _, _ in parts), NONE, "")]
+  return [
+    (measurement, result, NONE, "") if g is None else (measurement, result, words(g), g["status"])
+    for (measurement, _, result, _, words), g in zip(parts, goals)
+  ]
 
 
 def _default_method(rows: dict) -> str:
@@ -45,66 +98,81 @@ def _measured(rows: dict, name: str) -> bool:
   return name in rows and rows[name].get("measured", True)
 
 
-def rows(results: dict) -> list[tuple[str, str]]:
-  """`(measurement, result)` pairs, in the table's order."""
-  out = []
+def rows(results: dict) -> list[tuple[str, str, str, str]]:
+  """`(measurement, result, goal, verdict)` rows, in the table's order; a figure
+  without a goal has goal `—` and no verdict."""
+  faster, seconds = _bound("{:g}x faster"), _bound("{:g} s")
   single = results["single"]
   cont, disc = single["continuous"], single["discrete"]
   scan = next(name for name in cont if "lax.scan" in name)
-  out.append(
+  out = [
     (
       "one update inside your `lax.scan`, batch 256",
       f"{_us(cont[scan]['seconds_per_update'])} continuous, {_us(disc[scan]['seconds_per_update'])} discrete"
-      f" ({_x(cont[scan]['speedup_vs_velora'])} and {_x(disc[scan]['speedup_vs_velora'])} Velora 0.2.0's module)",
-    )
-  )
-  sac = results["sac"]
-  out.append(
+      f" ({_faster(cont[scan]['speedup_vs_velora'])} and {_faster(disc[scan]['speedup_vs_velora'])} than Velora"
+      " 0.2.0's module)",
+      NONE,
+      "",
+    ),
     (
-      f"the temperature update in a SAC training step of {sac['members']} agents",
-      f"{100 * sac['entropy_update_share']:.2f}% of the step",
-    )
-  )
+      f"the temperature update in a SAC training step of {results['sac']['members']} agents",
+      f"{100 * results['sac']['entropy_update_share']:.2f}% of the step",
+      NONE,
+      "",
+    ),
+  ]
   for name in cont:
     if name.startswith("compat") and name in disc:
-      out.append(
+      parts = [
         (
-          f"{name} against Velora's module, one update called from Python",
-          f"{cont[name]['speedup_vs_velora']:.1f}x faster continuous, {disc[name]['speedup_vs_velora']:.1f}x discrete",
+          f"one {kind} update called from Python: {name}, against Velora's module",
+          kind,
+          _faster(single[kind][name]["speedup_vs_velora"]),
+          ["single", kind, name, "speedup_vs_velora"],
+          faster,
         )
-      )
+        for kind in ("continuous", "discrete")
+      ]
+      out += _figures(results, f"one update called from Python: {name}, against Velora's module", parts)
   agents = results.get("agents")
   if agents:
-    step = {(c, n): agents[c][n]["training step"]["ratio"] for c in ("async", "sync") for n in AGENTS}
-    out.append(
+    parts = [
       (
-        "a whole training step of Velora's own agents with the compat classes, time over Velora's",
-        ", ".join(f"{step[('async', n)]:.2f}x {n}" for n in AGENTS)
-        + " ("
-        + " and ".join(f"{step[('sync', n)]:.2f}x" for n in AGENTS)
-        + " with JAX's async dispatch off)",
+        f"a whole training step of Velora's {agent} with the compat classes, against Velora's modules"
+        + ("" if config == "async" else ", JAX's async dispatch off"),
+        agent if config == "async" else f"{agent} with JAX's async dispatch off",
+        _against(agents[config][agent]["training step"]["ratio"]),
+        ["agents", config, agent, "training step", "ratio"],
+        _no_slower,
       )
-    )
+      for config in ("async", "sync")
+      for agent in AGENTS
+    ]
+    out += _figures(results, "a whole training step of Velora's agents with the compat classes", parts)
   sizes = results["population"]["sizes"]
   looped = [n for n in sizes if _measured(sizes[n], VELORA_LOOP)]
   if looped:
     n = max(looped, key=int)
-    speedup = sizes[n][_default_method(sizes[n])]["x_faster_than_velora_loop"]
-    out.append((f"{int(n):,} members vmapped against a loop over Velora modules", f"{_x(speedup)} faster"))
+    method = _default_method(sizes[n])
+    label = f"{int(n):,} members vmapped against a loop over Velora modules"
+    speedup = _faster(sizes[n][method]["x_faster_than_velora_loop"])
+    path = ["population", "sizes", n, method, "x_faster_than_velora_loop"]
+    out += _figures(results, label, [(label, "", speedup, path, faster)])
   n = max(sizes, key=int)
-  default, minimal = sizes[n][_default_method(sizes[n])], sizes[n].get(MINIMAL)
+  method = _default_method(sizes[n])
+  default, minimal = sizes[n][method], sizes[n].get(MINIMAL)
   floor = f"{default['x_floor']:.2f}x the memory-bound `jnp.sum` floor"
   if minimal is not None:
     floor += f" (a minimal hand-written population Adam without bounds or counters: {minimal['x_floor']:.2f}x)"
-  out.append((f"{int(n):,} members x 256 log-probabilities, one update", floor))
-  first = results["compile"]["continuous"]["first_call_s"]
-  added = results["import"]["added_s"]
-  out.append(
-    (
-      "first call of `jit(continuous_update)`; `import entropy_jax`",
-      f"{first:.2f} s; {added:.2f} s on top of jax, optax, flax, chex",
-    )
-  )
+  label = f"{int(n):,} members x 256 log-probabilities, one update"
+  path = ["population", "sizes", n, method, "x_floor"]
+  out += _figures(results, label, [(label, "", floor, path, _bound("{:g}x the floor"))])
+  label = "first call of `jit(continuous_update)`"
+  first = f"{results['compile']['continuous']['first_call_s']:.2f} s"
+  out += _figures(results, label, [(label, "", first, ["compile", "continuous", "first_call_s"], seconds)])
+  label = "`import entropy_jax` on top of jax, optax, flax, chex"
+  added = f"{results['import']['added_s']:.2f} s"
+  out += _figures(results, label, [(label, "", added, ["import", "added_s"], seconds)])
   return out
 
 
@@ -115,11 +183,12 @@ def render(results: dict) -> str:
   lines = [
     BEGIN,
     f"Measured by `make bench` on {machine['date_utc'][:10]} (medians of interleaved repeats, ratios side by side"
-    f" in one run) on a {machine['cpus_usable']}-core {machine['cpu']} CPU with jax {versions['jax']}.",
+    f" in one run) on a {machine['cpus_usable']}-core {machine['cpu']} CPU with jax {versions['jax']}; each goal"
+    " is from `benchmarks/goals.toml`, graded by that run.",
     "",
-    "| measurement | result |",
-    "|---|---|",
-    *(f"| {m} | {r} |" for m, r in rows(results)),
+    "| measurement | result | goal | verdict |",
+    "|---|---|---|---|",
+    *(f"| {m} | {r} | {g} | {v} |" for m, r, g, v in rows(results)),
     END,
   ]
   return "\n".join(lines)

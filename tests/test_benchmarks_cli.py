@@ -2,16 +2,18 @@
 
 A bad flag exits with status 2 and a message naming the flag, the expected
 and the received value; population sizes follow `--max-n`; each section gets
-its own timing defaults; the recorded command holds no machine path.
+its own timing defaults; the recorded command holds no machine path; `--regrade`
+grades the results again without measuring.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
 
-from benchmarks import population, run
+from benchmarks import goals, population, run
 
 
 @pytest.mark.parametrize(
@@ -104,3 +106,21 @@ def test_merge_replaces_the_sections_run_and_keeps_the_others():
   assert out["section_wall_s"] == {"single": 10.0, "agents": 5.0, "hlo": 1.0}
   assert out["merged"] == {"agents": {"date_utc": "new"}, "hlo": {"date_utc": "new"}}
   assert previous["sections"] == ["single", "agents"] and "merged" not in previous  # Not changed in place.
+
+
+def test_regrade_grades_the_results_again_and_measures_nothing(tmp_path, monkeypatch, capsys):
+  measured = json.loads((run.DEFAULT_OUT / "results.json").read_text())
+  (tmp_path / "results.json").write_text(json.dumps(measured))
+  sheet = tmp_path / "goals.toml"
+  sheet.write_text('[[goal]]\ntext = "import time"\nvalue = ["import", "added_s"]\nbelow = 1e-9\nformat = "{:.3f} s"\n')
+  monkeypatch.setattr(goals, "SHEET", sheet)
+  assert run.main(["--regrade", "--out", str(tmp_path)]) == 0
+  regraded = json.loads((tmp_path / "results.json").read_text())
+  assert [(g["goal"], g["status"]) for g in regraded["goals"]] == [("import time", "FAIL")]
+  assert regraded["facts"] == []
+  assert {k: v for k, v in regraded.items() if k not in ("goals", "facts")} == {
+    k: v for k, v in measured.items() if k not in ("goals", "facts")
+  }
+  md = (tmp_path / "results.md").read_text()
+  assert f"| import time | {measured['import']['added_s']:.3f} s | FAIL |" in md and "## Population scaling" in md
+  assert "1 of 1 goals FAIL" in capsys.readouterr().out

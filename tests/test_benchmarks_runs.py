@@ -140,9 +140,9 @@ def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
       *TINY,
     ]
   )
+  assert rc == 0
   results = json.loads((tmp_path / "results.json").read_text())
-  # The exit status flags a failed structure goal (at N=8 XLA may compile otherwise than at the sheet's N).
-  assert rc == int(any(g["structure"] and g["status"] == "FAIL" for g in results["goals"]))
+  assert results["facts"] and all(f["measured"] is not None for f in results["facts"])
   rows = results["optimizer"]["rows"]
   assert rows["floor: jnp.sum"]["x_floor"] == 1.0 and len(rows) == 9
   assert all(r["x_floor"] > 0 for r in rows.values())
@@ -155,6 +155,7 @@ def test_optimizer_hlo_and_fresh_process_sections(tmp_path):
   assert results["import"]["baseline_s"] > 0 and results["import"]["added_s"] > 0
   md = (tmp_path / "results.md").read_text()
   assert "## The optimized HLO" in md and "## Optimizer cost" in md and "## Compile and import" in md
+  assert "## Facts about the compiled update" in md
 
 
 def test_sac_section_reports_throughput_and_the_entropy_updates_share(tmp_path, capsys):

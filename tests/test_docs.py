@@ -42,10 +42,6 @@ def test_readme_has_the_three_examples():
   assert len(python_blocks(ROOT / "README.md")) >= 3
 
 
-def test_readme_is_short():
-  assert len((ROOT / "README.md").read_text().splitlines()) <= 250
-
-
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_examples_run(page, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # examples that write files write them here
