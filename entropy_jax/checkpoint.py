@@ -69,14 +69,13 @@ def decode_state(payload: Any, like: EntropyState) -> EntropyState:
   `like`, concrete or abstract, gives the structure, the static fields and, where its leaves have
   one, the sharding of each leaf. Every array leaf equals the saved one bit for bit. Raises
   `CheckpointError` for another format version, missing fields, a structure or leaf unlike `like`,
-  or values no constructor accepts (see `docs/reliability.md`).
+  or values no constructor accepts: a `log_alpha` outside its bounds, bounds outside
+  `[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`, a target float32 cannot hold, negative counters or learning rates.
   """
   if not isinstance(like, EntropyState):
     raise _checks.error(f"`like` must be an EntropyState; got {type(like).__name__}.", TypeError)
   if (version := payload.get("version") if isinstance(payload, dict) else None) != FORMAT_VERSION:
-    raise _checks.error(
-      f"expected an entropy_jax payload of version {FORMAT_VERSION}; got {version!r}.", CheckpointError
-    )
+    raise _checks.error(f"expected a payload of format version {FORMAT_VERSION}; got {version!r}.", CheckpointError)
   try:
     saved = [(str(p), tuple(map(int, s)), str(d)) for p, s, d in payload["signature"]]
     loss_form, leaves = payload["loss_form"], [np.asarray(x) for x in payload["leaves"]]
