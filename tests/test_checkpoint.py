@@ -1,20 +1,28 @@
-"""Tests of entropy_jax.checkpoint: nothing lost, atomic under a real SIGKILL, clear errors.
+"""Tests of entropy_jax.checkpoint: nothing lost, atomic under a real SIGKILL and concurrent writers, clear errors.
 
 - Round trips keep every leaf bit for bit (single state, population with
-  per-member learning rates, bounds and schedule parameters).
+  per-member learning rates, bounds and schedule parameters); the static
+  fields come from `like`.
 - A restored state continues bit-identically to a run that never stopped.
 - A child process saving a large population in a loop is SIGKILLed while a
   temporary file is being written; the previous checkpoint still restores
-  exactly.
-- Truncated, corrupted, foreign, other-version, mismatched and unusable
-  files raise `CheckpointError` (a ValueError) with a message saying which.
+  exactly. A save that fails leaves the old file and no temporary file.
+- Two processes and two threads writing one path: every read is one whole
+  checkpoint of one writer, and the file ends as one writer's last.
+- Truncated files, any flipped byte, foreign files (text, PNG, `np.save`,
+  another msgpack), other versions, mismatched structures and unusable values
+  raise `CheckpointError` (a ValueError) naming the path and what differs.
+- A file written by entropy_jax 0.1.0 restores.
 - Restored arrays follow the sharding of `like` (8 devices saved, 4 restored).
 - Files get the permissions the process umask gives any new file.
 """
 
+import base64
 import functools
 import hashlib
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,6 +111,10 @@ def test_single_state_round_trip_keeps_every_leaf(tmp_path):
   assert_bit_identical(restored, state)
   # Static fields come from `like`.
   assert restored.tx is fresh_single().tx and restored.target_schedule.func is linear_target
+  alpha_form = run(fresh_single().replace(loss_form="alpha"), 15)
+  save_checkpoint(path, alpha_form)
+  assert_bit_identical(restore_checkpoint(path, fresh_single().replace(loss_form="alpha")), alpha_form)
+  save_checkpoint(path, state)
   # Schedule parameters are leaves: they were saved, not taken from `like`.
   like = init_entropy_state(schedule(5.0, 5.0), initial_alpha=0.7, optimizer=ADAM, min_alpha=1e-2, max_alpha=10.0)
   assert_bit_identical(restore_checkpoint(path, like), state)
@@ -160,23 +172,22 @@ def test_restore_follows_the_sharding_of_like(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Atomicity.
+# Atomicity and concurrent writers.
 
 CHILD = textwrap.dedent("""
+    import itertools
     import sys
     import jax.numpy as jnp
     from entropy_jax.checkpoint import save_checkpoint
     from entropy_jax.state import init_population
 
-    path, n = sys.argv[1], int(sys.argv[2])
+    path, n, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     base = init_population(-1.0, size=n)
-    k = 0
-    while True:
+    for k in itertools.islice(itertools.count(first), count if count >= 0 else None):
       # Version k: every member's step is k and its target -k.
       save_checkpoint(path, base.replace(step=jnp.full((n,), k, jnp.int32),
                                          target=jnp.full((n,), -k, jnp.float32)))
       print(k, flush=True)
-      k += 1
 """)
 
 
@@ -185,26 +196,35 @@ def version(base, k):
   return base.replace(step=jnp.full((n,), k, jnp.int32), target=jnp.full((n,), -k, jnp.float32))
 
 
-def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
-  n = 1_000_000  # ~40 MB per checkpoint: the write takes long enough to be caught.
-  path = tmp_path / "pop.ckpt"
+def spawn(path, n, first, count=-1):
+  """A child process saving versions `first, first + 1, ...` (`count` of them, or forever) to `path`."""
   env = dict(
     os.environ,
     PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""),
     XLA_FLAGS="",
     JAX_PLATFORMS="cpu",
   )
+  return subprocess.Popen(
+    [sys.executable, "-c", CHILD, str(path), str(n), str(first), str(count)],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=env,
+    cwd=os.path.dirname(path),  # not the checkout: `python -c` puts the working directory first on sys.path
+  )
+
+
+def temporaries(directory):
+  return [f for f in os.listdir(directory) if f.endswith(".tmp")]
+
+
+def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
+  n = 1_000_000  # ~36 MB per checkpoint: the write takes long enough to be caught.
+  path = tmp_path / "pop.ckpt"
   base = init_population(-1.0, size=n)
   caught = 0
   for _ in range(4):
-    child = subprocess.Popen(
-      [sys.executable, "-c", CHILD, str(path), str(n)],
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-      env=env,
-      cwd=tmp_path,  # not the checkout: `python -c` puts the working directory first on sys.path
-    )
+    child = spawn(path, n, 0)
     saved = []
     reader = threading.Thread(
       target=lambda saved=saved, child=child: saved.extend(int(line) for line in child.stdout), daemon=True
@@ -217,7 +237,7 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.01)
       # Kill as soon as a temporary file exists: the child is inside a save.
-      while not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]:
+      while not temporaries(tmp_path):
         assert time.monotonic() < deadline
         time.sleep(0.0005)
       child.send_signal(signal.SIGKILL)
@@ -226,7 +246,7 @@ def test_sigkill_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
       child.wait()
     reader.join(timeout=10)
     assert child.returncode == -signal.SIGKILL
-    leftovers = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    leftovers = temporaries(tmp_path)
     last = saved[-1]
     restored = restore_checkpoint(path, base)
     k = int(np.asarray(restored.step)[0])
@@ -257,13 +277,51 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatc
   monkeypatch.undo()
   assert os.listdir(tmp_path) == ["a.ckpt"]
   assert_bit_identical(restore_checkpoint(path, fresh_single()), old)
-  with pytest.raises(TypeError, match=r"expected an EntropyState; got dict"):
+  # The rename itself fails: the target is a directory.
+  (tmp_path / "a directory").mkdir()
+  with pytest.raises(IsADirectoryError):
+    save_checkpoint(tmp_path / "a directory", old)
+  assert sorted(os.listdir(tmp_path)) == ["a directory", "a.ckpt"]
+  with pytest.raises(TypeError, match=r"save_checkpoint: expected an EntropyState; got dict"):
     save_checkpoint(path, {"log_alpha": 0.0})
-  assert os.listdir(tmp_path) == ["a.ckpt"]
+  assert sorted(os.listdir(tmp_path)) == ["a directory", "a.ckpt"]
+  assert_bit_identical(restore_checkpoint(path, fresh_single()), old)
+
+
+def test_concurrent_writers_leave_one_whole_checkpoint_and_the_last_rename_wins(tmp_path):
+  n, count = 1000, 100
+  path = tmp_path / "pop.ckpt"
+  base = init_population(-1.0, size=n)
+  save_checkpoint(path, version(base, 0))
+  children = [spawn(path, n, first, 2 * count) for first in (1000, 2000)]
+  for child in children:  # both processes are saving
+    assert child.stdout.readline(), child.stderr.read()
+
+  def write(first):
+    for k in range(first, first + count):
+      save_checkpoint(path, version(base, k))
+
+  threads = [threading.Thread(target=write, args=(first,)) for first in (3000, 4000)]
+  for thread in threads:
+    thread.start()
+  writers = set()
+  while any(t.is_alive() for t in threads) or any(c.poll() is None for c in children):
+    restored = restore_checkpoint(path, base)  # never a mix of versions or a partial file
+    k = int(np.asarray(restored.step)[0])
+    assert_bit_identical(restored, version(base, k))
+    writers.add(k // 1000)
+  for thread in threads:
+    thread.join()
+  for child in children:
+    assert child.wait() == 0, child.stderr.read()
+  assert len(writers) >= 2, writers  # the reads saw the writers interleave
+  last = int(np.asarray(restore_checkpoint(path, base).step)[0])
+  assert last in {1000 + 2 * count - 1, 2000 + 2 * count - 1, 3000 + count - 1, 4000 + count - 1}
+  assert temporaries(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------
-# Bad files: a clear error, never a half-loaded state.
+# Bad files: a clear error naming the file, never a half-loaded state.
 
 
 @pytest.fixture(scope="module")
@@ -280,55 +338,83 @@ def write(tmp_path, data):
   return path
 
 
-@pytest.mark.parametrize("cut", [0, 5, 16, 40, 48, 100, -100, -1])
+def refused(path, match=r"truncated, corrupted or not an entropy_jax checkpoint"):
+  """Restoring `path` raises a CheckpointError naming the function and the file, and saying `match`."""
+  with pytest.raises(CheckpointError, match=rf"^restore_checkpoint \({re.escape(str(path))}\): .*{match}"):
+    restore_checkpoint(path, fresh_single())
+
+
+@pytest.mark.parametrize("cut", [0, 5, 16, 31, 32, 33, 40, 100, -100, -1])
 def test_truncated_file(tmp_path, good_file, cut):
   _, data, _ = good_file
-  path = write(tmp_path, data[:cut])
-  with pytest.raises(CheckpointError, match=r"truncated"):
-    restore_checkpoint(path, fresh_single())
+  refused(write(tmp_path, data[:cut]))
 
 
-@pytest.mark.parametrize("offset", [3, 20, 60, 200, -2])
-def test_corrupted_byte(tmp_path, good_file, offset):
+def test_every_flipped_byte_is_refused(tmp_path, good_file):
+  # msgpack alone reads a flipped byte inside an array as another value: the digest refuses it.
   _, data, _ = good_file
-  data = bytearray(data)
-  data[offset] ^= 0x10
-  path = write(tmp_path, bytes(data))
-  with pytest.raises(CheckpointError, match=r"corrupted|not an entropy_jax\.checkpoint file"):
-    restore_checkpoint(path, fresh_single())
+  for offset in range(len(data)):
+    corrupted = bytearray(data)
+    corrupted[offset] ^= 0x10
+    refused(write(tmp_path, bytes(corrupted)))
 
 
 def test_extra_bytes_and_foreign_files(tmp_path, good_file):
   _, data, _ = good_file
-  with pytest.raises(CheckpointError, match=r"truncated or corrupted \(\d+ bytes\)"):
-    restore_checkpoint(write(tmp_path, data + b"\0"), fresh_single())
-  from flax import serialization
-
-  foreign = serialization.msgpack_serialize({"params": np.zeros(3)})
-  with pytest.raises(CheckpointError, match=r"not an entropy_jax\.checkpoint file"):
-    restore_checkpoint(write(tmp_path, foreign), fresh_single())
+  numpy_file = io.BytesIO()
+  np.save(numpy_file, np.zeros(3, np.float32))
+  foreign = [
+    data + b"\0",
+    b"log_alpha = 0.0\n",
+    b"\x89PNG\r\n\x1a\n" + bytes(64),
+    numpy_file.getvalue(),
+    serialization.msgpack_serialize({"params": np.zeros(3)}),
+  ]
+  for contents in foreign:
+    refused(write(tmp_path, contents))
   with pytest.raises(FileNotFoundError):
     restore_checkpoint(tmp_path / "missing.ckpt", fresh_single())
   with pytest.raises(TypeError, match=r"`like` must be an EntropyState; got dict"):
     restore_checkpoint(write(tmp_path, data), {"log_alpha": 0.0})
 
 
+# A checkpoint of `init_entropy_state(-2.0, initial_alpha=1.0)` with step 7 and 2 skipped updates, as
+# entropy_jax 0.1.0 wrote it: the 16 bytes ENTROPY_JAX_CKPT, the SHA-256 digest, the msgpack payload.
+FILE_0_1_0 = base64.b64decode(
+  "RU5UUk9QWV9KQVhfQ0tQVI2xFLBLTDEHnweQKH9/9OWqXNz0+rKjNRD/4TfMCgn/hKZsZWF2ZXOZ2AGTkKdmbG9hdDMyxAQAAAAAxw4B"
+  "k5ClaW50MzLEBAAAAADYAZOQp2Zsb2F0MzLEBAAAAADYAZOQp2Zsb2F0MzLEBAAAAADYAZOQp2Zsb2F0MzLEBAAAAMDHDgGTkKVpbnQz"
+  "MsQEBwAAAMcOAZOQpWludDMyxAQCAAAA2AGTkKdmbG9hdDMyxAQAAK7C2AGTkKdmbG9hdDMyxAQAALBCqWxvc3NfZm9ybaNsb2epc2ln"
+  "bmF0dXJlmZOqLmxvZ19hbHBoYZCnZmxvYXQzMpOzLm9wdF9zdGF0ZVswXS5jb3VudJClaW50MzKTsC5vcHRfc3RhdGVbMF0ubXWQp2Zs"
+  "b2F0MzKTsC5vcHRfc3RhdGVbMF0ubnWQp2Zsb2F0MzKTpy50YXJnZXSQp2Zsb2F0MzKTpS5zdGVwkKVpbnQzMpOoLnNraXBwZWSQpWlu"
+  "dDMyk64ubG9nX2FscGhhX21pbpCnZmxvYXQzMpOuLmxvZ19hbHBoYV9tYXiQp2Zsb2F0MzKndmVyc2lvbgE="
+)
+
+
+def test_a_file_of_entropy_jax_0_1_0_restores(tmp_path):
+  like = init_entropy_state(-1.0)
+  restored = restore_checkpoint(write(tmp_path, FILE_0_1_0), like)
+  assert_bit_identical(
+    restored, init_entropy_state(-2.0, initial_alpha=1.0).replace(step=jnp.int32(7), skipped=jnp.int32(2))
+  )
+  assert restored.tx is like.tx
+  refused(write(tmp_path, FILE_0_1_0[:-1]))
+
+
 def file_of(payload):
-  """A well-formed checkpoint file (magic, digest) around any payload."""
+  """A well-formed checkpoint file (the SHA-256 digest of the msgpack body, then the body) of any payload."""
   body = serialization.msgpack_serialize(payload)
-  return checkpoint.MAGIC + hashlib.sha256(body).digest() + body
+  return hashlib.sha256(body).digest() + body
 
 
-def test_other_format_version(tmp_path, good_file):
-  _, data, _ = good_file
-  payload = checkpoint._read_payload(data)
-  payload["version"] = checkpoint.FORMAT_VERSION + 1
-  path = write(tmp_path, file_of(payload))
-  with pytest.raises(CheckpointError, match=r"format version 2; this library reads version 1"):
-    restore_checkpoint(path, fresh_single())
+def test_a_file_of_another_format_version_is_refused(tmp_path, good_file):
+  _, _, state = good_file
+  payload = checkpoint.encode_state(state)
+  other = checkpoint.FORMAT_VERSION + 1
+  path = write(tmp_path, file_of({**payload, "version": other}))
+  refused(path, rf"version {checkpoint.FORMAT_VERSION}; got {other}")
   del payload["version"]
-  with pytest.raises(CheckpointError, match=r"no format version"):
-    restore_checkpoint(write(tmp_path, file_of(payload)), fresh_single())
+  refused(write(tmp_path, file_of(payload)), rf"version {checkpoint.FORMAT_VERSION}; got None")
+  refused(write(tmp_path, file_of({"version": checkpoint.FORMAT_VERSION})), r"unreadable payload: KeyError")
 
 
 @pytest.mark.parametrize(
@@ -338,16 +424,16 @@ def test_other_format_version(tmp_path, good_file):
     (".log_alpha", np.float32(5.0), r"state\.log_alpha 5\.0 lies outside its bounds"),
     (".target", np.float32(np.inf), r"`state\.target` must be finite and representable in float32"),
     (".skipped", np.int32(-3), r"state\.skipped must be >= 0; got -3"),
+    (".step", np.float32(3.0), r"leaf \.step should be int32\[\], got float32\[\]"),
   ],
 )
 def test_a_file_whose_values_no_constructor_accepts_is_refused(tmp_path, good_file, leaf, value, message):
   # The same rules as the constructors and the compat classes' load_state_dict.
-  _, data, _ = good_file
-  payload = checkpoint._read_payload(data)
+  _, _, state = good_file
+  payload = checkpoint.encode_state(state)
   paths = [p for p, _, _ in payload["signature"]]
   payload["leaves"][paths.index(leaf)] = value
-  with pytest.raises(CheckpointError, match=message):
-    restore_checkpoint(write(tmp_path, file_of(payload)), fresh_single())
+  refused(write(tmp_path, file_of(payload)), message)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
@@ -364,19 +450,19 @@ def test_files_get_the_permissions_of_the_process_umask(tmp_path, umask):
 MISMATCHES = {
   "other optimizer": (
     lambda: init_entropy_state(schedule(-1.0, 0.0), optimizer=optax.sgd(0.1)),
-    r"leaves saved but not in `like`: \['\.opt_state\[0\]\.count'",
+    r"structure mismatch; leaf \.opt_state\[0\]\.count should be absent, got int32\[\]",
   ),
   "a population": (
     lambda: init_population(-1.0, optimizer=ADAM, size=3),
-    r"leaf \.log_alpha: saved float32\[\], `like` has float32\[3\]",
+    r"structure mismatch; leaf \.log_alpha should be float32\[3\], got float32\[\]",
   ),
   "no schedule": (
     lambda: init_entropy_state(-1.0, optimizer=ADAM),
-    r"leaves saved but not in `like`: \['\.target_schedule",
+    r"structure mismatch; leaf \.target_schedule.* should be absent, got float32\[\]",
   ),
   "other loss form": (
     lambda: init_entropy_state(schedule(-1.0, 0.0), optimizer=ADAM, loss_form="alpha"),
-    r"saved with loss_form='log', but `like` has loss_form='alpha'",
+    r"saved with loss_form='log'; `like` has 'alpha'",
   ),
 }
 
@@ -385,15 +471,14 @@ MISMATCHES = {
 def test_structure_mismatch(good_file, case):
   path, _, _ = good_file
   make_like, message = MISMATCHES[case]
-  with pytest.raises(CheckpointError, match=r"structure mismatch|loss_form") as info:
+  with pytest.raises(CheckpointError, match=rf"^restore_checkpoint \({re.escape(str(path))}\): {message}"):
     restore_checkpoint(path, make_like())
-  assert info.match(message)
 
 
 def test_population_size_mismatch(tmp_path):
   save_checkpoint(tmp_path / "pop4.ckpt", fresh_population(4))
   with pytest.raises(
-    CheckpointError, match=r"structure mismatch; leaf \.log_alpha: saved float32\[4\], `like` has float32\[5\]"
+    CheckpointError, match=r"structure mismatch; leaf \.log_alpha should be float32\[5\], got float32\[4\]"
   ):
     restore_checkpoint(tmp_path / "pop4.ckpt", fresh_population(5))
   # A different optimizer of the same structure cannot be told apart by the
@@ -407,14 +492,16 @@ def test_population_size_mismatch(tmp_path):
   )
 
 
-def test_check_structure_compares_the_tree_the_static_fields_and_every_leaf():
+def test_check_structure_compares_every_leaf_path_shape_and_dtype():
   like = init_entropy_state(-1.0, optimizer=ADAM)
   checkpoint.check_structure(init_entropy_state(-3.0, initial_alpha=0.5, optimizer=ADAM), like)  # values may differ
   checkpoint.check_structure(checkpoint.signature(like), like)  # a checkpoint's record of a state
-  # The same leaves, another static field: the tree differs.
-  with pytest.raises(ValueError, match=r"^check_structure: structure mismatch; the static fields .* is 'alpha'"):
-    checkpoint.check_structure(init_entropy_state(-1.0, optimizer=ADAM, loss_form="alpha"), like)
-  with pytest.raises(ValueError, match=r"leaf \.log_alpha: saved float32\[3\], `like` has float32\[\]"):
+  checkpoint.check_structure(jax.eval_shape(lambda: like), like)  # an abstract state
+  with pytest.raises(
+    CheckpointError, match=r"^check_structure: .*leaf \.log_alpha should be float32\[\], got float32\[3\]"
+  ):
     checkpoint.check_structure(init_population(-1.0, optimizer=ADAM, size=3), like)
-  with pytest.raises(ValueError, match=r"leaves saved but not in `like`: \['\.opt_state\[0\]\.count'"):
+  with pytest.raises(CheckpointError, match=r"leaf \.opt_state\[0\]\.count should be absent, got int32\[\]"):
     checkpoint.check_structure(like, init_entropy_state(-1.0, optimizer=optax.sgd(0.1)))
+  with pytest.raises(CheckpointError, match=r"leaf \.step should be int32\[\], got float32\[\]"):
+    checkpoint.check_structure(like.replace(step=jnp.float32(0.0)), like)
