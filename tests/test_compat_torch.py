@@ -303,11 +303,15 @@ def test_a_module_pickles_and_copies_and_the_copy_continues_bit_for_bit(serving,
 
 
 def test_a_module_with_a_local_optax_factory_says_why_it_cannot_be_pickled():
-  m = EntropyModule(2, optim=lambda learning_rate: optax.sgd(learning_rate))
-  message = r"EntropyModule cannot be pickled or copied: it keeps its optimizer by name, and .*<lambda>.* has none"
-  for copy_it in (pickle.dumps, copy.deepcopy):
-    with pytest.raises(TypeError, match=message):
-      copy_it(m)
+  def local_factory(learning_rate):
+    return optax.sgd(learning_rate)
+
+  for optim, name in ((lambda learning_rate: optax.sgd(learning_rate), "<lambda>"), (local_factory, "local_factory")):
+    m = EntropyModule(2, optim=optim)
+    message = rf"^EntropyModule: cannot be pickled or copied: it keeps its optimizer by name, and .*{name}.* has none"
+    for copy_it in (pickle.dumps, copy.deepcopy):
+      with pytest.raises(TypeError, match=message):
+        copy_it(m)
   assert pickle.loads(pickle.dumps(EntropyModule(2, optim=optax.lion))).optim is not None
 
 
