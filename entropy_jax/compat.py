@@ -1,16 +1,16 @@
-"""Velora 0.2.0's `EntropyModule` and `EntropyModuleDiscrete` (constructor, attributes, methods, repr), which Velora's
-agents run with; no maths: `compute_loss` calls the core's jitted update. Built with a `torch.optim` class or a
-`torch.device`, or given a torch tensor, a module serves torch: a new tensor per read, as Velora's `log_alpha.exp()`."""
+"""Velora 0.2.0's `EntropyModule` and `EntropyModuleDiscrete` (API and repr), which Velora's agents run with, on the
+core's jitted update. Given a `torch.optim` class, a `torch.device` or a torch tensor, a module serves torch tensors."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,11 @@ _OPTAX_FIELDS = {"exp_avg": "mu", "exp_avg_sq": "nu", "square_avg": "nu"}  # A t
 _RANGES = {"step": "a whole number >= 0", "exp_avg_sq": "finite and >= 0", "square_avg": "finite and >= 0"}
 _HOW = ("params", "foreach", "fused", "capturable", "differentiable")  # param_groups entries of how, not of what.
 _is_torch = lambda x: (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"  # Not importing it.
+_host_copy = lambda x: x.detach().cpu().numpy().copy() if _is_torch(x) else np.array(x)  # A new NumPy array.
+# The state, its alpha, and their host copies for torch: replaced by one assignment, which threads see whole.
+_Now = collections.namedtuple("_Now", "state alpha alpha_value log_alpha_value")
+# One transformation per settings (a static field of the state): modules with equal settings share one compile.
+_named = functools.lru_cache(maxsize=64)(lambda name, lr: NAMED_OPTIMIZERS[name](learning_rate=lr))
 
 
 class LossMismatchError(ValueError):
@@ -44,15 +49,13 @@ class NonFiniteLossError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class EntropyParameters(Mapping):
-  """A module's settings, as Velora's `config()`: frozen attributes, `model_dump()`, and a read-only mapping of the
-  three, which Velora's pydantic models take as their own `EntropyParameters`."""
+  """A module's settings, as Velora's `config()`, and a read-only mapping Velora's pydantic models take as their own."""
 
   lr: float  #: The learning rate of the optimizer that updates `log_alpha`.
   initial_alpha: float  #: The starting temperature.
   target: float  #: The target entropy, as the state holds it (float32's value).
 
-  def model_dump(self) -> dict[str, float]:
-    """The three as a plain dict, as pydantic's `model_dump()`."""
+  def model_dump(self) -> dict[str, float]:  # A plain dict, as pydantic's.
     return dict(vars(self))
 
   def __getitem__(self, key: str) -> float:
@@ -66,27 +69,13 @@ class EntropyParameters(Mapping):
 
 
 @functools.partial(jax.jit, static_argnames=("update", "masked_target_ratio"))
-def _update(update: Callable, state: EntropyState, arrays: dict[str, Any], **kwargs) -> tuple:
-  """The core's `update`, returning also what the host reads, in one transfer: loss, alpha, log_alpha, skipped."""
+def _update(update: Callable, state: EntropyState, arrays: dict[str, Any], **kwargs) -> tuple:  # The core's update.
   new, metrics = update(state, **arrays, **kwargs)
   skipped = (new.skipped != state.skipped).astype(jnp.float32)
-  return new, metrics, jnp.stack([metrics["loss"], metrics["alpha"], new.log_alpha, skipped])
+  return new, metrics, jnp.stack([metrics["loss"], metrics["alpha"], new.log_alpha, skipped])  # One host read.
 
 
-class _Now(NamedTuple):  # The state, its alpha, and their host copies for torch: one assignment, seen whole.
-  state: EntropyState
-  alpha: jax.Array
-  alpha_value: float
-  log_alpha_value: float
-
-
-@functools.lru_cache(maxsize=64)  # One transformation per settings (a static field of the state): one compile.
-def _named(name: str, lr: float) -> optax.GradientTransformation:
-  return NAMED_OPTIMIZERS[name](learning_rate=lr)
-
-
-def _optimizer(optim: Any, lr: float) -> tuple[str, optax.GradientTransformation]:
-  """`(the name repr shows, the transformation)` of a name, a `torch.optim` class or an optax factory."""
+def _optimizer(optim: Any, lr: float) -> tuple[str, optax.GradientTransformation]:  # (the name repr shows, the tx)
   name = optim.__name__ if isinstance(optim, type) and _is_torch(optim) else "SGD" if optim is optax.sgd else optim
   known = f"{list(NAMED_OPTIMIZERS)} or an optax factory"
   if isinstance(name, str):
@@ -110,26 +99,21 @@ def _device(device: Any) -> jax.Device | None:
 
 
 class _EntropyModuleBase:
-  """Threads may share a module: each thread's `compute_loss` / `gradient_step` pair is its own, and every step counts.
-  `gradient_step` keeps the update `compute_loss` made if the state is still the one it started from, else (another
-  thread stepped in between) runs it again on the same inputs and the current state, under the module's lock: as
-  the log-form gradient `H - target` does not depend on `log_alpha`, that is Hogwild's update with none lost."""
-
-  _DEFAULT_TARGET: Callable[[int], float]
-  action_dim: int  #: The action dimension (continuous) or the number of actions (discrete).
-  initial_alpha: float  #: The starting temperature, as given.
-  lr: float  #: The learning rate the optimizer was built with, as given.
-  device: Any  #: The device as given; None stands for JAX's default device.
-  optim: optax.GradientTransformation  #: The optax transformation that updates `log_alpha`.
+  """Threads may share a module: each thread's `compute_loss` / `gradient_step` pair is its own and every step counts.
+  `gradient_step` keeps the update `compute_loss` made if the state is still the one it started from, else reruns
+  it on the current state, under the module's lock: as the log-form gradient `H - target` does not depend on
+  `log_alpha`, that is Hogwild's update with none lost."""
 
   def __init__(self, action_dim: int, *, initial_alpha=1.0, optim="Adam", lr=3e-4, device=None, target_entropy=None):
     self._args = dict(action_dim=action_dim, initial_alpha=initial_alpha, optim=optim, lr=lr)  # As given, to pickle.
     self._args["target_entropy"] = target_entropy
     with _checks.entry(type(self).__name__):  # The core's checks (initial_alpha, the target) name this class too.
-      self.action_dim, _ = _checks.positive_int("action_dim", action_dim), _checks.positive("lr", lr)
+      self.action_dim = _checks.positive_int("action_dim", action_dim)
+      _checks.positive("lr", lr)
       self.initial_alpha, self.lr, self.device = initial_alpha, lr, device
       self._optim_name, self.optim = _optimizer(optim, float(lr))
-      target = self._DEFAULT_TARGET(self.action_dim) if target_entropy is None else target_entropy
+      default = continuous_target if isinstance(self, EntropyModule) else discrete_target
+      target = default(self.action_dim) if target_entropy is None else target_entropy
       state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self.optim)
       self._jax_device = _device(device)
     self._torch: Any = sys.modules.get("torch") if _is_torch(optim) or _is_torch(device) else None  # When serving it.
@@ -233,21 +217,19 @@ class _EntropyModuleBase:
       elif diff := {k: (state_dict.get(k), v) for k, v in self._settings().items() if state_dict.get(k) != v}:
         raise _checks.error(f"not this class's state_dict() or settings; (got, expected): {diff}.")
       else:  # Checked by the checkpoint module, on copies: the caller's arrays stay the caller's.
-        payload = state_dict.get("state")
-        if isinstance(payload, Mapping) and isinstance(payload.get("leaves"), list):
+        if isinstance(payload := state_dict.get("state"), Mapping) and isinstance(payload.get("leaves"), list):
           payload = {**payload, "leaves": [_host_copy(x) for x in payload["leaves"]]}
         state = decode_state(payload, self.state)
     self._set(jax.device_put(state, self._jax_device))
 
   def _from_velora(self, optim_state: Any) -> EntropyState:
-    """This state with the step count and moments of a torch optimizer's state that `torch.optim.<name>` (this lr, the
-    defaults) could write: its hyperparameters and fields are those of a reference optimizer, stepped once."""
+    """This state with the step count and moments of a state `torch.optim.<name>` (this lr, defaults) could write."""
     if (name := self._optim_name) not in NAMED_OPTIMIZERS:
       raise _checks.error(f"loads into a module with an optimizer of {list(NAMED_OPTIMIZERS)}; this one: {name}.")
     torch = sys.modules.get("torch") or __import__("torch")  # torch wrote the state.
     reference = getattr(torch.optim, name)([parameter := torch.zeros((), requires_grad=True)], lr=self.lr)
     parameter.grad = torch.ones(())
-    reference.step()
+    reference.step()  # The reference: its hyperparameters, and after a step, the fields it keeps.
     expected, fields = reference.state_dict()["param_groups"][0], set(reference.state_dict()["state"].get(0, {}))
     try:  # One group of one parameter.
       [group], per_parameter = optim_state["param_groups"], optim_state["state"]
@@ -275,8 +257,7 @@ class _EntropyModuleBase:
     opt_state = optax.tree_utils.tree_set(opt_state, **moved, **({"count": step} if "exp_avg" in values else {}))
     return self.state.replace(opt_state=opt_state, step=step)
 
-  def __getstate__(self) -> dict[str, Any]:
-    """What pickle and `copy.deepcopy` keep: the constructor's arguments, whether it serves torch, `state_dict()`."""
+  def __getstate__(self) -> dict[str, Any]:  # Pickle and deepcopy keep the arguments, torch or not, `state_dict()`.
     if "<" in getattr(optim := self._args["optim"], "__qualname__", ""):  # "<lambda>", "f.<locals>.g": no import.
       why = f"it keeps its optimizer by name, and {optim!r} has none that imports (a lambda, a closure or a local"
       with _checks.entry(type(self).__name__):
@@ -309,13 +290,10 @@ def _as_jax(x: Any, name: str) -> Any:
   return jax.dlpack.from_dlpack(tensor.contiguous()) if on_jax_device else tensor.cpu().numpy()
 
 
-def _host_copy(x: Any) -> np.ndarray:  # A new NumPy array of a torch tensor, a JAX or NumPy array, or a number.
-  return x.detach().cpu().numpy().copy() if _is_torch(x) else np.array(x)
-
-
 class EntropyModule(_EntropyModuleBase):
-  """Automatic entropy tuning for continuous actions, as Velora's: Haarnoja et al.
-  2018, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, eq. 18.
+  """Automatic entropy tuning for continuous actions, as Velora's: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms
+  and Applications", arXiv:1812.05905, eq. 18. The arguments are kept as attributes of their names, as given, but
+  `optim`: the optax transformation that updates `log_alpha`.
 
   Args:
     action_dim: the dimension of the action space, a positive int.
@@ -326,8 +304,6 @@ class EntropyModule(_EntropyModuleBase):
     device: None (JAX's default), a `jax.Device`, a string such as `"cuda:0"`, or a `torch.device`.
     target_entropy: the target; None means `-action_dim`.
   """
-
-  _DEFAULT_TARGET = staticmethod(continuous_target)
 
   def compute_loss(self, log_probs: Any) -> Any:
     """The loss of `[B]` or `[B, 1]` log-probabilities, for `gradient_step`; NaN or Inf: `NonFiniteLossError`."""
@@ -342,8 +318,6 @@ class EntropyModuleDiscrete(_EntropyModuleBase):
   meaning `0.6 * log(A)` (with a `mask`, `0.6 * log(valid actions)` per state). Velora 0.2.0's is
   `0.98 * log(1 / A)`, negative: `entropy_jax.velora_discrete_target(A)`.
   """
-
-  _DEFAULT_TARGET = staticmethod(discrete_target)
 
   def compute_loss(self, probs: Any, log_probs: Any, mask: Any = None) -> Any:
     """The loss of `[B, A]` probabilities, their logs (`-inf` where 0) and an optional `[B, A]` bool `mask` of valid
