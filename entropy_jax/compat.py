@@ -49,13 +49,14 @@ class NonFiniteLossError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class EntropyParameters(Mapping):
-  """A module's settings, as Velora's `config()`, and a read-only mapping Velora's pydantic models take as their own."""
+  """A module's settings, as Velora's `config()`: frozen attributes, `model_dump()` (a plain dict, as pydantic's), and a
+  read-only mapping of the three, which Velora's pydantic models take as their own `EntropyParameters`."""
 
   lr: float  #: The learning rate of the optimizer that updates `log_alpha`.
   initial_alpha: float  #: The starting temperature.
   target: float  #: The target entropy, as the state holds it (float32's value).
 
-  def model_dump(self) -> dict[str, float]:  # A plain dict, as pydantic's.
+  def model_dump(self) -> dict[str, float]:
     return dict(vars(self))
 
   def __getitem__(self, key: str) -> float:
@@ -205,8 +206,7 @@ class _EntropyModuleBase:
     return {**kind, "action_dim": self.action_dim, "optim": self._optim_name, "lr": float(self.lr)}
 
   def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-    """Restores a copy of a `state_dict()` of this class, or the step count and moments of Velora's (a torch optimizer
-    state of this optimizer and hyperparameters; `log_alpha` stays). Else `ValueError`, and nothing changes."""
+    """Restores a copy of a `state_dict()`, or Velora's step count and moments; a bad dict raises, changing nothing."""
     with _checks.entry(f"{type(self).__name__}.load_state_dict"):  # The checkpoint module's errors name it too.
       if not isinstance(state_dict, Mapping):
         raise _checks.error(f"expected a dict from state_dict(); got {type(state_dict).__name__}.", TypeError)
