@@ -249,7 +249,7 @@ class _EntropyModuleBase:
       raise _checks.error(f"its fields are {sorted(saved)}; torch.optim.{name} keeps {sorted(fields)}.")
     for key, v in values.items():
       whole = key != "step" or (v == np.floor(v) and v <= np.iinfo(np.int32).max)
-      if v.shape != () or not (abs(v) <= _checks.F32_MAX and whole and (key not in _RANGES or v >= 0)):
+      if v.shape != () or not (abs(v) <= np.finfo(np.float32).max and whole and (key not in _RANGES or v >= 0)):
         raise _checks.error(f"{key} is {saved[key]!r}; expected a scalar, {_RANGES.get(key, 'finite')}.")
     step = values.get("step", np.zeros(())).astype(np.int32)
     moved: dict[str, Any] = {_OPTAX_FIELDS[k]: v.astype(np.float32) for k, v in values.items() if k in _OPTAX_FIELDS}

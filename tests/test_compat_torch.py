@@ -175,17 +175,17 @@ def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
     (edited(optim="SGD"), ValueError, settings + "\\{'optim': \\('SGD', 'Adam'\\)\\}"),
     (edited(lr=3e-4), ValueError, settings + "\\{'lr': \\(0.0003, 0.01\\)\\}"),
     # The state itself: the checkpoint module's rules, and its error.
-    (edited(state=None), CheckpointError, "EntropyModule.load_state_dict: .*version"),
+    (edited(state=None), CheckpointError, "version"),
     (edited(state={**payload, "leaves": payload["leaves"][:-1]}), CheckpointError, "expected 9 arrays"),
     (edited(state={**payload, "signature": payload["signature"][1:]}), CheckpointError, "structure mismatch"),
     (edited_leaf(".log_alpha", np.float64(0.5)), CheckpointError, r"leaf \.log_alpha should be float32\[\]"),
     (edited_leaf(".step", np.zeros((2,), np.int32)), CheckpointError, r"leaf \.step should be int32\[\]"),
     (edited_leaf(".target", "high"), CheckpointError, r"leaf \.target should be float32\[\]"),
-    (edited_leaf(".log_alpha", np.float32(np.nan)), CheckpointError, r"`state\.log_alpha` must lie in \[-87, 88\]"),
-    (edited_leaf(".target", np.float32(np.inf)), CheckpointError, r"`state\.target` must be finite"),
+    (edited_leaf(".log_alpha", np.float32(np.nan)), CheckpointError, r"`state\.log_alpha` must .*got nan"),
+    (edited_leaf(".target", np.float32(np.inf)), CheckpointError, r"`state\.target` must be finite.*got inf"),
   ]
-  for bad, error, message in cases:
-    with pytest.raises(error, match=message):
+  for bad, error, message in cases:  # Each names the method, then what is wrong.
+    with pytest.raises(error, match=r"^EntropyModule\.load_state_dict: .*" + message):
       m.load_state_dict(bad)
     assert_state_equal(m.state, before)
   m.gradient_step(pending)  # Failed loads did not touch the pending loss.
