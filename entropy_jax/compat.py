@@ -168,7 +168,7 @@ class _EntropyModuleBase:
       raise _checks.error(message, NonFiniteLossError)
     return _Now(state, metrics["alpha"], alpha, log_alpha), self._tensor(loss) if self._torch else metrics["loss"]
 
-  def _compute_loss(self, update: Callable, inputs: dict[str, Any], **kwargs) -> Any:  # Its update waits, pending.
+  def _compute_loss(self, update: Callable, inputs: dict[str, Any], **kwargs) -> Any:  # Steps; gradient_step keeps it.
     with _checks.entry(f"{type(self).__name__}.compute_loss"):
       arrays = {k: _as_jax(v, k) for k, v in inputs.items() if v is not None or k != "mask"}
       if self._torch is None and any(map(_is_torch, inputs.values())):
