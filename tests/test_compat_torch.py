@@ -175,17 +175,17 @@ def test_load_state_dict_rejects_bad_dicts_and_changes_nothing():
     (edited(optim="SGD"), ValueError, settings + "\\{'optim': \\('SGD', 'Adam'\\)\\}"),
     (edited(lr=3e-4), ValueError, settings + "\\{'lr': \\(0.0003, 0.01\\)\\}"),
     # The state itself: the checkpoint module's rules, and its error.
-    (edited(state=None), CheckpointError, "EntropyModule.load_state_dict: .*version"),
+    (edited(state=None), CheckpointError, "version"),
     (edited(state={**payload, "leaves": payload["leaves"][:-1]}), CheckpointError, "expected 9 arrays"),
     (edited(state={**payload, "signature": payload["signature"][1:]}), CheckpointError, "structure mismatch"),
     (edited_leaf(".log_alpha", np.float64(0.5)), CheckpointError, r"leaf \.log_alpha should be float32\[\]"),
     (edited_leaf(".step", np.zeros((2,), np.int32)), CheckpointError, r"leaf \.step should be int32\[\]"),
     (edited_leaf(".target", "high"), CheckpointError, r"leaf \.target should be float32\[\]"),
-    (edited_leaf(".log_alpha", np.float32(np.nan)), CheckpointError, r"`state\.log_alpha` must lie in \[-87, 88\]"),
-    (edited_leaf(".target", np.float32(np.inf)), CheckpointError, r"`state\.target` must be finite"),
+    (edited_leaf(".log_alpha", np.float32(np.nan)), CheckpointError, r"`state\.log_alpha` must .*got nan"),
+    (edited_leaf(".target", np.float32(np.inf)), CheckpointError, r"`state\.target` must be finite.*got inf"),
   ]
-  for bad, error, message in cases:
-    with pytest.raises(error, match=message):
+  for bad, error, message in cases:  # Each names the method, then what is wrong.
+    with pytest.raises(error, match=r"^EntropyModule\.load_state_dict: .*" + message):
       m.load_state_dict(bad)
     assert_state_equal(m.state, before)
   m.gradient_step(pending)  # Failed loads did not touch the pending loss.
@@ -303,11 +303,15 @@ def test_a_module_pickles_and_copies_and_the_copy_continues_bit_for_bit(serving,
 
 
 def test_a_module_with_a_local_optax_factory_says_why_it_cannot_be_pickled():
-  m = EntropyModule(2, optim=lambda learning_rate: optax.sgd(learning_rate))
-  message = r"EntropyModule cannot be pickled or copied: it keeps its optimizer by name, and .*<lambda>.* has none"
-  for copy_it in (pickle.dumps, copy.deepcopy):
-    with pytest.raises(TypeError, match=message):
-      copy_it(m)
+  def local_factory(learning_rate):
+    return optax.sgd(learning_rate)
+
+  for optim, name in ((lambda learning_rate: optax.sgd(learning_rate), "<lambda>"), (local_factory, "local_factory")):
+    m = EntropyModule(2, optim=optim)
+    message = rf"^EntropyModule: cannot be pickled or copied: it keeps its optimizer by name, and .*{name}.* has none"
+    for copy_it in (pickle.dumps, copy.deepcopy):
+      with pytest.raises(TypeError, match=message):
+        copy_it(m)
   assert pickle.loads(pickle.dumps(EntropyModule(2, optim=optax.lion))).optim is not None
 
 

@@ -370,13 +370,13 @@ def test_a_velora_state_dict_another_optimizer_could_have_written_is_refused_and
     (torch_optimizer_state("Adam", lr=3e-4), r"param_groups has lr=0\.0003; expected 0\.01 \(this module's lr\)"),
     (
       with_state(adam, exp_avg_sq=torch.tensor(-1e-3)),
-      r"exp_avg_sq is tensor\(-0\.0010\); expected a scalar, finite and >= 0",
+      r"exp_avg_sq is tensor\(-0\.001.*; expected a scalar, finite and >= 0",
     ),
     (
       with_state(adam, step=torch.tensor(2.5)),
-      r"step is tensor\(2\.5000\); expected a scalar, a whole number >= 0",
+      r"step is tensor\(2\.5.*; expected a scalar, a whole number >= 0",
     ),
-    (with_state(adam, step=torch.tensor(-1.0)), r"step is tensor\(-1\.\); expected a scalar, a whole number"),
+    (with_state(adam, step=torch.tensor(-1.0)), r"step is tensor\(-1\..*; expected a scalar, a whole number"),
     (with_state(adam, exp_avg=torch.tensor(float("nan"))), r"exp_avg is tensor\(nan\); expected a scalar, finite\."),
     (with_state(adam, exp_avg=torch.zeros(2)), r"exp_avg is tensor\(\[0\., 0\.\]\); expected a scalar"),
     (with_state(adam, exp_avg=None), r"its fields are \['exp_avg_sq', 'step'\]; torch.optim.Adam keeps"),
@@ -386,7 +386,7 @@ def test_a_velora_state_dict_another_optimizer_could_have_written_is_refused_and
   m.gradient_step(m.compute_loss(np.full(8, -1.0, np.float32)))
   before = jax.tree.map(np.array, m.state)
   for bad, message in cases:
-    with pytest.raises(ValueError, match=r"EntropyModule.load_state_dict: Velora's optimizer state.*" + message):
+    with pytest.raises(ValueError, match=r"^EntropyModule\.load_state_dict \(Velora's optimizer state\): .*" + message):
       m.load_state_dict(bad)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(m.state), jax.tree.leaves(before)))
   for optim, other in (("AdamW", "Adam"), ("SGD", "RMSprop"), ("RMSprop", "AdamW")):
