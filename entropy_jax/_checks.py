@@ -223,7 +223,8 @@ def positive_int(name: str, value: Any) -> int:
   """Returns `value` as an int, raising unless it is an integer >= 1."""
   kind = ValueError if isinstance(value, numbers.Integral) and not isinstance(value, bool) else TypeError
   if kind is TypeError or value < 1:
-    raise error(f"`{name}` must be a positive int; got {value!r} of type {type(value).__name__}.", kind)
+    of_type = f" of type {type(value).__name__}" if kind is TypeError else ""
+    raise error(f"`{name}` must be a positive int; got {value!r}{of_type}.", kind)
   return int(value)
 
 
