@@ -72,13 +72,12 @@ def public(fn: _F) -> _F:
 
 def as_array(name: str, x: Any) -> jax.Array:
   """`jnp.asarray(x)`, raising a `TypeError` that names `x` if it is no array."""
-  bad = error(f"`{name}` must be a number or numeric array; got {x!r} of type {type(x).__name__}.", TypeError)
-  if isinstance(x, (str, bytes)):  # jnp.asarray would read a string as a dtype name.
-    raise bad
   try:
-    return jnp.asarray(x)
-  except (TypeError, ValueError) as e:
-    raise bad from e
+    if not isinstance(x, (str, bytes)):  # jnp.asarray would read a string as a dtype name.
+      return jnp.asarray(x)
+  except (TypeError, ValueError):
+    pass
+  raise error(f"`{name}` must be a number or numeric array; got {x!r} of type {type(x).__name__}.", TypeError)
 
 
 def floating(name: str, x: Any) -> jax.Array:

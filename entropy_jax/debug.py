@@ -42,17 +42,14 @@ def check_probs(
 ) -> None:
   """Adds `checkify` checks that each row of `probs` is a distribution.
 
-  Call it inside a function transformed by `checkify.checkify` (as
-  `checked_discrete_update` does); outside one, a failing check under `jit`
-  cannot be reported.
+  Call it inside a function transformed by `checkify.checkify` (as `checked_discrete_update` does); outside one, a
+  failing check under `jit` cannot be reported.
 
   Args:
     probs: `[B, A]` action probabilities.
     log_probs: optional `[B, A]` logarithms, checked against `probs`.
-    mask: optional `[B, A]` bool of valid actions; only valid entries are
-      checked and summed.
-    atol: tolerance on each row's sum (and on `exp(log_probs)`); default
-      `default_atol(probs.dtype)`.
+    mask: optional `[B, A]` bool of valid actions; only valid entries are checked and summed.
+    atol: tolerance on each row's sum (and on `exp(log_probs)`); default `default_atol(probs.dtype)`.
   """
   probs, lp, mask = _checks.discrete_inputs(probs, probs if log_probs is None else log_probs, mask)
   tol = default_atol(probs.dtype) if atol is None else float(atol)
@@ -91,8 +88,7 @@ def checked_discrete_update(
       `masked_target_ratio`); the check honours `mask`.
 
   Returns:
-    `(err, (new_state, metrics))`. `err.throw()` raises if a check failed;
-    the update itself is computed as by `discrete_update` either way.
+    `(err, (new_state, metrics))`. `err.throw()` raises if a check failed; the update is `discrete_update`'s either way.
   """
 
   def run(state, probs, log_probs, options):

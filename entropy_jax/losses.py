@@ -22,8 +22,10 @@ LOSS_FORMS = ("log", "alpha")
 
 
 def _times_temperature(log_alpha: jax.Array, stat: jax.Array, form: str) -> jax.Array:
-  """`log_alpha * stat` (log-form: SB3, SBX, Velora, Dopamine) or `exp(log_alpha) * stat` (alpha-form: Brax,
-  CleanRL, Acme, Stoix, rejax, whose steps shrink with alpha)."""
+  """`log_alpha * stat` (log-form) or `exp(log_alpha) * stat` (alpha-form, whose steps shrink with alpha).
+
+  The log-form is SB3's, SBX's, Velora's and Dopamine's; the alpha-form Brax's, CleanRL's, Acme's, Stoix's and rejax's.
+  """
   if form not in LOSS_FORMS:
     raise _checks.error(f"`form` must be one of {LOSS_FORMS}; got {form!r}.")
   return log_alpha * stat if form == "log" else _alpha_times(log_alpha, stat)

@@ -25,8 +25,8 @@ Metrics = dict[str, jax.Array]
 # target the policy cannot reach (above the entropy of a uniform policy on the action box, or above log(number of
 # allowed actions) under a mask) raises log_alpha by about lr per Adam update, to LOG_ALPHA_MAX within 88 / 3e-4, about
 # 300k updates, a normal SAC run. In the alpha form the gradient is alpha * (H - target), and Adam's second moment of
-# it overflows float32 once |gradient| > 1.8e19 (log_alpha > 44): every later update would be skipped, and alpha could
-# never come down. For a scale-invariant optimizer such as Adam a larger gradient carries nothing but its sign.
+# it overflows float32 once |gradient| > 1.8e19 (log_alpha > 44 for an entropy gap of 1): every later update would be
+# skipped, and alpha could never come down. A scale-invariant optimizer such as Adam reads only the sign beyond it.
 GRAD_LIMIT = 2.0**60
 
 
