@@ -1,10 +1,9 @@
 """Argument checks shared by the public functions.
 
-Every error is raised as `raise error("...", Kind)`, which prefixes the message with the public function the user
-called: `@public` (or `with entry("Name"):` for a caller outside the package) records that name for the call, the
-outermost one winning, and `within(detail)` adds which part of the input is checked. The checks run while a function
-is traced, on shapes, dtypes and concrete values, so they fire under `jit` and cost nothing in the compiled program;
-traced values pass through unchecked.
+Every error is raised as `raise error("...", Kind)`, which prefixes the message with the public function called:
+`@public` (or `with entry("Name"):` outside the package) records it for the call, the outermost one winning, and
+`within(detail)` adds which part of the input is checked. The checks run while a function is traced, on shapes,
+dtypes and concrete values, so they fire under `jit` at no cost in the compiled program; traced values pass through.
 """
 
 from __future__ import annotations
@@ -23,8 +22,7 @@ import numpy as np
 import optax
 
 F32 = np.finfo(np.float32)
-# alpha = exp(log_alpha) is a normal float32 for log_alpha in this range: log(F32.tiny) = -87.34, log(F32.max) = 88.72.
-LOG_ALPHA_MIN, LOG_ALPHA_MAX = -87.0, 88.0
+LOG_ALPHA_MIN, LOG_ALPHA_MAX = -87.0, 88.0  # exp(log_alpha) is a normal float32 in [log(F32.tiny), log(F32.max)].
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _ENTRY: contextvars.ContextVar[str | None] = contextvars.ContextVar("entropy_jax_entry_point", default=None)
@@ -72,12 +70,10 @@ def public(fn: _F) -> _F:
 
 def as_array(name: str, x: Any) -> jax.Array:
   """`jnp.asarray(x)`, raising a `TypeError` that names `x` if it is no array."""
-  try:
-    if not isinstance(x, (str, bytes)):  # jnp.asarray would read a string as a dtype name.
-      return jnp.asarray(x)
+  try:  # jnp.asarray would read a string as a dtype name.
+    return jnp.asarray(None if isinstance(x, (str, bytes)) else x)
   except (TypeError, ValueError):
-    pass
-  raise error(f"`{name}` must be a number or numeric array; got {x!r} of type {type(x).__name__}.", TypeError)
+    raise error(f"`{name}` must be a number or array; got {x!r} of type {type(x).__name__}.", TypeError) from None
 
 
 def floating(name: str, x: Any) -> jax.Array:
@@ -92,6 +88,13 @@ def shaped(name: str, x: jax.Array, ok: bool, expected: str) -> jax.Array:
   """Returns `x`, raising `ValueError` unless `ok`: "`name` must have shape <expected>; got shape ..."."""
   if not ok:
     raise error(f"`{name}` must have shape {expected}; got shape {x.shape}.")
+  return x
+
+
+def nonempty(name: str, x: jax.Array) -> jax.Array:
+  """Returns `x`, raising `ValueError` if its leading (batch) axis is empty."""
+  if x.shape[0] == 0:
+    raise error(f"`{name}` has an empty batch (shape {x.shape}); the entropy of an empty batch is undefined.")
   return x
 
 
@@ -117,8 +120,8 @@ def accumulation_dtype(*xs: jax.Array) -> Any:
 def continuous_log_probs(log_probs: Any) -> jax.Array:
   """`[B]` or `[B, 1]` floating log-probabilities, B >= 1, as `[B]`."""
   x = floating("log_probs", log_probs)
-  ok = x.ndim in (1, 2) and x.shape[0] >= 1 and x.shape[1:] in ((), (1,))
-  return shaped("log_probs", x, ok, "[B] or [B, 1] with B >= 1").reshape(x.shape[0])
+  shaped("log_probs", x, x.ndim in (1, 2) and x.shape[1:] in ((), (1,)), "[B] or [B, 1]")
+  return nonempty("log_probs", x).reshape(-1)
 
 
 def sample_weights(weights: Any, batch: int) -> jax.Array | None:
@@ -132,9 +135,10 @@ def sample_weights(weights: Any, batch: int) -> jax.Array | None:
 def discrete_inputs(probs: Any, log_probs: Any, mask: Any) -> tuple[jax.Array, jax.Array, jax.Array | None]:
   """`[B, A]` floating `probs` and `log_probs` (B, A >= 1) and an optional `[B, A]` bool mask."""
   probs = floating("probs", probs)
-  shaped("probs", probs, probs.ndim == 2 and min(probs.shape) >= 1, "[B, A] with B, A >= 1")
+  nonempty("probs", shaped("probs", probs, probs.ndim == 2 and probs.shape[1] >= 1, "[B, A] with A >= 1"))
   log_probs = floating("log_probs", log_probs)
-  shaped("log_probs", log_probs, log_probs.shape == probs.shape, f"{probs.shape}, that of `probs`")
+  if log_probs.shape != probs.shape:
+    raise error(f"`probs` and `log_probs` must have the same shape [B, A]; got {probs.shape} and {log_probs.shape}.")
   if mask is not None:
     mask = jnp.asarray(mask)
     if mask.dtype != jnp.bool_:
@@ -229,8 +233,8 @@ def positive_int(name: str, value: Any) -> int:
 
 def learning_rates(opt_state: Any) -> None:
   """Rejects an injected learning rate that is < 0 (0 starts a warm-up) or not finite in float32."""
+  usable = lambda a: np.isfinite(a.astype(np.float32)) & (a >= 0)
   for path, value in optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate"):
     if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
       label = f"the optimizer's `learning_rate` at {jax.tree_util.keystr(path)}"
-      float32_value("learning_rate", np.asarray(value), label=label)
-      check(label, np.asarray(value), lambda a: a >= 0, "be >= 0")
+      check(label, np.asarray(value), usable, "be finite and representable in float32, and >= 0")
