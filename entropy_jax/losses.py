@@ -1,15 +1,11 @@
 """The temperature losses of Soft Actor-Critic, as pure functions of arrays.
 
-Both losses are linear in `log_alpha` (or in `alpha`, for the alpha-form): the
-batch is reduced to one statistic first, and only that scalar meets the
-temperature. The gradient with respect to `log_alpha` is therefore a single
-reduction over the batch; under `vmap` no `[N, B]` temporary is built.
+Both losses are linear in `log_alpha` (or in `alpha`, the alpha-form): the batch is reduced to one statistic first,
+and only that scalar meets the temperature, so under `vmap` no `[N, B]` temporary is built.
 
 References:
-  Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
-  arXiv:1812.05905, eq. 18 (continuous actions).
-  Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings",
-  arXiv:1910.07207, eq. 11 (discrete actions, exact expectation over actions).
+  Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, eq. 18 (continuous).
+  Christodoulou 2019, "Soft Actor-Critic for Discrete Action Settings", arXiv:1910.07207, eq. 11 (discrete).
 """
 
 from __future__ import annotations
@@ -26,17 +22,13 @@ LOSS_FORMS = ("log", "alpha")
 
 
 def _times_temperature(log_alpha: jax.Array, stat: jax.Array, form: str) -> jax.Array:
-  """`log_alpha * stat` (log-form) or `exp(log_alpha) * stat` (alpha-form).
+  """`log_alpha * stat` (log-form) or `exp(log_alpha) * stat` (alpha-form, whose steps shrink with alpha).
 
-  log-form (SB3, SBX, Velora, Dopamine): d loss / d log_alpha = stat.
-  alpha-form (Brax, CleanRL, Acme, Stoix, rejax): d loss / d log_alpha =
-  alpha * stat, so steps shrink as alpha shrinks.
+  The log-form is SB3's, SBX's, Velora's and Dopamine's; the alpha-form Brax's, CleanRL's, Acme's, Stoix's and rejax's.
   """
-  if form == "log":
-    return log_alpha * stat
-  if form == "alpha":
-    return _alpha_times(log_alpha, stat)
-  raise ValueError(f"{_checks.caller()}: `form` must be one of {LOSS_FORMS}; got {form!r}.")
+  if form not in LOSS_FORMS:
+    raise _checks.error(f"`form` must be one of {LOSS_FORMS}; got {form!r}.")
+  return log_alpha * stat if form == "log" else _alpha_times(log_alpha, stat)
 
 
 @jax.custom_jvp
@@ -46,21 +38,18 @@ def _alpha_times(log_alpha: jax.Array, stat: jax.Array) -> jax.Array:
 
 @_alpha_times.defjvp
 def _alpha_times_jvp(primals, tangents):
-  """The gradient `alpha * stat`, saturated rather than infinite.
+  """The gradient `alpha * stat`, saturated at the largest float of log_alpha's dtype rather than infinite.
 
-  Near the top of alpha's range (alpha up to 1.7e38) a finite statistic
-  times alpha can overflow. The derivative then saturates at the largest
-  float of log_alpha's dtype, keeping its sign, so that `apply_gradients` takes it as
-  the (huge, finite) gradient it is, not as a non-finite input to skip. A
-  non-finite statistic still gives a non-finite derivative.
+  The input it protects against: a target the policy cannot reach drives alpha to `exp(LOG_ALPHA_MAX)`, 1.65e38 (see
+  `update.GRAD_LIMIT`); once the target is reachable again, `alpha * (H - target)` overflows float32 for any
+  `|H - target| > 2.06`, and `apply_gradients` would skip every update as non-finite, alpha never coming down.
+  A non-finite statistic still gives a non-finite derivative.
   """
   log_alpha, stat = primals
   d_log_alpha, d_stat = tangents
   alpha = jnp.exp(log_alpha)
   out = alpha * stat
-  # Saturated in log_alpha's dtype, the dtype of its gradient: a float64
-  # statistic (under jax_enable_x64) can give a product float32 cannot hold.
-  big = jnp.finfo(log_alpha.dtype).max
+  big = jnp.finfo(log_alpha.dtype).max  # In log_alpha's dtype: a float64 statistic (x64) may give a larger product.
   slope = jnp.where(jnp.isfinite(stat), jnp.clip(out, -big, big), out).astype(log_alpha.dtype)
   return out, (slope * d_log_alpha).astype(out.dtype) + alpha * d_stat
 
@@ -100,26 +89,20 @@ def continuous_loss(
 ) -> jax.Array:
   """Velora's / SAC's continuous temperature loss.
 
-  `loss = -mean_b(log_alpha * stop_gradient(log_probs_b + target))`
-        `= -log_alpha * stop_gradient(mean_b(log_probs_b) + target)`,
-
-  the second form being what is computed (Haarnoja et al. 2018, eq. 18, with
-  `log_alpha` as the trained variable as in their reference code). The
-  gradient `-(mean(log_probs) + target) = H - target` is positive when the
-  policy's entropy `H` exceeds the target, so gradient descent lowers alpha,
-  and negative when below, raising it.
+  `loss = -mean_b(log_alpha * stop_gradient(log_probs_b + target)) = -log_alpha * stop_gradient(mean_b(log_probs_b)
+  + target)`, the second form being what is computed (Haarnoja et al. 2018, eq. 18, with `log_alpha` as the trained
+  variable as in their reference code). The gradient `H - target` is positive when the policy's entropy `H` exceeds
+  the target, so gradient descent lowers alpha, and negative when below, raising it.
 
   Args:
     log_alpha: scalar, the log temperature.
-    log_probs: `[B]` or `[B, 1]`, log pi(a_b | s_b) for actions sampled from
-      the current policy. No gradient flows back into them.
+    log_probs: `[B]` or `[B, 1]`, log pi(a_b | s_b) for actions sampled from the current policy. No gradient flows
+      back into them.
     target: scalar target entropy (typically `-action_dim`), or `[B]`.
-    weights: optional `[B]` per-sample weights, e.g. importance weights from
-      prioritized replay (Schaul et al. 2016): the loss becomes
-      `-log_alpha * mean_b(w_b * (log_probs_b + target))`, the same
-      `mean(w * per_sample_loss)` convention used for the critic loss.
-    form: `"log"` (default, Velora / SB3) differentiates the loss above;
-      `"alpha"` (Brax / CleanRL) replaces `log_alpha` by `exp(log_alpha)`.
+    weights: optional `[B]` per-sample weights, e.g. importance weights from prioritized replay (Schaul et al. 2016):
+      the loss becomes `-log_alpha * mean_b(w_b * (log_probs_b + target))`, the critic loss's convention.
+    form: `"log"` (default, Velora / SB3) differentiates the loss above; `"alpha"` (Brax / CleanRL) replaces
+      `log_alpha` by `exp(log_alpha)`.
 
   Returns:
     A scalar loss, in float32 for float32, bfloat16 or float16 inputs.
@@ -152,8 +135,7 @@ def discrete_entropy(
   Args:
     probs: `[B, A]` action probabilities pi(a | s_b).
     log_probs: `[B, A]` their logarithms.
-    mask: optional `[B, A]` bool, True for valid actions; invalid actions are
-      left out of the sum.
+    mask: optional `[B, A]` bool, True for valid actions; invalid actions are left out of the sum.
     weights: optional `[B]` per-sample weights.
 
   Returns:
@@ -178,25 +160,18 @@ def discrete_loss(
 ) -> jax.Array:
   """Velora's / discrete SAC's temperature loss, exact over actions.
 
-  `loss = log_alpha * stop_gradient(H - target)`, with
-  `H = -mean_b sum_a probs[b, a] * log_probs[b, a]` (Christodoulou 2019,
-  eq. 11: the expectation over actions is computed exactly rather than
-  estimated from a sample). Alpha rises when `H < target`, falls when above.
-
-  A term with `probs == 0` and `log_probs == -inf` counts as 0 (the limit of
-  `p log p`); any other NaN or infinity propagates into the loss, so that
-  `apply_gradients` can skip the update.
+  `loss = log_alpha * stop_gradient(H - target)`, with `H = -mean_b sum_a probs[b, a] * log_probs[b, a]`
+  (Christodoulou 2019, eq. 11: the expectation over actions is exact, not sampled). Alpha rises when `H < target`,
+  falls when above. A term with `probs == 0` and `log_probs == -inf` counts as 0 (the limit of `p log p`); any other
+  NaN or infinity propagates into the loss, so that `apply_gradients` can skip the update.
 
   Args:
     log_alpha: scalar, the log temperature.
     probs: `[B, A]` action probabilities. No gradient flows back into them.
     log_probs: `[B, A]` log action probabilities. No gradient flows back.
-    target: scalar target entropy (typically `0.6 * log(A)`), or `[B]` (one
-      per state, e.g. from the number of valid actions under a mask).
-    mask: optional `[B, A]` bool, True where an action is valid. Invalid
-      actions are excluded from the entropy.
-    weights: optional `[B]` per-sample weights (prioritized replay):
-      `loss = log_alpha * mean_b(w_b * (H_b - target_b))`.
+    target: scalar target entropy (typically `0.6 * log(A)`), or `[B]` (one per state, e.g. from a mask).
+    mask: optional `[B, A]` bool, True where an action is valid; invalid actions are left out of the entropy.
+    weights: optional `[B]` per-sample weights: `loss = log_alpha * mean_b(w_b * (H_b - target_b))`.
     form: `"log"` (default) or `"alpha"` (see `continuous_loss`).
 
   Returns:
@@ -215,10 +190,6 @@ def discrete_loss(
   else:
     stat = _weighted_mean(h - target.astype(dtype), w, None, dtype)
   return _times_temperature(log_alpha, jax.lax.stop_gradient(stat), form)
-
-
-# ----------------------------------------------------------------------------
-# The per-state entropy.
 
 
 def _per_state_entropy(probs, log_probs, mask, dtype) -> jax.Array:

@@ -1,33 +1,9 @@
 """The default optimizer of log_alpha, and PyTorch's optimizers in optax.
 
-`adam` is the optimizer every state gets unless told otherwise, in both APIs:
-`init_entropy_state`, `init_population` and the Velora-compatible classes'
-`optim="Adam"` build the same transformation, so equal settings give equal
-trajectories. It is `optax.adam` with the bias correction computed exactly and
-without a float `pow` (`scale_by_adam`):
-
-* Exact: optax computes `1 - 0.999**t` in float32 from 0.999 rounded to
-  float32, 1.3e-5 relative off for small `t`, which moves the first few hundred
-  steps by up to 8e-6 relative. PyTorch computes it in float64. Here it is
-  `-expm1(t * log(b))` with `log(b)` in float64, accurate to float32 rounding:
-  a 300-step trajectory stays within 5e-7 of PyTorch's.
-* Pow-free: XLA's CPU backend evaluates a float `pow` one element at a time
-  through libm, while `expm1` is vectorized. In a population every member has
-  its own step count, so this is a per-member cost.
-
-The Velora-compatible classes (`entropy_jax.compat.NAMED_OPTIMIZERS`) map
-PyTorch's optimizer names to these, each reproducing the PyTorch update with
-PyTorch's defaults, so that a Velora user gets Velora's trajectory:
-
-| name      | PyTorch defaults                                    | here                                      |
-|-----------|-----------------------------------------------------|-------------------------------------------|
-| `Adam`    | betas (0.9, 0.999), eps 1e-8                        | `adam(lr)`                                |
-| `AdamW`   | betas (0.9, 0.999), eps 1e-8, weight_decay 0.01     | `adamw(lr)`: `adam` with decay 0.01       |
-| `SGD`     | momentum 0, dampening 0                             | `optax.sgd(lr)`                           |
-| `RMSprop` | alpha 0.99, eps 1e-8 added outside the square root  | `rmsprop(lr)`: `optax.rmsprop(lr, 0.99)`  |
-
-(optax's own defaults differ: `optax.adamw` decays by 1e-4, `optax.rmsprop`
-uses decay 0.9 with eps inside the root.)
+`adam` is the optimizer every state gets unless told otherwise, in both APIs (`init_entropy_state`,
+`init_population` and the Velora-compatible classes' `optim="Adam"`), so equal settings give equal trajectories. It
+is `optax.adam` with PyTorch's exact bias correction, computed without a float `pow`. `adamw` and `rmsprop` are
+PyTorch's `AdamW` and `RMSprop` with PyTorch's defaults, for `entropy_jax.compat.NAMED_OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -61,20 +37,14 @@ def scale_by_adam(
 ) -> optax.GradientTransformation:
   """`optax.scale_by_adam` with an exact, pow-free bias correction (PyTorch's).
 
-  Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", Algorithm 1:
-  `m_hat / (sqrt(v_hat) + eps)` with `m_hat = m / (1 - b1**t)`,
-  `v_hat = v / (1 - b2**t)`. The corrections are computed as
-  `-expm1(t * log(b))` with `log(b)` taken in float64 when `b` is a Python
-  number (see the module doc); under `optax.inject_hyperparams`, which turns
-  every numeric argument into a float32 array, `log(b)` is that array's.
+  Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", Algorithm 1: `m_hat / (sqrt(v_hat) + eps)` with
+  `m_hat = m / (1 - b1**t)`, `v_hat = v / (1 - b2**t)`. The corrections are `-expm1(t * log(b))`, with `log(b)` in
+  float64 for a Python `b`: accurate to float32 rounding, where optax's `1 - b**t` from a float32 `b` is 1.3e-5
+  relative off for small `t`; and `expm1` is vectorized on XLA's CPU backend, where a float `pow` is not.
 
-  The moments move as `m + (1 - b1) * (g - m)` (PyTorch's `lerp_`) and
-  `v + (1 - b2) * (g * g - v)`: one product each, which XLA's CPU backend
-  contracts into a fused multiply-add wherever the update is compiled. With
-  two products (`b * m + (1 - b) * g`) the choice of which one to contract
-  depends on the surrounding program, so a single state, a vmapped
-  population, a `lax.scan` and the compat classes would drift apart by an
-  ulp at a time; with one they step to the same bits.
+  The moments move as `m + (1 - b1) * (g - m)` (PyTorch's `lerp_`), one product that XLA contracts into a fused
+  multiply-add wherever the update is compiled: a single state, a vmapped population, a `lax.scan` and the compat
+  classes step to the same bits.
 
   Args:
     b1: decay of the first moment.
@@ -120,11 +90,8 @@ def adam(
 ) -> optax.GradientTransformation:
   """Adam with an exact bias correction: the default optimizer of `log_alpha`.
 
-  Kingma & Ba 2015 (arXiv:1412.6980) with PyTorch's defaults and arithmetic
-  (`torch.optim.Adam`): `scale_by_adam`, then `optax.scale_by_learning_rate`.
-  It differs from `optax.adam` only in the bias correction, which is exact
-  here and needs no float `pow` (see the module doc).
-  `optax.inject_hyperparams(adam)(learning_rate=...)` gives each population
+  Kingma & Ba 2015 (arXiv:1412.6980) with PyTorch's defaults and arithmetic (`torch.optim.Adam`): `scale_by_adam`,
+  then `optax.scale_by_learning_rate`. `optax.inject_hyperparams(adam)(learning_rate=...)` gives each population
   member its own learning rate.
 
   Args:
@@ -140,14 +107,11 @@ def adam(
 
 
 def adamw(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  """`torch.optim.AdamW` with its defaults: as `adam`, weight_decay 0.01.
+  """`torch.optim.AdamW` with its defaults: as `adam`, weight_decay 0.01 (optax's default is 1e-4).
 
-  PyTorch's `p <- p * (1 - lr * wd) - lr * adam(p)` is
-  `p - lr * (adam(p) + wd * p)`, the order of `optax.adamw`. PyTorch's factor
-  `1 - lr * wd` is a float32 (`1 - 3e-6` becomes `1 - 2.98e-6`), a bias of up
-  to 3e-8 per step that adds up over steps (6e-6 relative in 300 steps at lr
-  3e-4); with a constant lr the decay rate used here is the one that float32
-  factor implies, so the two trajectories do not drift apart.
+  PyTorch's `p <- p * (1 - lr * wd) - lr * adam(p)` is `p - lr * (adam(p) + wd * p)`, the order of `optax.adamw`.
+  PyTorch rounds the factor `1 - lr * wd` to float32; with a constant lr the decay used here is the one that rounded
+  factor implies, so the two trajectories do not drift apart (6e-6 relative in 300 steps otherwise).
   """
   decay = 0.01
   if isinstance(learning_rate, numbers.Real):
@@ -162,9 +126,8 @@ def adamw(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation
 
 
 def rmsprop(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  """`torch.optim.RMSprop` with its defaults: alpha 0.99, eps 1e-8.
+  """`torch.optim.RMSprop` with its defaults: `v <- 0.99 v + 0.01 g^2` from 0, `p <- p - lr * g / (sqrt(v) + 1e-8)`.
 
-  PyTorch: `v <- 0.99 v + 0.01 g^2` (v starts at 0),
-  `p <- p - lr * g / (sqrt(v) + 1e-8)`: eps outside the square root.
+  optax's defaults differ: decay 0.9, eps inside the square root.
   """
   return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False)

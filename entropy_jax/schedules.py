@@ -1,28 +1,14 @@
 """Target-entropy schedules: the target as a function of the update count.
 
-A schedule here is a pure function of the step, returned as a
-`jax.tree_util.Partial` whose numeric parameters (start and end values, step
-counts) are array leaves. Passed to `init_entropy_state`, it becomes the
-state's `target_schedule`, and `apply_gradients` sets
-`target = schedule(step)` after each update, so update number `k` (counting
-from 0, skipped updates excluded) uses `schedule(k)`. Because the parameters
-are leaves, a population can give each member its own schedule::
+Each schedule is a `jax.tree_util.Partial` whose numeric parameters are array leaves. Passed to `init_entropy_state`,
+it becomes the state's `target_schedule`, and update number `k` (from 0, skipped updates excluded) uses
+`schedule(k)`. Because the parameters are leaves, a population can give each member its own schedule::
 
-    states = jax.vmap(lambda t0: init_entropy_state(linear_schedule(t0, 0.2, 10_000)))(
-        jnp.array([1.0, 1.5, 2.0]))
+    states = jax.vmap(lambda t0: init_entropy_state(linear_schedule(t0, 0.2, 10_000)))(jnp.array([1.0, 1.5, 2.0]))
 
-Any optax schedule also works as-is (`init_entropy_state(optax.linear_schedule(
-...))`), but its parameters are closed over, so it cannot differ per member.
-The closed forms below are optax's (`linear_schedule`,
-`cosine_decay_schedule`, `exponential_decay`), written so that no Python
-branch reads a parameter.
-
-`start` / `end` are target values or, with `num_actions=A`, fractions of the
-maximum entropy `log(A)` of a categorical policy: `linear_schedule(0.98, 0.3,
-n, num_actions=A)` anneals from `0.98 log A` to `0.3 log A`.
-
-For the feedback-driven anneal of TES-SAC, see `entropy_jax.tes_sac`;
-`annealed_discrete_target` below is its step-indexed staircase.
+Any optax schedule also works as-is, but its parameters are closed over, so it cannot differ per member. With
+`num_actions=A`, `start` and `end` are fractions of `log(A)`, the entropy of a uniform categorical policy. For the
+feedback-driven anneal of TES-SAC, see `entropy_jax.tes_sac`; `annealed_discrete_target` is its staircase on a clock.
 """
 
 from __future__ import annotations
@@ -64,14 +50,7 @@ def _geometric(step, start, end, steps, begin):
   return jnp.where(f >= 1.0, end, start * jnp.exp(f * jnp.log(end / start)))
 
 
-def _ramp(
-  fn: Callable[..., jax.Array],
-  start: chex.Numeric,
-  end: chex.Numeric,
-  steps: chex.Numeric,
-  begin: chex.Numeric,
-  num_actions: int | None,
-) -> Partial:
+def _ramp(fn: Callable[..., jax.Array], start, end, steps, begin, num_actions: int | None) -> Partial:
   """The one factory behind the anneals: checks the parameters, binds them as leaves."""
   start = _checks.float32_value("start", start)
   end = _checks.float32_value("end", end)
@@ -91,8 +70,8 @@ def _ramp(
 def linear_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Linear anneal from `start` to `end` over `steps` updates after `begin`.
 
-  `target(k) = start + (end - start) * clip((k - begin) / steps, 0, 1)`, the
-  closed form of `optax.linear_schedule(start, end, steps, begin)`.
+  `target(k) = start + (end - start) * clip((k - begin) / steps, 0, 1)`, the closed form of
+  `optax.linear_schedule(start, end, steps, begin)`.
 
   Args:
     start: scalar or array, the target before `begin`.
@@ -111,10 +90,8 @@ def linear_schedule(start, end, steps, *, begin=0, num_actions: int | None = Non
 def cosine_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Half-cosine anneal from `start` to `end` over `steps` updates after `begin`.
 
-  `target(k) = end + (start - end) * (1 + cos(pi * f)) / 2` with
-  `f = clip((k - begin) / steps, 0, 1)`: Loshchilov & Hutter 2017 (SGDR,
-  arXiv:1608.03983), the closed form of
-  `optax.cosine_decay_schedule(start, steps, alpha=end / start)`.
+  `target(k) = end + (start - end) * (1 + cos(pi * f)) / 2` with `f = clip((k - begin) / steps, 0, 1)`: Loshchilov &
+  Hutter 2017 (SGDR, arXiv:1608.03983), the closed form of `optax.cosine_decay_schedule(start, steps, end / start)`.
 
   Args and returns as for `linear_schedule`.
   """
@@ -125,20 +102,17 @@ def cosine_schedule(start, end, steps, *, begin=0, num_actions: int | None = Non
 def exponential_schedule(start, end, steps, *, begin=0, num_actions: int | None = None) -> Partial:
   """Geometric anneal from `start` to `end` over `steps` updates after `begin`.
 
-  `target(k) = start * (end / start) ** clip((k - begin) / steps, 0, 1)`: a
-  constant factor per update, the closed form of
-  `optax.exponential_decay(start, steps, end / start, begin, end_value=end)`.
-  `start` and `end` must be non-zero and of the same sign.
+  `target(k) = start * (end / start) ** clip((k - begin) / steps, 0, 1)`: a constant factor per update, the closed
+  form of `optax.exponential_decay(start, steps, end / start, begin, end_value=end)`. `start` and `end` must be
+  non-zero and of the same sign.
 
   Args and returns as for `linear_schedule`.
   """
   schedule = _ramp(_geometric, start, end, steps, begin, num_actions)
   start, end = schedule.keywords["start"], schedule.keywords["end"]
-  if not isinstance(start, jax.core.Tracer) and not isinstance(end, jax.core.Tracer):
-    if not bool(jnp.all(start * end > 0)):
-      raise ValueError(
-        f"{_checks.caller()}: `start` and `end` must be non-zero and of the same sign; got start={start} and end={end}."
-      )
+  same_sign = jnp.sign(start) * jnp.sign(end) > 0
+  if not isinstance(same_sign, jax.core.Tracer) and not bool(jnp.all(same_sign)):
+    raise _checks.error(f"`start` and `end` must be non-zero and of the same sign; got start={start} and end={end}.")
   return schedule
 
 
@@ -160,22 +134,14 @@ def annealed_discrete_target(
 ) -> Partial:
   """Xu et al. 2021's annealed discrete target, indexed by the update count.
 
-  `target(k) = max(initial_ratio * log(A) * decay ** floor((k - begin) /
-  steps_per_drop), min_ratio * log(A))`: it anneals from
-  `initial_ratio * log(A)` (near the maximum entropy `log A` of a uniform
-  policy) geometrically towards 0, one factor `decay` (0.9 in the paper's
-  Table 1) every `steps_per_drop` updates, never below `min_ratio * log(A)`
-  (the paper has no floor: `min_ratio=0`). It equals
-  `optax.exponential_decay(H0, steps_per_drop, decay, begin, staircase=True,
-  end_value=H_min)`.
+  `target(k) = max(initial_ratio * log(A) * decay ** floor((k - begin) / steps_per_drop), min_ratio * log(A))`:
+  from near the maximum entropy `log A` geometrically towards 0, one factor `decay` (0.9 in the paper's Table 1) every
+  `steps_per_drop` updates, never below `min_ratio * log(A)` (the paper has no floor). It equals
+  `optax.exponential_decay(H0, steps_per_drop, decay, begin, staircase=True, end_value=H_min)`.
 
-  TES-SAC ("Target Entropy Annealing for Discrete Soft Actor-Critic",
-  arXiv:2112.02852, Algorithm 1; `entropy_jax.tes_sac`) drops the target by
-  `decay` only after the moving average of the policy entropy has sat at the
-  target for `T` updates, so drops never come faster than every `T` updates.
-  This schedule is that rule with the entropy condition taken as always met:
-  the same sequence of targets on a fixed clock, the fastest anneal TES-SAC
-  can produce with `T = steps_per_drop`.
+  TES-SAC (Xu et al. 2021, arXiv:2112.02852, Algorithm 1; `entropy_jax.tes_sac`) drops the target only after the
+  policy entropy has sat at it for `T` updates; this schedule is that rule with the condition always met, the fastest
+  anneal TES-SAC can produce with `T = steps_per_drop`.
 
   Args:
     num_actions: `A`, the number of discrete actions.
@@ -192,7 +158,7 @@ def annealed_discrete_target(
   return Partial(
     _staircase,
     initial=_checks.float32_value("initial_ratio", initial_ratio) * log_a,
-    decay=_checks.decay_factor(decay),
+    decay=_checks.in_range("decay", decay, low=0, high=1, low_open=True),
     steps_per_drop=_checks.int_steps("steps_per_drop", steps_per_drop, minimum=1),
     floor=_checks.float32_value("min_ratio", min_ratio) * log_a,
     begin=_checks.int_steps("begin", begin, minimum=0),

@@ -1,21 +1,12 @@
 """Default target entropies.
 
-Continuous actions: `-action_dim` (Haarnoja et al. 2018, section 5).
-Discrete actions: `ratio * log(A)`, a fraction of the maximum entropy of a
-uniform policy over `A` actions. The default ratio is 0.6
-(`DISCRETE_TARGET_RATIO`), chosen by measurement: in a study of target rules
-on CartPole-v1 and Breakout-MinAtar (`examples/discrete_target_study.py`, the
-docs page "Choosing a discrete target"), 0.6 learned on both tasks with alpha
-bounded, while the paper's 0.98 (Christodoulou 2019,
-`PAPER_DISCRETE_TARGET_RATIO`) and CleanRL's 0.89 let alpha grow without
-limit: on tasks whose episodes end on failure the policy cannot reach an
-entropy that close to uniform, and the temperature climbs at every update.
+Continuous actions: `-action_dim` (Haarnoja et al. 2018, section 5). Discrete actions: `ratio * log(A)`, a fraction
+of the entropy of the uniform policy over `A` actions. The default ratio, 0.6 (`DISCRETE_TARGET_RATIO`), is measured
+(docs page "Choosing a discrete target"): it learned on CartPole-v1 and Breakout-MinAtar with alpha bounded, where
+the paper's 0.98 (Christodoulou 2019, `PAPER_DISCRETE_TARGET_RATIO`) and CleanRL's 0.89 let alpha grow without limit.
 
-Velora 0.2.0 computes the discrete target as `0.98 * log(1 / A)`, which is
-negative. The entropy of a categorical policy is never negative, so its loss
-gradient `H - target` is always positive and alpha falls at every step,
-whatever the policy does. `velora_discrete_target` reproduces that value for
-parity tests and ablations; it is not a default anywhere.
+Velora 0.2.0 computes the discrete target as `0.98 * log(1 / A)`, which is negative: the entropy of a categorical
+policy never is, so alpha falls at every step. `velora_discrete_target` reproduces it for parity tests only.
 """
 
 from __future__ import annotations
@@ -40,12 +31,9 @@ def continuous_target(action_dim: int) -> float:
 
 @_checks.public
 def discrete_target(action_dim: int, ratio: chex.Numeric = DISCRETE_TARGET_RATIO) -> float:
-  """`ratio * log(action_dim)`: a fraction of the uniform policy's entropy.
+  """`ratio * log(action_dim)`: a fraction of the uniform policy's entropy (default 0.6, measured).
 
-  The default ratio, 0.6, is the measured one (see the module doc).
-  Christodoulou 2019 ("Soft Actor-Critic for Discrete Action Settings",
-  arXiv:1910.07207) uses `0.98 * log(A)` (written `-0.98 * log(1/A)`):
-  `discrete_target(A, PAPER_DISCRETE_TARGET_RATIO)`.
+  Christodoulou 2019 (arXiv:1910.07207) uses `0.98 * log(A)`: `discrete_target(A, PAPER_DISCRETE_TARGET_RATIO)`.
   """
   a = _checks.positive_int("action_dim", action_dim)
   _checks.float32_value("ratio", ratio)
@@ -75,8 +63,6 @@ def masked_discrete_target(mask: chex.Array, ratio: chex.Numeric = DISCRETE_TARG
   """
   mask = jnp.asarray(mask)
   if mask.dtype != jnp.bool_ or mask.ndim != 2:
-    raise ValueError(
-      f"{_checks.caller()}: `mask` must be a bool array of shape [B, A]; got dtype {mask.dtype} and shape {mask.shape}."
-    )
+    raise _checks.error(f"`mask` must be a bool array of shape [B, A]; got {mask.dtype}{list(mask.shape)}.")
   n_valid = jnp.sum(mask, axis=-1, dtype=jnp.float32)
   return ratio * jnp.log(jnp.maximum(n_valid, 1.0))

@@ -1,33 +1,12 @@
 """TES-SAC: the discrete target annealed by feedback from the policy entropy.
 
-Xu et al. 2021, "Target Entropy Annealing for Discrete Soft Actor-Critic"
-(arXiv:2112.02852, Algorithm 1), start discrete SAC with a target near the
-maximum entropy `log A` and multiply it by `decay` each time the moving
-average of the policy entropy has settled at it: the target anneals towards
-0 as fast as the policy follows. `annealed_discrete_target` in
-`entropy_jax.schedules` is the same sequence of targets on a fixed clock.
+Xu et al. 2021, "Target Entropy Annealing for Discrete Soft Actor-Critic" (arXiv:2112.02852, Algorithm 1), start
+discrete SAC with a target near the maximum entropy `log A` and multiply it by `decay` each time the moving average of
+the policy entropy has settled at it. `annealed_discrete_target` in `entropy_jax.schedules` is the same sequence of
+targets on a fixed clock. The choices where the paper is silent are stated in `tes_sac_update`; the docs page
+"Targets and schedules" compares them with a public RLlib implementation.
 
-Source note: the paper's abstract and setting are from arXiv:2112.02852; the
-update rule of its Algorithm 1 and the Table 1 values (decay 0.9, lambda
-0.999, thresholds 0.01 and 0.05) are as transcribed by a public third-party
-implementation. Where the paper is silent (the patience `T`, how `mu`
-starts) the choices made here are stated in `tes_sac_update`. A public
-RLlib implementation of the method differs in four ways: it also drops the
-target after a fixed number of updates without a drop ("force_drop_steps",
-180,000 there), starts `mu` at the initial target rather than at the first
-observed entropy, stops annealing once the target is below 0.01, and uses
-2,000 stable updates per drop. The forced drop is not part of the rule
-here; `annealed_discrete_target` is the anneal on a fixed clock.
-
-Measured in an agent (`examples/discrete_target_study.py`, docs page
-"Choosing a discrete target"): started at `0.98 log A` on CartPole-v1 and
-Breakout-MinAtar, the controller never dropped its target, because the
-policy's entropy never settled within 0.01 nats of a target that close to
-uniform; it then behaves as the fixed 0.98, whose alpha grows without limit.
-The rule serves where the first target is one the policy can reach.
-
-Usage, after each temperature update (the state must have no
-`target_schedule`, or `apply_gradients` would overwrite the target)::
+Usage, after each temperature update (the state must have no `target_schedule`, which would overwrite the target)::
 
     state, metrics = discrete_update(state, probs, log_probs)
     tes = tes_sac_update(tes, metrics["entropy"])
@@ -54,8 +33,7 @@ TES_STD_THRESHOLD = 0.05
 class TesSacState(NamedTuple):
   """State of the TES-SAC target annealing (Xu et al. 2021, Algorithm 1).
 
-  All fields are scalar arrays (`[N]` in a population), hyperparameters
-  included, so that each member can have its own.
+  All fields are scalar arrays (`[N]` in a population), hyperparameters included, so each member can have its own.
   """
 
   target: jax.Array  # [] float32, the current target entropy H.
@@ -85,34 +63,24 @@ def tes_sac_init(
 ) -> TesSacState:
   """Starts the TES-SAC target annealing at `initial_target`.
 
-  The defaults are Xu et al.'s Table 1 values (`decay=0.9`, `lambda=0.999`,
-  mean threshold 0.01, std threshold 0.05); `patience` (`T`, the number of
-  stable updates per drop) has no published value and must be given.
+  The defaults are Xu et al.'s Table 1 values; `patience` (`T`, the number of stable updates per drop) has no
+  published value and must be given.
 
   Args:
-    initial_target: scalar or array, the first target, e.g.
-      `entropy_jax.discrete_target(A, 1.0)` for `log A`.
+    initial_target: scalar or array, the first target, e.g. `entropy_jax.discrete_target(A, 1.0)` for `log A`.
     patience: int (or int array) >= 1, `T`.
     decay: in (0, 1], the factor applied to the target at each drop.
     smoothing: in [0, 1), `lambda`, the moving statistics' forgetting factor.
     mean_threshold: non-negative; stable when `|mu - H| <` this.
-    std_threshold: non-negative; stable when `sigma <=` this (`inf` for both
-      thresholds makes every update stable, which gives
-      `annealed_discrete_target`).
+    std_threshold: non-negative; stable when `sigma <=` this (`inf` for both thresholds makes every update stable,
+      which gives `annealed_discrete_target`).
     floor: the target never drops below it (the paper has none: 0).
 
   Returns:
     A `TesSacState`; feed it each update's batch entropy with `tes_sac_update`.
   """
   target = _checks.float32_value("initial_target", initial_target)
-  smoothing = _checks.float32_value("smoothing", smoothing)
-  _checks.in_range("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
-  thresholds = {
-    name: _checks.non_negative(name, value)
-    for name, value in (("mean_threshold", mean_threshold), ("std_threshold", std_threshold))
-  }
-  zero_f = jnp.zeros_like(target)
-  zero_i = jnp.zeros(jnp.shape(target), jnp.int32)
+  zero_f, zero_i = jnp.zeros_like(target), jnp.zeros(jnp.shape(target), jnp.int32)
   return TesSacState(
     target=target,
     mean=zero_f,
@@ -120,10 +88,12 @@ def tes_sac_init(
     stable=zero_i,
     drops=zero_i,
     observed=zero_i,
-    decay=_checks.decay_factor(decay),
-    smoothing=smoothing,
-    mean_threshold=thresholds["mean_threshold"],
-    std_threshold=thresholds["std_threshold"],
+    decay=_checks.in_range("decay", decay, low=0, high=1, low_open=True),
+    smoothing=_checks.in_range(
+      "smoothing", _checks.float32_value("smoothing", smoothing), low=0, high=1, high_open=True
+    ),
+    mean_threshold=_checks.non_negative("mean_threshold", mean_threshold),
+    std_threshold=_checks.non_negative("std_threshold", std_threshold),
     patience=_checks.int_steps("patience", patience, minimum=1),
     floor=_checks.float32_value("floor", floor),
   )
@@ -133,25 +103,21 @@ def tes_sac_init(
 def tes_sac_update(tes: TesSacState, entropy: chex.Numeric) -> TesSacState:
   """One step of TES-SAC's target annealing from a batch entropy estimate.
 
-  Xu et al. 2021, Algorithm 1, with the incremental exponentially weighted
-  mean and variance of Finch 2009 ("Incremental calculation of weighted mean
-  and variance"), `lambda = smoothing`::
+  Xu et al. 2021, Algorithm 1, with the incremental exponentially weighted mean and variance of Finch 2009
+  ("Incremental calculation of weighted mean and variance"), `lambda = smoothing`::
 
       delta = e - mu;  mu += (1 - lambda) * delta
       sigma^2 = lambda * (sigma^2 + (1 - lambda) * delta^2)
       if |mu - H| < mean_threshold and sigma <= std_threshold: i += 1
       if i >= T: i = 0; H = max(decay * H, floor)
 
-  Where the paper is silent: `mu` starts at the first observed entropy (with
-  `sigma^2 = 0`), so that a policy far from the first target is not counted
-  stable while `mu` still sits at an arbitrary initial value; and a
-  non-finite `entropy` (from an update that `apply_gradients` skipped) leaves
-  the state unchanged.
+  Where the paper is silent: `mu` starts at the first observed entropy (with `sigma^2 = 0`), so that a policy far
+  from the first target is not counted stable while `mu` sits at an arbitrary initial value; and a non-finite
+  `entropy` (from an update that `apply_gradients` skipped) leaves the state unchanged.
 
   Args:
     tes: the current `TesSacState`.
-    entropy: scalar, the batch policy entropy of this update
-      (`metrics["entropy"]` of `discrete_update`).
+    entropy: scalar, the batch policy entropy of this update (`metrics["entropy"]` of `discrete_update`).
 
   Returns:
     The new `TesSacState`.

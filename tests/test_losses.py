@@ -164,9 +164,9 @@ class LossFormTest(parameterized.TestCase):
     np.testing.assert_allclose(g_d, scale * (h_d - 0.5), rtol=1e-5)
 
   def test_alpha_form_gradient_saturates_instead_of_overflowing(self):
-    # At the top of alpha's range (log_alpha 88, alpha 1.65e38) a statistic of
-    # 5 makes alpha * 5 overflow float32. The gradient saturates at the float32
-    # maximum with its sign, so apply_gradients sees a finite gradient.
+    # A target the policy cannot reach drives alpha to the top of its range (log_alpha 88, alpha 1.65e38); there a
+    # statistic of 5 (the target then lowered below the entropy) makes alpha * 5 overflow float32. The gradient
+    # saturates at the float32 maximum with its sign, so apply_gradients sees a finite gradient.
     lp = jnp.full((4,), -1.0)  # H = 1
     g_up = jax.grad(continuous_loss)(jnp.float32(88.0), lp, 6.0, form="alpha")  # H - target = -5
     g_down = jax.grad(continuous_loss)(jnp.float32(88.0), lp, -4.0, form="alpha")  # +5
@@ -247,143 +247,100 @@ class DtypeTest(parameterized.TestCase):
       assert loss.dtype == jnp.float64
 
 
-# Argument checks: a clear error naming the argument, the expected and the
-# received shape or dtype. All are trace-time checks (they also fire under jit).
+# Argument checks: the message names the function, the argument and what came. All are trace-time checks (they also
+# fire under jit).
 
 LA = jnp.zeros(())
 P, LP = random_policy(jax.random.key(0), 4, 3)
 
-ARRAY_CASES = {
+ARRAY_CASES = {  # (call, error, the argument named, what came)
   "cont log_probs rank 3": (
     lambda: continuous_loss(LA, jnp.zeros((2, 3, 1)), -1.0),
     ValueError,
-    r"continuous_loss: `log_probs` must have shape \[B\] or \[B, 1\]; got shape \(2, 3, 1\)",
+    "log_probs",
+    "(2, 3, 1)",
   ),
-  "cont log_probs [B, 2]": (
-    lambda: continuous_loss(LA, jnp.zeros((4, 2)), -1.0),
-    ValueError,
-    r"`log_probs` must have shape \[B\] or \[B, 1\]; got shape \(4, 2\)",
-  ),
-  "cont log_probs scalar": (lambda: continuous_loss(LA, jnp.zeros(()), -1.0), ValueError, r"got shape \(\)"),
-  "cont empty batch": (
-    lambda: continuous_loss(LA, jnp.zeros((0,)), -1.0),
-    ValueError,
-    r"`log_probs` has an empty batch \(shape \(0,\)\)",
-  ),
-  "cont log_probs int32": (
-    lambda: continuous_loss(LA, jnp.zeros(4, jnp.int32), -1.0),
-    TypeError,
-    r"`log_probs` must be a floating-point array; got dtype int32",
-  ),
-  "cont log_probs bool": (
-    lambda: continuous_loss(LA, jnp.zeros(4, bool), -1.0),
-    TypeError,
-    r"`log_probs` must be a floating-point array; got dtype bool",
-  ),
-  "cont log_alpha [2]": (
-    lambda: continuous_loss(jnp.zeros(2), jnp.zeros(4), -1.0),
-    ValueError,
-    r"`log_alpha` must be a scalar \(shape \(\)\); got shape \(2,\)",
-  ),
+  "cont log_probs [B, 2]": (lambda: continuous_loss(LA, jnp.zeros((4, 2)), -1.0), ValueError, "log_probs", "(4, 2)"),
+  "cont log_probs scalar": (lambda: continuous_loss(LA, jnp.zeros(()), -1.0), ValueError, "log_probs", "()"),
+  "cont empty batch": (lambda: continuous_loss(LA, jnp.zeros((0,)), -1.0), ValueError, "log_probs", "(0,)"),
+  "cont log_probs int32": (lambda: continuous_loss(LA, jnp.zeros(4, jnp.int32), -1.0), TypeError, "log_probs", "int32"),
+  "cont log_probs bool": (lambda: continuous_loss(LA, jnp.zeros(4, bool), -1.0), TypeError, "log_probs", "bool"),
+  "cont log_alpha [2]": (lambda: continuous_loss(jnp.zeros(2), jnp.zeros(4), -1.0), ValueError, "log_alpha", "(2,)"),
   "cont log_alpha int": (
     lambda: continuous_loss(jnp.zeros((), jnp.int32), jnp.zeros(4), -1.0),
     TypeError,
-    r"`log_alpha` must be a floating-point array; got dtype int32",
+    "log_alpha",
+    "int32",
   ),
   # A plain Python int target (-action_dim) is accepted as a float; an int array is not.
   "cont target int array": (
     lambda: continuous_loss(LA, jnp.zeros(4), jnp.array(-1, jnp.int32)),
     TypeError,
-    r"`target` must be a floating-point array; got dtype int32",
+    "target",
+    "int32",
   ),
-  "cont target [3] vs B=4": (
-    lambda: continuous_loss(LA, jnp.zeros(4), jnp.zeros(3)),
-    ValueError,
-    r"`target` must be a scalar or have shape \(4,\).*got shape \(3,\)",
-  ),
+  "cont target [3] vs B=4": (lambda: continuous_loss(LA, jnp.zeros(4), jnp.zeros(3)), ValueError, "target", "(3,)"),
   "cont weights [3] vs B=4": (
     lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(3)),
     ValueError,
-    r"`weights` must have shape \(4,\).*got shape \(3,\)",
+    "weights",
+    "(3,)",
   ),
   "cont weights [4, 1]": (
     lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones((4, 1))),
     ValueError,
-    r"`weights` must have shape \(4,\).*got shape \(4, 1\)",
+    "weights",
+    "(4, 1)",
   ),
   "cont weights int": (
     lambda: continuous_loss(LA, jnp.zeros(4), -1.0, weights=jnp.ones(4, int)),
     TypeError,
-    r"`weights` must be a floating-point array; got dtype int32",
+    "weights",
+    "int32",
   ),
-  "cont form='exp'": (
-    lambda: continuous_loss(LA, jnp.zeros(4), -1.0, form="exp"),
-    ValueError,
-    r"`form` must be one of \('log', 'alpha'\); got 'exp'",
-  ),
-  "disc probs [A]": (
-    lambda: discrete_loss(LA, P[0], LP[0], 1.0),
-    ValueError,
-    r"discrete_loss: `probs` must have shape \[B, A\]; got shape \(3,\)",
-  ),
-  "disc probs rank 3": (
-    lambda: discrete_loss(LA, P[None], LP[None], 1.0),
-    ValueError,
-    r"`probs` must have shape \[B, A\]; got shape \(1, 4, 3\)",
-  ),
-  "disc A mismatch": (
-    lambda: discrete_loss(LA, P, LP[:, :2], 1.0),
-    ValueError,
-    r"`probs` and `log_probs` must have the same shape \[B, A\]; got \(4, 3\) and \(4, 2\)",
-  ),
-  "disc B mismatch": (lambda: discrete_loss(LA, P, LP[:2], 1.0), ValueError, r"got \(4, 3\) and \(2, 3\)"),
-  "disc empty batch": (
-    lambda: discrete_loss(LA, P[:0], LP[:0], 1.0),
-    ValueError,
-    r"`probs` has an empty batch \(shape \(0, 3\)\)",
-  ),
-  "disc no actions": (
-    lambda: discrete_loss(LA, P[:, :0], LP[:, :0], 1.0),
-    ValueError,
-    r"`probs` has no actions \(shape \(4, 0\)\); expected A >= 1",
-  ),
-  "disc probs int32": (
-    lambda: discrete_loss(LA, P.astype(jnp.int32), LP, 1.0),
-    TypeError,
-    r"`probs` must be a floating-point array; got dtype int32",
-  ),
-  "disc log_probs int8": (
-    lambda: discrete_loss(LA, P, LP.astype(jnp.int8), 1.0),
-    TypeError,
-    r"`log_probs` must be a floating-point array; got dtype int8",
-  ),
+  "cont form='exp'": (lambda: continuous_loss(LA, jnp.zeros(4), -1.0, form="exp"), ValueError, "form", "'exp'"),
+  "disc probs [A]": (lambda: discrete_loss(LA, P[0], LP[0], 1.0), ValueError, "probs", "(3,)"),
+  "disc probs rank 3": (lambda: discrete_loss(LA, P[None], LP[None], 1.0), ValueError, "probs", "(1, 4, 3)"),
+  "disc A mismatch": (lambda: discrete_loss(LA, P, LP[:, :2], 1.0), ValueError, "log_probs", "(4, 2)"),
+  "disc B mismatch": (lambda: discrete_loss(LA, P, LP[:2], 1.0), ValueError, "log_probs", "(2, 3)"),
+  "disc empty batch": (lambda: discrete_loss(LA, P[:0], LP[:0], 1.0), ValueError, "probs", "(0, 3)"),
+  "disc no actions": (lambda: discrete_loss(LA, P[:, :0], LP[:, :0], 1.0), ValueError, "probs", "(4, 0)"),
+  "disc probs int32": (lambda: discrete_loss(LA, P.astype(jnp.int32), LP, 1.0), TypeError, "probs", "int32"),
+  "disc log_probs int8": (lambda: discrete_loss(LA, P, LP.astype(jnp.int8), 1.0), TypeError, "log_probs", "int8"),
   "disc mask int": (
     lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 3), jnp.int32)),
     TypeError,
-    r"`mask` must be bool; got dtype int32",
+    "mask",
+    "int32",
   ),
-  "disc mask shape": (
-    lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 2), bool)),
-    ValueError,
-    r"`mask` must have the shape of `probs`, \(4, 3\); got \(4, 2\)",
-  ),
+  "disc mask shape": (lambda: discrete_loss(LA, P, LP, 1.0, mask=jnp.ones((4, 2), bool)), ValueError, "mask", "(4, 2)"),
 }
+
+
+def assert_names(error, function, argument, got):
+  """The message starts with the function called, and names the argument and what came."""
+  message = str(error.value)
+  assert message.startswith(f"{function}: ") and f"`{argument}`" in message and got in message, message
 
 
 @pytest.mark.parametrize("case", sorted(ARRAY_CASES))
 def test_bad_arguments_are_rejected_with_a_message(case):
-  fn, error, message = ARRAY_CASES[case]
-  with pytest.raises(error, match=message):
+  fn, error, argument, got = ARRAY_CASES[case]
+  with pytest.raises(error) as e:
     fn()
+  function = {"cont": "continuous_loss", "disc": "discrete_loss"}[case.split()[0]]
+  assert_names(e, function, argument, got)
 
 
 def test_argument_checks_fire_while_tracing_under_jit():
-  with pytest.raises(ValueError, match=r"\[B\] or \[B, 1\]; got shape \(4, 2\)"):
-    jax.jit(continuous_loss)(0.0, jnp.zeros((4, 2)), -1.0)
-  with pytest.raises(ValueError, match=r"got \(4, 3\) and \(4, 2\)"):
-    jax.jit(discrete_loss)(0.0, P, LP[:, :2], 0.5)
-  with pytest.raises(ValueError, match=r"empty batch"):
-    jax.jit(continuous_loss)(0.0, jnp.zeros((0,)), -1.0)
+  for fn, args, argument, got in [
+    (continuous_loss, (0.0, jnp.zeros((4, 2)), -1.0), "log_probs", "(4, 2)"),
+    (discrete_loss, (0.0, P, LP[:, :2], 0.5), "log_probs", "(4, 2)"),
+    (continuous_loss, (0.0, jnp.zeros((0,)), -1.0), "log_probs", "(0,)"),
+  ]:
+    with pytest.raises(ValueError) as e:
+      jax.jit(fn)(*args)
+    assert_names(e, fn.__name__, argument, got)
 
 
 def test_python_int_target_is_accepted():
@@ -392,5 +349,5 @@ def test_python_int_target_is_accepted():
   assert continuous_loss(0.5, lp, -3) == continuous_loss(0.5, lp, -3.0)
   p = jnp.full((2, 2), 0.5)
   assert discrete_loss(0.5, p, jnp.log(p), 1) == discrete_loss(0.5, p, jnp.log(p), 1.0)
-  with pytest.raises(TypeError, match=r"floating-point.*int32"):
+  with pytest.raises(TypeError):
     continuous_loss(0.5, lp, jnp.array(-3, jnp.int32))  # an integer *array* is still an error

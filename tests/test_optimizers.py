@@ -5,8 +5,6 @@ PyTorch's, or in closed form; the default optimizer is checked to be shared
 by both APIs, pow-free, and usable under `optax.inject_hyperparams`.
 """
 
-import math
-
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -124,7 +122,3 @@ def test_injected_learning_rates_give_each_member_its_own():
   # is still within float32 rounding of PyTorch's.
   tx = optax.inject_hyperparams(ej.adam)(learning_rate=1e-2)
   np.testing.assert_allclose(run(tx, GRADS[:50]), torch_adam_reference(GRADS[:50], 1e-2), rtol=2e-5)
-
-
-def test_default_learning_rate():
-  assert math.isclose(optimizers.DEFAULT_LEARNING_RATE, 3e-4)

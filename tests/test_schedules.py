@@ -74,18 +74,22 @@ class TestAnnealClosedForm:
     np.testing.assert_allclose(fn(10), discrete_target(6, 0.3), rtol=1e-6)
 
   def test_invalid_parameters_name_the_values(self):
-    with pytest.raises(ValueError, match=r"same sign.*start=1\.0.*end=-1\.0"):
-      exponential_schedule(1.0, -1.0, 10)
-    with pytest.raises(ValueError, match=r"`steps` must be >= 1; got 0"):
-      linear_schedule(1.0, 0.0, 0)
-    with pytest.raises(TypeError, match=r"`steps` must be an int.*10\.5"):
-      cosine_schedule(1.0, 0.0, 10.5)
-    with pytest.raises(ValueError, match=r"`start` must be finite and representable in float32.*got nan"):
-      linear_schedule(float("nan"), 0.0, 5)
-    with pytest.raises(ValueError, match=r"`decay` must lie in \(0, 1\]; got 1\.5"):
-      annealed_discrete_target(4, steps_per_drop=3, decay=1.5)
-    with pytest.raises(ValueError, match=r"`end` must be finite and representable in float32.*got 1e\+39"):
-      cosine_schedule(1.0, 1e39, 10)
+    # The message names the function called, the argument and the value that came.
+    cases = [
+      (lambda: exponential_schedule(1.0, -1.0, 10), ValueError, r"exponential_schedule: `start` and `end`.*-1\.0"),
+      (lambda: linear_schedule(1.0, 0.0, 0), ValueError, r"linear_schedule: `steps` .*got 0"),
+      (lambda: cosine_schedule(1.0, 0.0, 10.5), TypeError, r"cosine_schedule: `steps` .*got 10\.5"),
+      (lambda: linear_schedule(float("nan"), 0.0, 5), ValueError, r"linear_schedule: `start` .*got nan"),
+      (
+        lambda: annealed_discrete_target(4, steps_per_drop=3, decay=1.5),
+        ValueError,
+        r"annealed_discrete_target: `decay` .*got 1\.5",
+      ),
+      (lambda: cosine_schedule(1.0, 1e39, 10), ValueError, r"cosine_schedule: `end` .*got 1e\+39"),
+    ]
+    for fn, error, message in cases:
+      with pytest.raises(error, match=f"^{message}"):
+        fn()
 
 
 class TestStaircase:

@@ -36,12 +36,9 @@ from entropy_jax import (
   init_entropy_state,
   init_population,
 )
-from entropy_jax.checkpoint import CheckpointError, decode_state, encode_state
 
 NAN, INF = float("nan"), float("inf")
 INJECTED = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
-USABLE = r"must be positive and lie in the usable range \[1\.646e-38, 1\.652e\+38\]"
-F32 = r"must be finite and representable in float32 \(zero, or a magnitude in \[1\.175494e-38, 3\.402823e\+38\]\)"
 
 
 def test_init_values_and_dtypes():
@@ -52,23 +49,22 @@ def test_init_values_and_dtypes():
   assert s.step.dtype == s.skipped.dtype == jnp.int32
   assert int(s.step) == int(s.skipped) == 0
   assert float(s.target) == -3.0
-  # No bounds given: the edges of the usable range.
-  assert float(s.log_alpha_min) == LOG_ALPHA_MIN == -87.0 and float(s.log_alpha_max) == LOG_ALPHA_MAX == 88.0
   assert s.target_schedule is None and s.loss_form == "log"
   assert s.tx is ej.state.DEFAULT_OPTIMIZER
 
 
-def test_usable_alpha_range_is_normal_float32():
-  assert np.float32(ALPHA_MIN) >= np.finfo(np.float32).tiny and np.isfinite(np.float32(ALPHA_MAX))
-  assert np.exp(np.float32(LOG_ALPHA_MIN)) >= np.finfo(np.float32).tiny
-  assert np.isfinite(np.exp(np.float32(LOG_ALPHA_MAX)))
+@pytest.mark.parametrize("grad", [1e4, -1e4])
+def test_a_state_without_bounds_stops_where_alpha_is_a_normal_float32(grad):
+  s = ej.apply_gradients(init_entropy_state(-1.0, optimizer=optax.sgd(1.0)), grad)
+  assert float(s.log_alpha) in (LOG_ALPHA_MIN, LOG_ALPHA_MAX) and int(s.skipped) == 0
+  assert np.finfo(np.float32).tiny <= float(s.alpha) < np.inf
 
 
 def test_init_under_x64_keeps_float32():
   with jax.enable_x64(True):
     s = init_entropy_state(-1.0)
     assert s.log_alpha.dtype == jnp.float32 and s.step.dtype == jnp.int32
-    with pytest.raises(ValueError, match=USABLE):  # the float32 rule holds under x64 too
+    with pytest.raises(ValueError, match=r"`initial_alpha` .*got 1e\+39"):  # the float32 rule holds under x64 too
       init_entropy_state(-1.0, initial_alpha=1e39)
 
 
@@ -97,170 +93,172 @@ def test_schedule_target_starts_at_schedule_zero():
 # ----------------------------------------------------------------------------
 # Constructors: a clear error naming the argument, the value and the usable range.
 
-# Rejected initial temperatures: (value, how the message prints it).
+# Each rejected call: (call, error, the function named, the argument named, what came as printed).
 BAD_INITIAL_ALPHAS = {
-  "<0": (-0.5, r"-0\.5"),
+  "<0": (-0.5, "-0.5"),
+  "=0": (0.0, "0.0"),
   "=nan": (NAN, "nan"),
   "=inf": (INF, "inf"),
-  "=1e39 (inf in float32)": (1e39, r"1e\+39"),
-  "=2e38 (alpha overflows)": (2e38, r"2e\+38"),
-  "=1e-38 (subnormal range)": (1e-38, "1e-38"),
+  "=1e39 (inf in float32)": (1e39, "1e+39"),
+  "=2e38 (alpha overflows)": (2e38, "2e+38"),
+  "=1e-38 (below ALPHA_MIN)": (1e-38, "1e-38"),
   "=1e-46 (0 in float32)": (1e-46, "1e-46"),
 }
+INIT = "init_entropy_state"
+POP = "init_population"
+INJECTED_SGD = optax.inject_hyperparams(optax.sgd)
 
 CONSTRUCTOR_CASES = {
-  "initial_alpha=0": (
-    lambda: init_entropy_state(-1.0, initial_alpha=0.0),
-    ValueError,
-    rf"init_entropy_state: `initial_alpha` {USABLE}.*; got 0\.0",
-  ),
   **{
     f"initial_alpha{label}": (
       functools.partial(init_entropy_state, -1.0, initial_alpha=value),
       ValueError,
-      rf"`initial_alpha` {USABLE}.*; got {printed}",
+      INIT,
+      "initial_alpha",
+      printed,
     )
     for label, (value, printed) in BAD_INITIAL_ALPHAS.items()
   },
-  "initial_alpha=str": (
-    lambda: init_entropy_state(-1.0, initial_alpha="1"),
-    TypeError,
-    r"`initial_alpha` must be a real number; got '1'",
-  ),
+  "initial_alpha=str": (lambda: init_entropy_state(-1.0, initial_alpha="1"), TypeError, INIT, "initial_alpha", "'1'"),
   "initial_alpha=None": (
     lambda: init_entropy_state(-1.0, initial_alpha=None),
     TypeError,
-    r"`initial_alpha` must be a number or numeric array; got None",
+    INIT,
+    "initial_alpha",
+    "None",
   ),
   "initial_alpha=bool": (
     lambda: init_entropy_state(-1.0, initial_alpha=True),
     TypeError,
-    r"`initial_alpha` must be a real number; got True",
+    INIT,
+    "initial_alpha",
+    "True",
   ),
   "initial_alpha=[N]": (
     lambda: init_entropy_state(-1.0, initial_alpha=jnp.ones(2)),
     ValueError,
-    r"`initial_alpha` must be a scalar; got shape \(2,\)\. Use init_population",
+    INIT,
+    "initial_alpha",
+    "(2,)",
   ),
-  "target=nan": (lambda: init_entropy_state(NAN), ValueError, rf"`target` {F32}; got nan"),
-  "target=-inf": (lambda: init_entropy_state(-INF), ValueError, rf"`target` {F32}; got -inf"),
-  "target=1e39 (inf in float32)": (lambda: init_entropy_state(1e39), ValueError, rf"`target` {F32}; got 1e\+39"),
-  "target=1e-40 (subnormal)": (lambda: init_entropy_state(1e-40), ValueError, rf"`target` {F32}; got 1e-40"),
-  "target=1e-50 (0 in float32)": (lambda: init_entropy_state(-1e-50), ValueError, rf"`target` {F32}; got -1e-50"),
-  "target=None": (lambda: init_entropy_state(None), TypeError, r"`target` must be a number or numeric array; got None"),
-  "target=[3]": (lambda: init_entropy_state(jnp.ones(3)), ValueError, r"`target` must be a scalar; got shape \(3,\)"),
+  "target=nan": (lambda: init_entropy_state(NAN), ValueError, INIT, "target", "nan"),
+  "target=-inf": (lambda: init_entropy_state(-INF), ValueError, INIT, "target", "-inf"),
+  "target=1e39 (inf in float32)": (lambda: init_entropy_state(1e39), ValueError, INIT, "target", "1e+39"),
+  "target=None": (lambda: init_entropy_state(None), TypeError, INIT, "target", "None"),
+  "target=[3]": (lambda: init_entropy_state(jnp.ones(3)), ValueError, INIT, "target", "(3,)"),
   "schedule(0)=nan": (
     lambda: init_entropy_state(lambda step: jnp.float32(NAN)),
     ValueError,
-    rf"init_entropy_state \(the schedule's value at step 0\): `target` {F32}; got nan",
+    f"{INIT} (the schedule's value at step 0)",
+    "target",
+    "nan",
   ),
   "schedule start=1e39": (
     lambda: init_entropy_state(ej.linear_schedule(1e39, 0.0, 10)),
     ValueError,
-    rf"linear_schedule: `start` {F32}; got 1e\+39",
+    "linear_schedule",
+    "start",
+    "1e+39",
   ),
-  "optimizer='adam'": (
-    lambda: init_entropy_state(-1.0, optimizer="adam"),
-    TypeError,
-    r"`optimizer` must be an optax GradientTransformation; got str",
-  ),
+  "optimizer='adam'": (lambda: init_entropy_state(-1.0, optimizer="adam"), TypeError, INIT, "optimizer", "str"),
   "injected lr<0": (
-    lambda: init_entropy_state(-1.0, optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=-1e-3)),
+    lambda: init_entropy_state(-1.0, optimizer=INJECTED_SGD(learning_rate=-1e-3)),
     ValueError,
-    r"the optimizer's `learning_rate` at .*\['learning_rate'\] must be >= 0; got -0\.001",
+    INIT,
+    "learning_rate",
+    "-0.001",
   ),
   "injected lr=nan": (
-    lambda: init_entropy_state(-1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=NAN)),
+    lambda: init_entropy_state(-1.0, optimizer=INJECTED_SGD(learning_rate=NAN)),
     ValueError,
-    rf"the optimizer's `learning_rate` at .* {F32}; got nan",
-  ),
-  "injected lr=1e-40 (subnormal)": (
-    lambda: init_entropy_state(-1.0, optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=1e-40)),
-    ValueError,
-    rf"the optimizer's `learning_rate` at .* {F32}",
+    INIT,
+    "learning_rate",
+    "nan",
   ),
   "population lr<0": (
     lambda: init_population(-1.0, optimizer=INJECTED, learning_rate=jnp.array([1e-3, -1e-3])),
     ValueError,
-    r"must be >= 0; got \[ 0\.001 -0\.001\]",
+    POP,
+    "learning_rate",
+    "-0.001 at index 1",
   ),
   "population lr=1e39": (
     lambda: init_population(-1.0, optimizer=INJECTED, learning_rate=np.array([1e-3, 1e39])),
     ValueError,
-    rf"init_population: `learning_rate` {F32}; got 1e\+39 at index 1",
+    POP,
+    "learning_rate",
+    "1e+39 at index 1",
   ),
   "population target=1e39 in [N]": (
     lambda: init_population(np.array([1.0, 2.0, 1e39])),
     ValueError,
-    rf"init_population: `target` {F32}; got 1e\+39 at index 2",
+    POP,
+    "target",
+    "1e+39 at index 2",
   ),
   "population alpha=0 in [N]": (
     lambda: init_population(-1.0, initial_alpha=np.array([1.0, 0.0])),
     ValueError,
-    rf"init_population: `initial_alpha` {USABLE}.*; got 0\.0 at index 1",
+    POP,
+    "initial_alpha",
+    "0.0 at index 1",
   ),
   "population lr, no inject": (
     lambda: init_population(-1.0, optimizer=optax.adam(1e-3), learning_rate=jnp.array([1e-3, 1e-2])),
     ValueError,
-    r"could not set hyperparameters \['learning_rate'\].*inject_hyperparams",
+    POP,
+    "optimizer",
+    "['learning_rate']",
   ),
   "population sizes differ": (
     lambda: init_population(jnp.zeros(3), initial_alpha=jnp.ones(2)),
     ValueError,
-    r"must share N=3; got sizes",
+    POP,
+    "size",
+    "'initial_alpha': 2",
   ),
-  "population, no size": (lambda: init_population(-1.0), ValueError, r"pass `size`"),
-  "population [N, 1]": (
-    lambda: init_population(jnp.zeros((3, 1))),
-    ValueError,
-    r"scalars or \[N\] arrays; got shapes \{'target': \(3, 1\)\}",
-  ),
-  "loss_form='exp'": (
-    lambda: init_entropy_state(-1.0, loss_form="exp"),
-    ValueError,
-    r"`loss_form` must be one of \('log', 'alpha'\); got 'exp'",
-  ),
-  "min_alpha=0": (lambda: init_entropy_state(-1.0, min_alpha=0.0), ValueError, rf"`min_alpha` {USABLE}.*; got 0\.0"),
-  "min_alpha=1e-39": (
-    lambda: init_entropy_state(-1.0, min_alpha=1e-39),
-    ValueError,
-    rf"`min_alpha` {USABLE}.*; got 1e-39",
-  ),
-  "max_alpha=nan": (lambda: init_entropy_state(-1.0, max_alpha=NAN), ValueError, rf"`max_alpha` {USABLE}.*; got nan"),
-  "max_alpha=1e39": (
-    lambda: init_entropy_state(-1.0, max_alpha=1e39),
-    ValueError,
-    rf"`max_alpha` {USABLE}.*; got 1e\+39",
-  ),
+  "population, no size": (lambda: init_population(-1.0), ValueError, POP, "size", "size=None"),
+  "population [N, 1]": (lambda: init_population(jnp.zeros((3, 1))), ValueError, POP, "target", "(3, 1)"),
+  "loss_form='exp'": (lambda: init_entropy_state(-1.0, loss_form="exp"), ValueError, INIT, "loss_form", "'exp'"),
+  "min_alpha=0": (lambda: init_entropy_state(-1.0, min_alpha=0.0), ValueError, INIT, "min_alpha", "0.0"),
+  "min_alpha=1e-39": (lambda: init_entropy_state(-1.0, min_alpha=1e-39), ValueError, INIT, "min_alpha", "1e-39"),
+  "max_alpha=nan": (lambda: init_entropy_state(-1.0, max_alpha=NAN), ValueError, INIT, "max_alpha", "nan"),
+  "max_alpha=1e39": (lambda: init_entropy_state(-1.0, max_alpha=1e39), ValueError, INIT, "max_alpha", "1e+39"),
   "min_alpha>max_alpha": (
     lambda: init_entropy_state(-1.0, min_alpha=2.0, max_alpha=1.0),
     ValueError,
-    r"need min_alpha < max_alpha; got 2\.0 and 1\.0",
+    INIT,
+    "max_alpha",
+    "2.0 and 1.0",
   ),
   "initial_alpha outside bounds": (
     lambda: init_entropy_state(-1.0, initial_alpha=5.0, max_alpha=1.0),
     ValueError,
-    r"initial_alpha=5\.0 lies outside the bounds \[None, 1\.0\]",
+    INIT,
+    "initial_alpha",
+    "5.0",
   ),
-  "fixed alpha=0": (lambda: fixed_alpha_state(0.0), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
-  "fixed alpha=1e39": (lambda: fixed_alpha_state(1e39), ValueError, rf"fixed_alpha_state: `alpha` {USABLE}"),
-  "fixed target=inf": (lambda: fixed_alpha_state(0.2, INF), ValueError, rf"fixed_alpha_state: `target` {F32}"),
+  "fixed alpha=0": (lambda: fixed_alpha_state(0.0), ValueError, "fixed_alpha_state", "alpha", "0.0"),
+  "fixed alpha=1e39": (lambda: fixed_alpha_state(1e39), ValueError, "fixed_alpha_state", "alpha", "1e+39"),
+  "fixed target=inf": (lambda: fixed_alpha_state(0.2, INF), ValueError, "fixed_alpha_state", "target", "inf"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CONSTRUCTOR_CASES))
 def test_constructor_rejects(case):
-  fn, error, message = CONSTRUCTOR_CASES[case]
-  with pytest.raises(error, match=message):
+  fn, error, function, argument, got = CONSTRUCTOR_CASES[case]
+  with pytest.raises(error) as e:
     fn()
+  message = str(e.value)
+  assert message.startswith(f"{function}: ") and argument in message and got in message.split("got", 1)[1], message
 
 
 def test_constructor_checks_also_run_when_traced():
   # jax.eval_shape / jit trace the constructor: concrete bad arguments must
   # still be rejected, and good ones must build (abstract) states.
-  with pytest.raises(ValueError, match=rf"`initial_alpha` {USABLE}.*; got -1\.0"):
+  with pytest.raises(ValueError, match=r"^init_entropy_state: `initial_alpha` .*got -1\.0"):
     jax.eval_shape(lambda: init_entropy_state(-1.0, initial_alpha=-1.0))
-  with pytest.raises(ValueError, match=r"lies outside the bounds"):
+  with pytest.raises(ValueError, match=r"^init_population: `initial_alpha` .*got \[0\.5, 3\.0\]"):
     jax.eval_shape(lambda: init_population(-1.0, initial_alpha=[0.5, 3.0], max_alpha=2.0))
   abstract = jax.eval_shape(lambda: init_population(-1.0, size=3, min_alpha=0.1))
   assert abstract.log_alpha.shape == (3,) and abstract.log_alpha.dtype == jnp.float32
@@ -350,37 +348,6 @@ def test_fixed_alpha_states_stack_and_vmap_equals_loop():
 
 
 # ----------------------------------------------------------------------------
-# The values of a state from elsewhere (checkpoints, state_dicts).
-
-GOOD = init_entropy_state(-1.0, initial_alpha=0.5, min_alpha=0.1, max_alpha=2.0)
-BAD_VALUES = {
-  "log_alpha nan": (GOOD.replace(log_alpha=jnp.float32(NAN)), r"state\.log_alpha` must lie in \[-87, 88\]; got nan"),
-  "log_alpha below its bound": (GOOD.replace(log_alpha=jnp.float32(-5.0)), r"lies outside its bounds"),
-  "bound beyond the range": (
-    GOOD.replace(log_alpha_max=jnp.float32(100.0)),
-    r"state\.log_alpha_max` must lie in \[-87, 88\]; got 100\.0",
-  ),
-  "bounds crossed": (
-    GOOD.replace(log_alpha_min=jnp.float32(1.0), log_alpha_max=jnp.float32(0.0)),
-    r"need state\.log_alpha_min < state\.log_alpha_max",
-  ),
-  "target inf": (GOOD.replace(target=jnp.float32(INF)), rf"`state\.target` {F32}; got inf"),
-  "step < 0": (GOOD.replace(step=jnp.int32(-1)), r"state\.step must be >= 0; got -1"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_VALUES))
-def test_decoding_rejects_values_no_constructor_builds(case):
-  state, message = BAD_VALUES[case]
-  with pytest.raises(CheckpointError, match=rf"^decode_state: .*{message}"):
-    decode_state(encode_state(state), GOOD)
-  decoded = decode_state(encode_state(GOOD), GOOD)
-  assert [np.asarray(x).tobytes() for x in jax.tree.leaves(decoded)] == [
-    np.asarray(x).tobytes() for x in jax.tree.leaves(GOOD)
-  ]
-
-
-# ----------------------------------------------------------------------------
 # Properties over the whole float32 and float64 range.
 
 ANY_FLOAT = st.one_of(
@@ -431,7 +398,8 @@ def accepts(fn):
     return fn()
   except (ValueError, TypeError) as e:
     assert re.search(
-      r"usable range|representable in float32|must be >= 0|min_alpha < max_alpha|outside the bounds", str(e)
+      r"usable range|representable in float32|must be >= 0|min_alpha < max_alpha|lie in \[min_alpha, max_alpha\]",
+      str(e),
     ), e
     return None
 

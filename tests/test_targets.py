@@ -1,6 +1,7 @@
 """Tests of entropy_jax.targets: the default targets and Velora's (defective) discrete one."""
 
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -45,9 +46,9 @@ def test_action_dim_validation(bad, err, message):
       fn(bad)
 
 
-@pytest.mark.parametrize("ratio", [float("nan"), float("inf"), 1e39, 1e-40])
-def test_ratio_must_be_a_float32_number(ratio):
-  with pytest.raises(ValueError, match=r"discrete_target: `ratio` must be finite and representable in float32"):
+@pytest.mark.parametrize("ratio", [float("nan"), float("inf"), 1e39])
+def test_ratio_must_be_finite_in_float32(ratio):
+  with pytest.raises(ValueError, match=rf"^discrete_target: `ratio` .*got {re.escape(repr(ratio))}"):
     ej.discrete_target(4, ratio)
 
 
@@ -56,5 +57,5 @@ def test_masked_target_counts_valid_actions():
   np.testing.assert_allclose(ej.masked_discrete_target(mask), 0.6 * np.log([4.0, 2.0, 1.0]), rtol=1e-6)
   expected = [0.9 * math.log(4), 0.9 * math.log(2), 0.0]
   np.testing.assert_allclose(ej.masked_discrete_target(mask, 0.9), expected, rtol=1e-6)
-  with pytest.raises(ValueError, match=r"bool array of shape \[B, A\]; got dtype float32"):
+  with pytest.raises(ValueError, match=r"^masked_discrete_target: `mask` .*got float32"):
     ej.masked_discrete_target(jnp.ones((2, 2)))

@@ -145,14 +145,16 @@ class TestTesSac:
     assert float(state.target) == float(tes.target)
 
   def test_invalid_hyperparameters(self):
-    with pytest.raises(ValueError, match=r"`smoothing` must lie in \[0, 1\); got 1\.0"):
-      tes_sac_init(1.0, patience=3, smoothing=1.0)
-    with pytest.raises(ValueError, match=r"`patience` must be >= 1; got 0"):
-      tes_sac_init(1.0, patience=0)
-    with pytest.raises(ValueError, match=r"`std_threshold` must be >= 0; got -0\.1"):
-      tes_sac_init(1.0, patience=2, std_threshold=-0.1)
-    with pytest.raises(ValueError, match=r"`entropy` must be a scalar.*\(2,\)"):
-      tes_sac_update(tes_sac_init(1.0, patience=2), jnp.ones(2))
+    # The message names the function called, the argument and the value that came.
+    cases = [
+      (lambda: tes_sac_init(1.0, patience=3, smoothing=1.0), r"tes_sac_init: `smoothing` .*got 1\.0"),
+      (lambda: tes_sac_init(1.0, patience=0), r"tes_sac_init: `patience` .*got 0"),
+      (lambda: tes_sac_init(1.0, patience=2, std_threshold=-0.1), r"tes_sac_init: `std_threshold` .*got -0\.1"),
+      (lambda: tes_sac_update(tes_sac_init(1.0, patience=2), jnp.ones(2)), r"tes_sac_update: `entropy` .*\(2,\)"),
+    ]
+    for fn, message in cases:
+      with pytest.raises(ValueError, match=f"^{message}"):
+        fn()
 
 
 def _tes_step(state, tes, probs):
