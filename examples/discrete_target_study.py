@@ -26,13 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__:  # `python -m examples.discrete_target_study`, or imported
-  from examples import reporting, target_rules
-  from examples.sac_discrete import SAC, Config, evaluate, train
-else:  # `python examples/discrete_target_study.py`: this folder heads the import path
-  import reporting
-  import target_rules
-  from sac_discrete import SAC, Config, evaluate, train
+from examples import reporting, target_rules
+from examples.sac_discrete import SAC, Config, evaluate, train
 
 # MinAtar: the agent sees the flattened 10x10xC grid (a convolution runs about
 # 10x slower on XLA:CPU), steps 4 environments per update, as CleanRL's

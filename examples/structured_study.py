@@ -29,13 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__:  # `python -m examples.structured_study`, or imported
-  from examples import reporting, sac_hybrid
-  from examples.sac_multidiscrete import SAC, Config, evaluate, train
-else:  # `python examples/structured_study.py`: this folder heads the import path
-  import reporting
-  import sac_hybrid
-  from sac_multidiscrete import SAC, Config, evaluate, train
+from examples import reporting, sac_hybrid
+from examples.sac_multidiscrete import SAC, Config, evaluate, train
 
 EVAL_EPISODES = 10
 
