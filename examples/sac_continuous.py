@@ -164,7 +164,7 @@ class SAC:
     # Built once: they are static fields of `TrainState`, so every `init` makes the same tree structure.
     self.actor_tx, self.critic_tx = optax.adam(cfg.actor_lr), optax.adam(cfg.critic_lr)
     # entropy_jax: alpha's Adam, its learning rate injected so each member sets its own.
-    self.alpha_tx = optax.inject_hyperparams(ej.adam)(learning_rate=ej.optimizers.DEFAULT_LEARNING_RATE)
+    self.alpha_tx = optax.inject_hyperparams(ej.adam)()
     self._init_members = jax.jit(jax.vmap(self.init))
 
   @property
