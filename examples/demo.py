@@ -22,16 +22,10 @@ import os
 import jax
 import numpy as np
 
-if __package__:  # `python -m examples.demo`, or imported
-  from examples import discrete_target_study as study
-  from examples import reporting
-  from examples.sac_continuous import RETURN_BAR, SAC, Config, default_population, train
-  from examples.target_rules import RULES
-else:  # `python examples/demo.py`: this folder heads the import path
-  import discrete_target_study as study
-  import reporting
-  from sac_continuous import RETURN_BAR, SAC, Config, default_population, train
-  from target_rules import RULES
+from examples import discrete_target_study as study
+from examples import reporting
+from examples.sac_continuous import RETURN_BAR, SAC, Config, default_population, train
+from examples.target_rules import RULES
 
 # The discrete-target ablation: Velora 0.2.0's negative target, the paper's
 # 0.98 log(A) and the recommended 0.6 log(A), on CartPole-v1.

@@ -26,13 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__:  # `python -m examples.discrete_target_study`, or imported
-  from examples import reporting, target_rules
-  from examples.sac_discrete import SAC, Config, evaluate, train
-else:  # `python examples/discrete_target_study.py`: this folder heads the import path
-  import reporting
-  import target_rules
-  from sac_discrete import SAC, Config, evaluate, train
+import entropy_jax as ej
+from examples import reporting, target_rules
+from examples.sac_discrete import SAC, Config, evaluate, train
 
 # MinAtar: the agent sees the flattened 10x10xC grid (a convolution runs about
 # 10x slower on XLA:CPU), steps 4 environments per update, as CleanRL's
@@ -50,7 +46,7 @@ MINATAR_CONFIG = Config(
   obs_dtype="uint8",
 )
 STUDY_INITIAL_ALPHA = 0.1
-STUDY_ALPHA_LR = 3e-4  # entropy_jax's default Adam rate
+STUDY_ALPHA_LR = ej.optimizers.DEFAULT_LEARNING_RATE  # 3e-4, entropy_jax's default Adam rate
 # Alpha counts as unbounded if it rose in at least this share of the updates of
 # the last quarter of the run, or ended above ALPHA_RUNAWAY (an entropy bonus
 # worth more than any per-step reward of these tasks).

@@ -21,12 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-if __package__:  # `python -m examples.pbt`, or imported
-  from examples import reporting
-  from examples.sac_continuous import RETURN_BAR, SAC, default_population, train
-else:  # `python examples/pbt.py`: this folder heads the import path
-  import reporting
-  from sac_continuous import RETURN_BAR, SAC, default_population, train
+from examples import reporting
+from examples.sac_continuous import RETURN_BAR, SAC, default_population, train
 
 PyTree = Any
 # Agent fields that hold a member's own experience, not what it has learned: exploit leaves them in place.

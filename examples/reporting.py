@@ -19,9 +19,21 @@ from typing import Any
 
 import numpy as np
 
+# Sized for the documentation's content column, about 800 px wide (furo: 46em at 17.6 px): a single plot
+# (700 px) is shown at its own size, a row of panels (900 px wide, whatever their number) scaled by about
+# 0.8, so that the smallest text, 9 pt (12.5 px at DPI 100), is still 10 px tall on the page.
+DPI = 100
 FIGSIZE = (7, 4.2)
-PANEL_FIGSIZE = (4.2, 3.4)
-DPI = 90
+PANELS_WIDTH, PANEL_HEIGHT = 9.0, 3.0
+FONTS = {
+  "font.size": 10,
+  "axes.titlesize": 11,
+  "axes.labelsize": 10,
+  "xtick.labelsize": 9,
+  "ytick.labelsize": 9,
+  "legend.fontsize": 9,
+  "figure.titlesize": 11,
+}
 
 
 def _pyplot():
@@ -68,25 +80,26 @@ def plot_members(
   dashed horizontal reference line.
   """
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-  n = values.shape[1]
-  cmap = plt.get_cmap("viridis")
-  for i in range(n):
-    label = labels[i] if labels is not None else f"member {i}"
-    color = cmap(i / max(n - 1, 1))
-    ax.plot(steps, values[:, i], color=color, lw=1.4, label=label)
-    if dashed is not None:
-      ax.plot(steps, dashed[:, i], color=color, lw=0.9, ls="--")
-  if hline is not None:
-    ax.axhline(hline, color="k", ls="--", lw=0.8)
-  if logy:
-    ax.set_yscale("log")
-  _steps_axis(ax)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2, loc="best")
-  fig.tight_layout()
+  with plt.rc_context(FONTS):
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    n = values.shape[1]
+    cmap = plt.get_cmap("viridis")
+    for i in range(n):
+      label = labels[i] if labels is not None else f"member {i}"
+      color = cmap(i / max(n - 1, 1))
+      ax.plot(steps, values[:, i], color=color, lw=1.4, label=label)
+      if dashed is not None:
+        ax.plot(steps, dashed[:, i], color=color, lw=0.9, ls="--")
+    if hline is not None:
+      ax.axhline(hline, color="k", ls="--", lw=0.8)
+    if logy:
+      ax.set_yscale("log")
+    _steps_axis(ax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=2, loc="best")
+    fig.tight_layout()
   return _save(fig, path)
 
 
@@ -155,28 +168,29 @@ def plot_groups(
     `path`.
   """
   plt = _pyplot()
-  w, h = PANEL_FIGSIZE
-  fig, axes = plt.subplots(1, len(panels), figsize=(w * len(panels), h + 0.9), dpi=DPI, squeeze=False)
-  for ax, (ylabel, groups, logy) in zip(axes[0], panels):
-    for name, values in groups.items():
-      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mid = np.nanmedian(values, axis=1)
-        lo, hi = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
-      ax.plot(steps, mid, color=colors[name], lw=1.3, label=labels[name])
-      ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.15, lw=0)
-    if logy:
-      ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    _steps_axis(ax)
-    ax.grid(alpha=0.3)
-  if dashed:
-    for name, values in dashed.items():
-      axes[0, -1].plot(steps, values, color=colors[name], lw=0.8, ls="--")
-  handles, names = axes[0, 0].get_legend_handles_labels()
-  fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7, frameon=False)
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout(rect=(0, 0.1, 1, 1))
+  with plt.rc_context(FONTS):
+    fig, axes = plt.subplots(1, len(panels), figsize=(PANELS_WIDTH, PANEL_HEIGHT + 1.0), dpi=DPI, squeeze=False)
+    for ax, (ylabel, groups, logy) in zip(axes[0], panels):
+      for name, values in groups.items():
+        with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
+          warnings.simplefilter("ignore", RuntimeWarning)
+          mid = np.nanmedian(values, axis=1)
+          lo, hi = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+        ax.plot(steps, mid, color=colors[name], lw=1.3, label=labels[name])
+        ax.fill_between(steps, lo, hi, color=colors[name], alpha=0.15, lw=0)
+      if logy:
+        ax.set_yscale("log")
+      ax.set_ylabel(ylabel)
+      _steps_axis(ax)
+      ax.grid(alpha=0.3)
+    if dashed:
+      for name, values in dashed.items():
+        axes[0, -1].plot(steps, values, color=colors[name], lw=0.8, ls="--")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    rows = -(-len(names) // 4)  # legend rows, at most 4 entries each
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.055 * rows + 0.01, 1, 1))
   return _save(fig, path)
 
 

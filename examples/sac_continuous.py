@@ -38,6 +38,7 @@ class Config(NamedTuple):
 
   env_name: str = "Pendulum-v1"
   hidden: tuple[int, ...] = (64, 64)
+  num_envs: int = 1  # environments per member, stepped together
   batch_size: int = 128
   actor_lr: float = 1e-3
   critic_lr: float = 1e-3
@@ -46,6 +47,8 @@ class Config(NamedTuple):
   buffer_size: int = 20_000
   learning_starts: int = 1_000  # env steps per member of uniform-random actions, no updates
   initial_alpha: float = 1.0
+  max_alpha: float | None = None  # entropy_jax: an upper bound on alpha (None: unbounded)
+  obs_dtype: str = "float32"  # how the buffer stores observations
   log_std_min: float = -5.0
   log_std_max: float = 2.0
 
@@ -99,7 +102,7 @@ class TwinCritic(nn.Module):
 class Transition(NamedTuple):
   """One environment transition, as stored in the flashbax buffer."""
 
-  obs: jax.Array  # [obs_dim]
+  obs: jax.Array  # [obs_dim], stored as `cfg.obs_dtype`
   action: jax.Array  # [action_dim] float32, in [-1, 1]
   reward: jax.Array  # [] float32
   next_obs: jax.Array  # [obs_dim]: the true next observation, before any auto-reset
@@ -107,17 +110,19 @@ class Transition(NamedTuple):
 
 
 class EpisodeStats(struct.PyTreeNode):
-  """The running episode's return and a ring of the last `K` finished ones, carried through `lax.scan`."""
+  """The running returns of `E` environments and a ring of the last `K` finished episodes, carried by `lax.scan`."""
 
-  current: jax.Array  # [] float32
-  recent: jax.Array  # [K] float32
+  current: jax.Array  # [E] float32
+  recent: jax.Array  # [K] float32, shared by the E environments
   count: jax.Array  # [] int32, finished episodes
 
   def record(self, reward: jax.Array, done: jax.Array) -> EpisodeStats:
-    """Adds `reward`; when `done`, files the finished episode's return."""
-    ret = self.current + reward
-    recent = jnp.where(done, self.recent.at[self.count % self.recent.shape[0]].set(ret), self.recent)
-    return self.replace(current=jnp.where(done, 0.0, ret), recent=recent, count=self.count + done.astype(jnp.int32))
+    """Adds the `[E]` rewards; files each finished episode's return into the ring, in env order."""
+    ret, recent, count = self.current + reward, self.recent, self.count
+    for e in range(reward.shape[0]):  # static and small
+      recent = jnp.where(done[e], recent.at[count % recent.shape[0]].set(ret[e]), recent)
+      count = count + done[e].astype(jnp.int32)
+    return self.replace(current=jnp.where(done, 0.0, ret), recent=recent, count=count)
 
   def mean_recent(self) -> jax.Array:
     """Mean return over the last `K` finished episodes (NaN before the first)."""
@@ -136,17 +141,15 @@ class Agent(struct.PyTreeNode):
   target_critic: Any  # critic parameters, Polyak-averaged
   entropy: ej.EntropyState  # entropy_jax: log_alpha, its optimizer state, the target
   buffer: Any  # flashbax buffer state
-  env_state: Any
-  obs: jax.Array  # [obs_dim]
+  env_state: Any  # [E] stacked gymnax states
+  obs: jax.Array  # [E, obs_dim]
   stats: EpisodeStats
   key: jax.Array
-  steps: jax.Array  # [] int32 environment steps taken
+  steps: jax.Array  # [] int32 environment steps taken (all E environments)
 
 
 class SAC:
   """A continuous-action SAC agent's functions: static things here, all state in `Agent`, so they vmap."""
-
-  num_envs = 1  # environments each member steps per train step
 
   def __init__(self, cfg: Config | None = None):
     self.cfg = cfg = Config() if cfg is None else cfg
@@ -159,10 +162,9 @@ class SAC:
     self.critic = TwinCritic(cfg.hidden)
     self.buffer = flashbax.make_item_buffer(cfg.buffer_size, cfg.batch_size, cfg.batch_size)
     # Built once: they are static fields of `TrainState`, so every `init` makes the same tree structure.
-    self.actor_tx = optax.adam(cfg.actor_lr)
-    self.critic_tx = optax.adam(cfg.critic_lr)
+    self.actor_tx, self.critic_tx = optax.adam(cfg.actor_lr), optax.adam(cfg.critic_lr)
     # entropy_jax: alpha's Adam, its learning rate injected so each member sets its own.
-    self.alpha_tx = optax.inject_hyperparams(ej.adam)(learning_rate=3e-4)
+    self.alpha_tx = optax.inject_hyperparams(ej.adam)()
     self._init_members = jax.jit(jax.vmap(self.init))
 
   @property
@@ -172,51 +174,57 @@ class SAC:
 
   def init(self, key: jax.Array, entropy: ej.EntropyState) -> Agent:
     """A fresh agent with the given entropy state (one member of a population)."""
+    cfg, obs0, act0 = self.cfg, jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
     k_actor, k_critic, k_env, key = jax.random.split(key, 4)
-    obs0, act0 = jnp.zeros((1, self.obs_dim)), jnp.zeros((1, self.action_dim))
     actor = TrainState.create(apply_fn=self.actor.apply, params=self.actor.init(k_actor, obs0), tx=self.actor_tx)
     critic_params = self.critic.init(k_critic, obs0, act0)
     critic = TrainState.create(apply_fn=self.critic.apply, params=critic_params, tx=self.critic_tx)
-    obs, env_state = self.env.reset(k_env, self.env_params)
-    zero_obs = jnp.zeros(self.obs_dim)
+    obs, env_state = jax.vmap(self.env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), self.env_params)
+    zero_obs = jnp.zeros(self.obs_dim, cfg.obs_dtype)
     dummy = Transition(zero_obs, jnp.zeros(self.action_dim), jnp.zeros(()), zero_obs, jnp.zeros(()))
-    steps = jnp.zeros((), jnp.int32)
-    stats = EpisodeStats(jnp.zeros(()), jnp.zeros(10), steps)  # the last 10 returns
+    steps, obs = jnp.zeros((), jnp.int32), obs.reshape(cfg.num_envs, -1)
+    stats = EpisodeStats(jnp.zeros(cfg.num_envs), jnp.zeros(10), steps)  # the last 10 returns
     return Agent(actor, critic, critic_params, entropy, self.buffer.init(dummy), env_state, obs, stats, key, steps)
 
   def init_population(self, key: jax.Array, targets: Sequence[float], alpha_lrs: Sequence[float]) -> Agent:
     """`N` agents with their own seeds, `[N]` target entropies and alpha learning rates."""
     # entropy_jax: one stacked EntropyState, a target and an alpha learning rate per member.
     cfg, targets, lrs = self.cfg, jnp.asarray(targets, jnp.float32), jnp.asarray(alpha_lrs, jnp.float32)
-    entropy = ej.init_population(targets, initial_alpha=cfg.initial_alpha, optimizer=self.alpha_tx, learning_rate=lrs)
+    entropy = ej.init_population(
+      targets, initial_alpha=cfg.initial_alpha, max_alpha=cfg.max_alpha, optimizer=self.alpha_tx, learning_rate=lrs
+    )
     return self._init_members(jax.random.split(key, len(targets)), entropy)
 
   def env_step(self, agent: Agent, random_action: bool) -> Agent:
-    """One environment step (policy or uniform action), stored in the buffer."""
+    """One step of each of the member's `E` environments (policy or uniform actions), stored in the buffer."""
+    n_envs, store = self.cfg.num_envs, self.cfg.obs_dtype
     key, k_act, k_env = jax.random.split(agent.key, 3)
     if random_action:
-      action = jax.random.uniform(k_act, (self.action_dim,), minval=-1.0, maxval=1.0)
+      action = jax.random.uniform(k_act, (n_envs, self.action_dim), minval=-1.0, maxval=1.0)
     else:
-      action = self.actor.apply(agent.actor.params, agent.obs[None]).sample(seed=k_act)[0]
-    obs, env_state, reward, terminated, truncated, info = self.env.step(
-      k_env, agent.env_state, action * self.action_scale, self.env_params
+      action = self.actor.apply(agent.actor.params, agent.obs).sample(seed=k_act)
+    obs, env_state, reward, terminated, truncated, info = jax.vmap(self.env.step, (0, 0, 0, None))(
+      jax.random.split(k_env, n_envs), agent.env_state, action * self.action_scale, self.env_params
     )
-    reward = reward.astype(jnp.float32)
-    transition = Transition(agent.obs, action, reward, info["final_observation"], terminated.astype(jnp.float32))
-    buffer, stats = self.buffer.add(agent.buffer, transition), agent.stats.record(reward, terminated | truncated)
-    return agent.replace(buffer=buffer, env_state=env_state, obs=obs, stats=stats, key=key, steps=agent.steps + 1)
+    reward, final_obs = reward.astype(jnp.float32), info["final_observation"].reshape(n_envs, -1)
+    done, terminated = terminated | truncated, terminated.astype(jnp.float32)
+    transitions = Transition(agent.obs.astype(store), action, reward, final_obs.astype(store), terminated)
+    buffer = agent.buffer
+    for e in range(n_envs):  # one item per environment, in env order
+      buffer = self.buffer.add(buffer, jax.tree.map(lambda x, e=e: x[e], transitions))
+    stats, obs = agent.stats.record(reward, done), obs.reshape(n_envs, -1)
+    return agent.replace(buffer=buffer, env_state=env_state, obs=obs, stats=stats, key=key, steps=agent.steps + n_envs)
 
-  def update(self, agent: Agent, batch: Transition, key: jax.Array) -> tuple[Agent, dict[str, jax.Array]]:
-    """One SAC update on a `[B]` batch: critics, actor, then alpha; scalar metrics."""
-    k_next, k_pi = jax.random.split(key)
+  def update(self, agent: Agent, batch: Transition) -> tuple[Agent, dict[str, jax.Array]]:
+    """One update on a `[B]` batch: critics, actor, then alpha, all with the alpha from before the step."""
+    key, k_next, k_pi = jax.random.split(agent.key, 3)  # for a' ~ pi(.|s') and a ~ pi(.|s)
     alpha = agent.entropy.alpha  # entropy_jax: the temperature, exp(log_alpha)
 
     # Critics: soft Bellman target with the smaller target-Q (eq. 3 and 7).
     next_action, next_log_prob = self.actor.apply(agent.actor.params, batch.next_obs).sample_and_log_prob(seed=k_next)
     next_q = jnp.min(self.critic.apply(agent.target_critic, batch.next_obs, next_action), axis=0)
-    y = jax.lax.stop_gradient(
-      batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * (next_q - alpha * next_log_prob)
-    )
+    next_v = next_q - alpha * next_log_prob
+    y = jax.lax.stop_gradient(batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * next_v)
 
     def critic_loss(params):
       q = self.critic.apply(params, batch.obs, batch.action)  # [2, B]
@@ -238,27 +246,28 @@ class SAC:
     entropy, ent_metrics = ej.continuous_update(agent.entropy, log_prob)
 
     target_critic = optax.incremental_update(critic.params, agent.target_critic, self.cfg.tau)
-    agent = agent.replace(actor=actor, critic=critic, target_critic=target_critic, entropy=entropy)
+    agent = agent.replace(actor=actor, critic=critic, target_critic=target_critic, entropy=entropy, key=key)
     return agent, {"critic_loss": q_loss, "actor_loss": pi_loss, **ent_metrics}
 
   # ------------------------------------------------ the scanned training loop --
 
   def train_step(self, agent: Agent) -> tuple[Agent, dict]:
-    """One policy step in the environment, then one update from the buffer."""
+    """One policy step in each environment, then one update from the buffer."""
     agent = self.env_step(agent, random_action=False)
-    key, k_sample, k_update = jax.random.split(agent.key, 3)
+    key, k_sample = jax.random.split(agent.key)
     batch = self.buffer.sample(agent.buffer, k_sample).experience
-    return self.update(agent.replace(key=key), batch, k_update)
+    batch = batch._replace(obs=batch.obs.astype(jnp.float32), next_obs=batch.next_obs.astype(jnp.float32))
+    return self.update(agent.replace(key=key), batch)
 
   def warmup(self, agent: Agent) -> Agent:
     """`cfg.learning_starts` env steps of uniform-random actions (no updates), in one scan."""
-    n = self.cfg.learning_starts // self.num_envs
+    n = self.cfg.learning_starts // self.cfg.num_envs
     return jax.lax.scan(lambda a, _: (self.env_step(a, random_action=True), None), agent, None, length=n)[0]
 
   def train_chunk(self, agent: Agent, length: int) -> tuple[Agent, dict]:
     """`length` env steps per member (`length // num_envs` train steps) in one scan, and their summary."""
     alpha_before = agent.entropy.alpha
-    agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.num_envs)
+    agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.cfg.num_envs)
     return agent, summary(agent, metrics, alpha_before)
 
 
@@ -305,10 +314,10 @@ def train(
   from tqdm.auto import tqdm
 
   n_train = total_steps - sac.cfg.learning_starts
-  if n_train < 0 or n_train % chunk or chunk % sac.num_envs:
+  if n_train < 0 or n_train % chunk or chunk % sac.cfg.num_envs:
     raise ValueError(
       f"train: total_steps - learning_starts = {n_train} must be a non-negative multiple of chunk={chunk},"
-      f" itself a multiple of num_envs={sac.num_envs}."
+      f" itself a multiple of num_envs={sac.cfg.num_envs}."
     )
   population = jax.jit(jax.vmap(sac.warmup))(population)
   rows = [jax.vmap(summary)(population)]

@@ -148,7 +148,6 @@ class SAC:
 
   def __init__(self, cfg: Config | None = None):
     self.cfg = cfg = Config() if cfg is None else cfg
-    self.num_envs = cfg.num_envs  # environments each member steps per train step
     self.env, self.env_params = gymnax.make(cfg.env_name)
     self.num_actions = int(self.env.action_space(self.env_params).n)
     self.obs_dim = int(np.prod(self.env.observation_space(self.env_params).shape))  # MinAtar: the flat grid
@@ -156,10 +155,9 @@ class SAC:
     self.critic = TwinCritic(cfg.hidden, self.num_actions)
     self.buffer = flashbax.make_item_buffer(cfg.buffer_size, cfg.batch_size, cfg.batch_size)
     # Built once: they are static fields of `TrainState`, so every `init` makes the same tree structure.
-    self.actor_tx = optax.adam(cfg.actor_lr)
-    self.critic_tx = optax.adam(cfg.critic_lr)
+    self.actor_tx, self.critic_tx = optax.adam(cfg.actor_lr), optax.adam(cfg.critic_lr)
     # entropy_jax: alpha's Adam, its learning rate injected so each member sets its own.
-    self.alpha_tx = optax.inject_hyperparams(ej.adam)(learning_rate=3e-4)
+    self.alpha_tx = optax.inject_hyperparams(ej.adam)()
     self._init_members = jax.jit(jax.vmap(self.init))
 
   @property
@@ -263,13 +261,13 @@ class SAC:
 
   def warmup(self, agent: Agent) -> Agent:
     """`cfg.learning_starts` env steps of uniform-random actions (no updates), in one scan."""
-    n = self.cfg.learning_starts // self.num_envs
+    n = self.cfg.learning_starts // self.cfg.num_envs
     return jax.lax.scan(lambda a, _: (self.env_step(a, random_action=True), None), agent, None, length=n)[0]
 
   def train_chunk(self, agent: Agent, length: int) -> tuple[Agent, dict]:
     """`length` env steps per member (`length // num_envs` train steps) in one scan, and their summary."""
     alpha_before = agent.entropy.alpha
-    agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.num_envs)
+    agent, metrics = jax.lax.scan(lambda a, _: self.train_step(a), agent, None, length=length // self.cfg.num_envs)
     return agent, summary(agent, metrics, alpha_before)
 
 
@@ -315,10 +313,10 @@ def train(
   from tqdm.auto import tqdm
 
   n_train = total_steps - sac.cfg.learning_starts
-  if n_train < 0 or n_train % chunk or chunk % sac.num_envs:
+  if n_train < 0 or n_train % chunk or chunk % sac.cfg.num_envs:
     raise ValueError(
       f"train: total_steps - learning_starts = {n_train} must be a non-negative multiple of chunk={chunk},"
-      f" itself a multiple of num_envs={sac.num_envs}."
+      f" itself a multiple of num_envs={sac.cfg.num_envs}."
     )
   population = jax.jit(jax.vmap(sac.warmup))(population)
   rows = [jax.vmap(summary)(population)]

@@ -29,13 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__:  # `python -m examples.structured_study`, or imported
-  from examples import reporting, sac_hybrid
-  from examples.sac_multidiscrete import SAC, Config, evaluate, train
-else:  # `python examples/structured_study.py`: this folder heads the import path
-  import reporting
-  import sac_hybrid
-  from sac_multidiscrete import SAC, Config, evaluate, train
+import entropy_jax as ej
+from examples import reporting, sac_hybrid
+from examples.sac_multidiscrete import SAC, Config, evaluate, train
 
 EVAL_EPISODES = 10
 
@@ -191,41 +187,40 @@ def table_rows(results: dict) -> list[list]:
 def plot_task(task: Task, histories: dict, path: str) -> str:
   """Return, each branch's alpha and each branch's entropy (branch 0 solid, branch 1 dashed; targets dotted).
 
-  Lines are the median over seeds, the shaded band their range; fonts are sized for a page-wide figure.
+  Lines are the median over seeds, the shaded band their range; figure and fonts as `reporting.plot_groups`.
   """
   plt = reporting._pyplot()
-  plt.rcParams.update({"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12})
-  fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), dpi=80)
-  styles = ("-", "--", ":", "-.")
-  nvec = SAC(task.cfg).nvec
-  for name, h in histories.items():
-    d = DESIGNS[name]
-    steps = h["steps"][:, 0]
-    with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
-      warnings.simplefilter("ignore", RuntimeWarning)
-      ret = h["return"]
-      axes[0].plot(steps, np.nanmedian(ret, 1), color=d.color, lw=2, label=d.label())
-      axes[0].fill_between(steps, np.nanmin(ret, 1), np.nanmax(ret, 1), color=d.color, alpha=0.15, lw=0)
-      for k in range(h["alpha"].shape[-1]):
-        axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=d.color, ls=styles[k], lw=2)
-        axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=d.color, ls=styles[k], lw=2)
-    if not d.shared:
-      for n in sorted(set(nvec.tolist())):
-        axes[2].axhline(d.ratio * np.log(n), color=d.color, ls=":", lw=1.5)
-  axes[0].set_title("mean return, last 10 episodes")
-  axes[1].set_title("alpha per branch (log scale)")
-  axes[1].set_yscale("log")
-  axes[2].set_title(f"entropy per branch (nats), {' and '.join(map(str, nvec))} bins")
-  for ax in axes:
-    reporting._steps_axis(ax)
-    ax.grid(alpha=0.3)
-  handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-  fig.suptitle(f"MultiDiscrete SAC on {task.name}: branch 0 solid, branch 1 dashed; per-branch targets dotted")
-  fig.tight_layout(rect=(0, 0.14, 1, 1))
-  path = reporting._save(fig, path)
-  plt.rcParams.update(plt.rcParamsDefault)
-  return path
+  with plt.rc_context(reporting.FONTS):
+    fig, axes = plt.subplots(1, 3, figsize=(reporting.PANELS_WIDTH, reporting.PANEL_HEIGHT + 1.0), dpi=reporting.DPI)
+    styles = ("-", "--", ":", "-.")
+    nvec = SAC(task.cfg).nvec
+    for name, h in histories.items():
+      d = DESIGNS[name]
+      steps = h["steps"][:, 0]
+      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ret = h["return"]
+        axes[0].plot(steps, np.nanmedian(ret, 1), color=d.color, lw=1.5, label=d.label())
+        axes[0].fill_between(steps, np.nanmin(ret, 1), np.nanmax(ret, 1), color=d.color, alpha=0.15, lw=0)
+        for k in range(h["alpha"].shape[-1]):
+          axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=d.color, ls=styles[k], lw=1.5)
+          axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=d.color, ls=styles[k], lw=1.5)
+      if not d.shared:
+        for n in sorted(set(nvec.tolist())):
+          axes[2].axhline(d.ratio * np.log(n), color=d.color, ls=":", lw=1.2)
+    axes[0].set_title("mean return, last 10 episodes")
+    axes[1].set_title("alpha per branch (log scale)")
+    axes[1].set_yscale("log")
+    axes[2].set_title("entropy per branch (nats)")
+    for ax in axes:
+      reporting._steps_axis(ax)
+      ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    bins = " and ".join(map(str, nvec))
+    fig.suptitle(f"MultiDiscrete SAC on {task.name}, {bins} bins: branch 0 solid, branch 1 dashed; targets dotted")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+  return reporting._save(fig, path)
 
 
 def run_task(
@@ -292,34 +287,32 @@ def run_hybrid(
 def plot_hybrid(histories: dict, path: str) -> str:
   """Return, each part's alpha and each part's entropy (torque solid, gear dashed; targets dotted)."""
   plt = reporting._pyplot()
-  plt.rcParams.update({"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12})
-  fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), dpi=80)
-  for name, h in histories.items():
-    color, steps = HYBRID_COLORS[name], h["steps"][:, 0]
-    with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
-      warnings.simplefilter("ignore", RuntimeWarning)
-      lo, mid, hi = np.nanmin(h["return"], 1), np.nanmedian(h["return"], 1), np.nanmax(h["return"], 1)
-    axes[0].plot(steps, mid, color=color, lw=2, label=HYBRID_LABELS[name])
-    axes[0].fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
-    for k, ls in enumerate(("-", "--")):
-      axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=color, ls=ls, lw=2)
-      axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=color, ls=ls, lw=2)
-  for target in (-1.0, 0.6 * np.log(len(sac_hybrid.GEARS))):
-    axes[2].axhline(target, color="tab:green", ls=":", lw=1.5)
-  axes[0].set_title("mean return, last 10 episodes")
-  axes[1].set_title("alpha per part (log scale)")
-  axes[1].set_yscale("log")
-  axes[2].set_title("entropy per part (nats)")
-  for ax in axes:
-    reporting._steps_axis(ax)
-    ax.grid(alpha=0.3)
-  handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-  fig.suptitle("Hybrid SAC on Pendulum-v1 (torque + gear): torque solid, gear dashed; per-part targets dotted")
-  fig.tight_layout(rect=(0, 0.12, 1, 1))
-  path = reporting._save(fig, path)
-  plt.rcParams.update(plt.rcParamsDefault)
-  return path
+  with plt.rc_context(reporting.FONTS):
+    fig, axes = plt.subplots(1, 3, figsize=(reporting.PANELS_WIDTH, reporting.PANEL_HEIGHT + 1.0), dpi=reporting.DPI)
+    for name, h in histories.items():
+      color, steps = HYBRID_COLORS[name], h["steps"][:, 0]
+      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, mid, hi = np.nanmin(h["return"], 1), np.nanmedian(h["return"], 1), np.nanmax(h["return"], 1)
+      axes[0].plot(steps, mid, color=color, lw=1.5, label=HYBRID_LABELS[name])
+      axes[0].fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
+      for k, ls in enumerate(("-", "--")):
+        axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=color, ls=ls, lw=1.5)
+        axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=color, ls=ls, lw=1.5)
+    for target in (ej.continuous_target(1), ej.discrete_target(len(sac_hybrid.GEARS))):  # the per-part targets
+      axes[2].axhline(target, color="tab:green", ls=":", lw=1.2)
+    axes[0].set_title("mean return, last 10 episodes")
+    axes[1].set_title("alpha per part (log scale)")
+    axes[1].set_yscale("log")
+    axes[2].set_title("entropy per part (nats)")
+    for ax in axes:
+      reporting._steps_axis(ax)
+      ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.suptitle("Hybrid SAC on Pendulum-v1 (torque + gear): torque solid, gear dashed; per-part targets dotted")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+  return reporting._save(fig, path)
 
 
 def main(argv=None):

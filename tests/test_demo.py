@@ -75,10 +75,3 @@ def test_velora_target_lowers_alpha_at_every_ablation_update(run):
   assert ablation["velora"]["alpha_falls"] == updates and ablation["velora"]["alpha_rises"] == 0
   for rule in demo.ABLATION_RULES:
     assert ablation[rule]["alpha_falls"] + ablation[rule]["alpha_rises"] <= updates
-
-
-def test_script_has_help(capsys):
-  with pytest.raises(SystemExit) as e:
-    demo.main(["--help"])
-  assert e.value.code == 0
-  assert "--ablation-steps" in capsys.readouterr().out

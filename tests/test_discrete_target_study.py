@@ -154,10 +154,3 @@ def test_summary_reads_a_runaway_alpha_as_unbounded():
   h["alpha"] = np.full((chunks + 1, seeds), 0.05)
   s = study.summarize(h, {"greedy": np.ones(seeds), "seconds": 1.0, "updates": chunks * per_chunk})
   assert s["bounded_seeds"] == seeds and s["auc_mean"] == pytest.approx(1.0)
-
-
-def test_script_has_help(capsys):
-  with pytest.raises(SystemExit) as e:
-    study.main(["--help"])
-  assert e.value.code == 0
-  assert "--rules" in capsys.readouterr().out

@@ -4,7 +4,9 @@ Read from the source (AST), not by importing: each agent file imports only
 entropy_jax and third-party libraries and stays under 400 lines; no example
 script in `examples/` touches `sys.path`; the scripts around the agents import the agents and the
 shared reporting module, and nothing imports a script. Each agent also runs
-as a copied file outside the repository (`--help`) and as a module.
+as a copied file outside the repository (`--help`) and as a module, and each
+script that imports its siblings runs as a file (its siblings then found
+through `examples/examples.py`) and as a module.
 """
 
 import ast
@@ -15,10 +17,13 @@ import sys
 
 import pytest
 
+import entropy_jax
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 AGENTS = ("sac_continuous", "sac_discrete", "sac_multidiscrete", "sac_hybrid")
-SCRIPTS = ("demo", "pbt", "discrete_target_study", "structured_study", "target_rules", "reporting")
+IMPORTING = ("demo", "pbt", "discrete_target_study", "structured_study")  # scripts that import siblings
+SCRIPTS = (*IMPORTING, "target_rules", "reporting")
 LOCAL = {p.stem for p in EXAMPLES.glob("*.py")} | {"examples"}
 
 
@@ -75,3 +80,27 @@ def test_agent_runs_as_a_copied_file_and_as_a_module(agent, tmp_path):
     [sys.executable, "-m", f"examples.{agent}", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
   )
   assert module.returncode == 0 and "--members" in module.stdout, module.stderr
+
+
+@pytest.mark.parametrize("script", IMPORTING)
+def test_script_runs_as_a_file_and_as_a_module(script, tmp_path):
+  for extra in ("gymnax", "flashbax", "distrax", "matplotlib"):  # the `examples` extra
+    pytest.importorskip(extra)
+  # Only entropy_jax on the path: the repository root, where `examples` is a package, is not.
+  lib = tmp_path / "lib"
+  lib.mkdir()
+  (lib / "entropy_jax").symlink_to(pathlib.Path(entropy_jax.__file__).parent)
+  env = {"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+  as_file = subprocess.run(
+    [sys.executable, str(EXAMPLES / f"{script}.py"), "--help"],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
+  env["PYTHONPATH"] = str(ROOT)
+  as_module = subprocess.run(
+    [sys.executable, "-m", f"examples.{script}", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
+  )
+  for run in (as_file, as_module):
+    assert run.returncode == 0 and run.stdout.startswith("usage:"), run.stderr

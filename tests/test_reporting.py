@@ -1,11 +1,13 @@
 """What the scripts around the agents share (examples/reporting.py): tables and plots.
 
 The table's cells and the per-member report against the history they come
-from; the plots as real PNG files, written from a history and from a saved
-`.npz` through the module's command line.
+from; the plots as PNG files that draw the history's curves, one per member or
+per group, with every piece of text readable where the documentation shows
+them; and the module's command line, which plots a saved `.npz`.
 """
 
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -13,7 +15,13 @@ import pytest
 from examples import reporting
 
 pytest.importorskip("matplotlib")  # the `examples` extra
+import matplotlib.figure
+import matplotlib.text
+
 PNG = b"\x89PNG\r\n\x1a\n"
+# The documentation's content column (furo: 46em at 17.6 px is 810 px; narrower windows show less).
+DISPLAYED_WIDTH = 740
+READABLE = 10.0  # px, the height of a font's em on the page
 
 
 @pytest.fixture
@@ -29,10 +37,35 @@ def history():
   }
 
 
-def _assert_png(path):
-  assert os.path.getsize(path) > 10_000
+@pytest.fixture
+def saved(monkeypatch):
+  """`[(figure, path)]`: every figure the module writes, caught as matplotlib saves it."""
+  caught, save = [], matplotlib.figure.Figure.savefig
+
+  def savefig(fig, path, *args, **kwargs):
+    caught.append((fig, path))
+    return save(fig, path, *args, **kwargs)
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+  return caught
+
+
+def _png_width(path):
   with open(path, "rb") as f:
-    assert f.read(8) == PNG
+    head = f.read(24)
+  assert head[:8] == PNG and os.path.getsize(path) > 10_000
+  return struct.unpack(">I", head[16:20])[0]
+
+
+def _assert_readable(fig, path):
+  """Every text of `fig` is at least READABLE px tall once the PNG is scaled to the documentation's width."""
+  width = _png_width(path)
+  scale = min(DISPLAYED_WIDTH, width) / width
+  texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+  assert texts
+  for t in texts:
+    px = t.get_fontsize() * fig.dpi / 72 * scale
+    assert px >= READABLE, (os.path.basename(path), t.get_text(), px)
 
 
 def test_print_table_formats_floats_and_aligns(capsys):
@@ -52,22 +85,43 @@ def test_report_and_result_line_read_the_last_row(history, capsys):
   assert "alpha_lr" in capsys.readouterr().out
 
 
-def test_plots_are_pngs(history, tmp_path):
+def test_history_plots_draw_each_member_and_are_readable(history, tmp_path, saved):
   paths = reporting.plot_history(history, str(tmp_path), "test", bar=-200.0)
-  paths.append(
-    reporting.plot_groups(
-      history["steps"][:, 0],
-      [("return", {"a": history["return"]}, False)],
-      colors={"a": "tab:blue"},
-      labels={"a": "a"},
-      title="t",
-      path=str(tmp_path / "g.png"),
-      dashed={"a": history["target"][:, 0]},
-    )
+  assert [os.path.basename(p) for p in paths] == ["return.png", "alpha.png", "entropy.png"]
+  assert [p for _, p in saved] == paths
+  labels = reporting.member_labels(history)
+  assert labels[1] == "1: target -1.00, lr 1.0e-03"
+  for (fig, path), name in zip(saved, ("return", "alpha", "entropy")):
+    _assert_readable(fig, path)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+    curves = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    rows = slice(1, None) if name == "entropy" else slice(None)  # no entropy before the first update
+    for i, label in enumerate(labels):
+      np.testing.assert_array_equal(curves[label], history[name][rows, i])
+
+
+def test_group_plot_draws_each_group_median_and_is_readable(history, tmp_path, saved):
+  # Eight groups, as in the discrete target study: a two-row legend under three panels.
+  groups = {f"rule {g}": history["return"] + 10 * g for g in range(8)}
+  alphas = {g: history["alpha"] * (i + 1) for i, g in enumerate(groups)}
+  panels = [("return", groups, False), ("alpha", alphas, True), ("entropy", groups, False)]
+  path = reporting.plot_groups(
+    history["steps"][:, 0],
+    panels,
+    colors={g: f"C{i}" for i, g in enumerate(groups)},
+    labels={g: g.replace("rule", "a rule named") for g in groups},
+    title="t",
+    path=str(tmp_path / "g.png"),
+    dashed={g: history["target"][:, 0] for g in groups},
   )
-  for p in paths:
-    _assert_png(p)
-  assert reporting.member_labels(history)[1] == "1: target -1.00, lr 1.0e-03"
+  ((fig, saved_path),) = saved
+  assert saved_path == path
+  _assert_readable(fig, path)
+  assert [t.get_text() for t in fig.legends[0].get_texts()] == [f"a rule named {g}" for g in range(8)]
+  medians = {line.get_label(): line.get_ydata() for line in fig.axes[0].get_lines()}
+  for g, values in groups.items():
+    np.testing.assert_array_equal(medians[g.replace("rule", "a rule named")], np.median(values, axis=1))
 
 
 def test_command_line_plots_a_saved_history(history, tmp_path):
@@ -75,4 +129,4 @@ def test_command_line_plots_a_saved_history(history, tmp_path):
   paths = reporting.main([str(tmp_path / "history.npz"), "--out", str(tmp_path / "plots"), "--bar", "-200"])
   assert [os.path.basename(p) for p in paths] == ["return.png", "alpha.png", "entropy.png"]
   for p in paths:
-    _assert_png(p)
+    _png_width(p)

@@ -83,7 +83,7 @@ def test_one_fused_update_moves_log_alpha_by_adam_first_step(sac):
     next_obs=jax.random.normal(k_next, (*shape, sac.obs_dim)),
     terminated=jnp.zeros(shape),
   )
-  new, metrics = jax.jit(jax.vmap(sac.update))(pop, batch, jax.random.split(jax.random.key(5), 2))
+  new, metrics = jax.jit(jax.vmap(sac.update))(pop, batch)
   gap = np.asarray(metrics["entropy"]) - np.array([-1.0, 5.0])
   assert gap[0] > 0 > gap[1]  # a fresh policy's entropy lies between the two targets
   step = np.asarray(new.entropy.log_alpha - pop.entropy.log_alpha)
@@ -109,22 +109,15 @@ def test_summary_counts_alpha_moves(trained):
   assert np.all(peak >= np.maximum(history["alpha"][:-1], history["alpha"][1:]) * (1 - 1e-6))
 
 
-def test_script_has_help(capsys):
-  with pytest.raises(SystemExit) as e:
-    sac_continuous.main(["--help"])
-  assert e.value.code == 0
-  assert "--members" in capsys.readouterr().out
-
-
 def test_episode_stats_match_numpy():
   rewards = np.arange(1.0, 26.0, dtype=np.float32)
   dones = np.zeros(25, bool)
   dones[[2, 5, 9, 12, 14, 17, 19, 22, 23, 24]] = True
-  stats = sac_continuous.EpisodeStats(jnp.zeros(()), jnp.zeros(4), jnp.zeros((), jnp.int32))
+  stats = sac_continuous.EpisodeStats(jnp.zeros(1), jnp.zeros(4), jnp.zeros((), jnp.int32))  # one environment
   assert np.isnan(stats.mean_recent())
   record = jax.jit(lambda s, r, d: s.record(r, d))
   for r, d in zip(rewards, dones):
-    stats = record(stats, r, d)
+    stats = record(stats, r[None], d[None])
   ends = np.flatnonzero(dones)
   returns = [rewards[a + 1 : b + 1].sum() for a, b in zip(np.r_[-1, ends[:-1]], ends)]
   assert int(stats.count) == len(returns)
@@ -135,3 +128,20 @@ def test_episode_stats_match_numpy():
 def test_train_rejects_budgets_off_the_chunk_grid(sac, steps, chunk):
   with pytest.raises(ValueError, match="train: total_steps - learning_starts"):
     train(sac, None, steps, chunk=chunk)
+
+
+def test_each_member_steps_num_envs_environments_and_stores_each_transition():
+  cfg = Config(hidden=(8,), num_envs=2, batch_size=4, buffer_size=64, learning_starts=8)
+  sac = SAC(cfg)
+  population = jax.jit(jax.vmap(sac.warmup))(sac.init_population(jax.random.key(0), [-1.0], [3e-4]))
+  assert population.obs.shape == (1, 2, sac.obs_dim) and int(population.steps[0]) == 8
+  stored = population.buffer.experience
+  # 4 warm-up steps of 2 environments: 8 items, in step order and env order within a step.
+  assert int(population.buffer.current_index[0]) == 8
+  obs, next_obs = np.asarray(stored.obs[0, 0, :8]), np.asarray(stored.next_obs[0, 0, :8])  # [member, 1, items]
+  # Pendulum never ends in 4 steps: each item's next observation is the same env's observation 2 items later.
+  np.testing.assert_array_equal(obs[2:], next_obs[:-2])
+  assert not np.array_equal(obs[0::2], obs[1::2])  # two environments, two trajectories
+  np.testing.assert_array_equal(np.asarray(population.obs[0]), next_obs[-2:])
+  population, _ = jax.jit(jax.vmap(lambda a: sac.train_chunk(a, 4)))(population)
+  assert int(population.steps[0]) == 12 and int(population.entropy.step[0]) == 2

@@ -159,13 +159,6 @@ def test_minatar_grids_are_stored_flat_as_uint8():
   assert int(agent.steps[0]) == cfg.learning_starts
 
 
-def test_script_has_help(capsys):
-  with pytest.raises(SystemExit) as e:
-    sd.main(["--help"])
-  assert e.value.code == 0
-  assert "--seed" in capsys.readouterr().out
-
-
 def test_episode_stats_file_every_env_into_one_ring():
   record = jax.jit(lambda s, r, d: s.record(r, d))
   stats = sd.EpisodeStats(jnp.array([5.0, 1.0]), jnp.zeros(3), jnp.zeros((), jnp.int32))

@@ -87,13 +87,6 @@ def test_update_matches_a_numpy_reference(shared):
     np.testing.assert_allclose(moved, -lr * np.sign(h - targets), atol=1e-6)
 
 
-def test_script_has_help(capsys):
-  with pytest.raises(SystemExit) as e:
-    sh.main(["--help"])
-  assert e.value.code == 0
-  assert "--shared" in capsys.readouterr().out
-
-
 @pytest.mark.slow
 def test_pendulum_swings_up_with_a_temperature_per_part():
   sac = sh.SAC()

@@ -111,13 +111,6 @@ def test_train_rejects_budgets_off_the_chunk_grid(steps, chunk):
     sm.train(sm.SAC(), None, steps, chunk=chunk)
 
 
-def test_script_has_help(capsys):
-  with pytest.raises(SystemExit) as e:
-    sm.main(["--help"])
-  assert e.value.code == 0
-  assert "--shared" in capsys.readouterr().out
-
-
 @pytest.mark.slow
 def test_swimmer_learns_far_beyond_the_random_policy():
   sac = sm.SAC(sm.Config(env_name="Swimmer-misc"))
