@@ -110,7 +110,7 @@ class _EntropyModuleBase:
     self._args["target_entropy"] = target_entropy
     with _checks.entry(type(self).__name__):  # The core's checks (initial_alpha, the target) name this class too.
       self.action_dim = _checks.positive_int("action_dim", action_dim)
-      _checks.positive("lr", lr)
+      _checks.scalar("lr", _checks.positive("lr", lr))
       self.initial_alpha, self.lr, self.device = initial_alpha, lr, device
       self._optim_name, self.optim = _optimizer(optim, float(lr))
       default = continuous_target if isinstance(self, EntropyModule) else discrete_target
