@@ -184,43 +184,56 @@ def table_rows(results: dict) -> list[list]:
   return rows
 
 
-def plot_task(task: Task, histories: dict, path: str) -> str:
-  """Return, each branch's alpha and each branch's entropy (branch 0 solid, branch 1 dashed; targets dotted).
+def _curves(axes, h: dict, color: str, label: str) -> None:
+  """The median return over seeds (their range shaded), and each branch's median alpha and entropy."""
+  steps = h["steps"][:, 0]
+  with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
+    warnings.simplefilter("ignore", RuntimeWarning)
+    lo, mid, hi = np.nanmin(h["return"], 1), np.nanmedian(h["return"], 1), np.nanmax(h["return"], 1)
+  axes[0].plot(steps, mid, color=color, lw=1.5, label=label)
+  axes[0].fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
+  for k, ls in zip(range(h["alpha"].shape[-1]), ("-", "--", ":", "-.")):
+    axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=color, ls=ls, lw=1.5)
+    axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=color, ls=ls, lw=1.5)
 
-  Lines are the median over seeds, the shaded band their range; figure and fonts as `reporting.plot_groups`.
-  """
+
+def _figure(draw, part: str, title: str, path: str) -> str:
+  """Three panels (return, alpha per `part`, entropy per `part`) drawn by `draw(axes)`, titled, saved to `path`."""
   plt = reporting._pyplot()
   with plt.rc_context(reporting.FONTS):
     fig, axes = plt.subplots(1, 3, figsize=(reporting.PANELS_WIDTH, reporting.PANEL_HEIGHT + 1.0), dpi=reporting.DPI)
-    styles = ("-", "--", ":", "-.")
-    nvec = SAC(task.cfg).nvec
-    for name, h in histories.items():
-      d = DESIGNS[name]
-      steps = h["steps"][:, 0]
-      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ret = h["return"]
-        axes[0].plot(steps, np.nanmedian(ret, 1), color=d.color, lw=1.5, label=d.label())
-        axes[0].fill_between(steps, np.nanmin(ret, 1), np.nanmax(ret, 1), color=d.color, alpha=0.15, lw=0)
-        for k in range(h["alpha"].shape[-1]):
-          axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=d.color, ls=styles[k], lw=1.5)
-          axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=d.color, ls=styles[k], lw=1.5)
-      if not d.shared:
-        for n in sorted(set(nvec.tolist())):
-          axes[2].axhline(d.ratio * np.log(n), color=d.color, ls=":", lw=1.2)
+    draw(axes)
     axes[0].set_title("mean return, last 10 episodes")
-    axes[1].set_title("alpha per branch (log scale)")
+    axes[1].set_title(f"alpha per {part} (log scale)")
     axes[1].set_yscale("log")
-    axes[2].set_title("entropy per branch (nats)")
+    axes[2].set_title(f"entropy per {part} (nats)")
     for ax in axes:
       reporting._steps_axis(ax)
       ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-    bins = " and ".join(map(str, nvec))
-    fig.suptitle(f"MultiDiscrete SAC on {task.name}, {bins} bins: branch 0 solid, branch 1 dashed; targets dotted")
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
   return reporting._save(fig, path)
+
+
+def plot_task(task: Task, histories: dict, path: str) -> str:
+  """Return, each branch's alpha and each branch's entropy (branch 0 solid, branch 1 dashed; targets dotted).
+
+  Lines are the median over seeds, the shaded band their range; figure and fonts as `reporting.plot_groups`.
+  """
+  nvec = SAC(task.cfg).nvec
+
+  def draw(axes):
+    for name, h in histories.items():
+      d = DESIGNS[name]
+      _curves(axes, h, d.color, d.label())
+      for n in [] if d.shared else sorted(set(nvec.tolist())):
+        axes[2].axhline(d.ratio * np.log(n), color=d.color, ls=":", lw=1.2)
+
+  bins = " and ".join(map(str, nvec))
+  title = f"MultiDiscrete SAC on {task.name}, {bins} bins: branch 0 solid, branch 1 dashed; targets dotted"
+  return _figure(draw, "branch", title, path)
 
 
 def run_task(
@@ -286,33 +299,15 @@ def run_hybrid(
 
 def plot_hybrid(histories: dict, path: str) -> str:
   """Return, each part's alpha and each part's entropy (torque solid, gear dashed; targets dotted)."""
-  plt = reporting._pyplot()
-  with plt.rc_context(reporting.FONTS):
-    fig, axes = plt.subplots(1, 3, figsize=(reporting.PANELS_WIDTH, reporting.PANEL_HEIGHT + 1.0), dpi=reporting.DPI)
+
+  def draw(axes):
     for name, h in histories.items():
-      color, steps = HYBRID_COLORS[name], h["steps"][:, 0]
-      with warnings.catch_warnings():  # rows where every member is NaN (no episode yet)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, mid, hi = np.nanmin(h["return"], 1), np.nanmedian(h["return"], 1), np.nanmax(h["return"], 1)
-      axes[0].plot(steps, mid, color=color, lw=1.5, label=HYBRID_LABELS[name])
-      axes[0].fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
-      for k, ls in enumerate(("-", "--")):
-        axes[1].plot(steps, np.median(h["alpha"][:, :, k], 1), color=color, ls=ls, lw=1.5)
-        axes[2].plot(steps[1:], np.median(h["entropy"][1:, :, k], 1), color=color, ls=ls, lw=1.5)
+      _curves(axes, h, HYBRID_COLORS[name], HYBRID_LABELS[name])
     for target in (ej.continuous_target(1), ej.discrete_target(len(sac_hybrid.GEARS))):  # the per-part targets
       axes[2].axhline(target, color="tab:green", ls=":", lw=1.2)
-    axes[0].set_title("mean return, last 10 episodes")
-    axes[1].set_title("alpha per part (log scale)")
-    axes[1].set_yscale("log")
-    axes[2].set_title("entropy per part (nats)")
-    for ax in axes:
-      reporting._steps_axis(ax)
-      ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-    fig.suptitle("Hybrid SAC on Pendulum-v1 (torque + gear): torque solid, gear dashed; per-part targets dotted")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-  return reporting._save(fig, path)
+
+  title = "Hybrid SAC on Pendulum-v1 (torque + gear): torque solid, gear dashed; per-part targets dotted"
+  return _figure(draw, "part", title, path)
 
 
 def main(argv=None):
