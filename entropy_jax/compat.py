@@ -132,8 +132,8 @@ class _EntropyModuleBase:
       state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self.optim)
       self._jax_device = _device(device)
     self._torch: Any = sys.modules.get("torch") if _is_torch(optim) or _is_torch(device) else None  # When serving it.
-    device = self._jax_device or jax.devices()[0]
-    self._where = "cpu" if device.platform == "cpu" else f"cuda:{device.id}"  # torch's name for it.
+    jax_device = self._jax_device or jax.devices()[0]
+    self._where = "cpu" if jax_device.platform == "cpu" else f"cuda:{jax_device.id}"  # torch's name for it.
     self._lock = threading.Lock()  # The class doc; `_set` makes `self._local`, each thread's pending update.
     self._set(jax.device_put(state, self._jax_device))
 
