@@ -31,12 +31,26 @@ NAMED_OPTIMIZERS = {"Adam": optimizers.adam, "AdamW": optimizers.adamw, "SGD": o
 _OPTAX_FIELDS = {"exp_avg": "mu", "exp_avg_sq": "nu", "square_avg": "nu"}  # A torch optimizer's fields, in optax.
 _RANGES = {"step": "a whole number >= 0", "exp_avg_sq": "finite and >= 0", "square_avg": "finite and >= 0"}
 _HOW = ("params", "foreach", "fused", "capturable", "differentiable")  # param_groups entries of how, not of what.
-_is_torch = lambda x: (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"  # Not importing it.
-_host_copy = lambda x: x.detach().cpu().numpy().copy() if _is_torch(x) else np.array(x)  # A new NumPy array.
+
+
+def _is_torch(x: Any) -> bool:
+  """Whether `x` is a torch object or class, without importing torch."""
+  return (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"
+
+
+def _host_copy(x: Any) -> np.ndarray:
+  """A new NumPy array of `x`, a torch tensor or an array."""
+  return x.detach().cpu().numpy().copy() if _is_torch(x) else np.array(x)
+
+
 # The state, its alpha, and their host copies for torch: replaced by one assignment, which threads see whole.
 _Now = collections.namedtuple("_Now", "state alpha alpha_value log_alpha_value")
-# One transformation per settings (a static field of the state): modules with equal settings share one compile.
-_named = functools.lru_cache(maxsize=64)(lambda name, lr: NAMED_OPTIMIZERS[name](learning_rate=lr))
+
+
+@functools.lru_cache(maxsize=64)
+def _named(name: str, lr: float) -> optax.GradientTransformation:
+  """One transformation per settings (a static field of the state): modules with equal settings share one compile."""
+  return NAMED_OPTIMIZERS[name](learning_rate=lr)
 
 
 class LossMismatchError(ValueError):
@@ -118,7 +132,8 @@ class _EntropyModuleBase:
       state = init_entropy_state(target, initial_alpha=initial_alpha, optimizer=self.optim)
       self._jax_device = _device(device)
     self._torch: Any = sys.modules.get("torch") if _is_torch(optim) or _is_torch(device) else None  # When serving it.
-    self._where = "cpu" if (d := self._jax_device or jax.devices()[0]).platform == "cpu" else f"cuda:{d.id}"
+    jax_device = self._jax_device or jax.devices()[0]
+    self._where = "cpu" if jax_device.platform == "cpu" else f"cuda:{jax_device.id}"  # torch's name for it.
     self._lock = threading.Lock()  # The class doc; `_set` makes `self._local`, each thread's pending update.
     self._set(jax.device_put(state, self._jax_device))
 
@@ -224,10 +239,12 @@ class _EntropyModuleBase:
 
   def _from_velora(self, optim_state: Any) -> EntropyState:
     """This state with the step count and moments of a state `torch.optim.<name>` (this lr, defaults) could write."""
-    if (name := self._optim_name) not in NAMED_OPTIMIZERS:
+    name = self._optim_name
+    if name not in NAMED_OPTIMIZERS:
       raise _checks.error(f"loads into a module with an optimizer of {list(NAMED_OPTIMIZERS)}; this one: {name}.")
     torch = sys.modules.get("torch") or __import__("torch")  # torch wrote the state.
-    reference = getattr(torch.optim, name)([parameter := torch.zeros((), requires_grad=True)], lr=self.lr)
+    parameter = torch.zeros((), requires_grad=True)
+    reference = getattr(torch.optim, name)([parameter], lr=self.lr)
     parameter.grad = torch.ones(())
     reference.step()  # The reference: its hyperparameters, and after a step, the fields it keeps.
     expected, fields = reference.state_dict()["param_groups"][0], set(reference.state_dict()["state"].get(0, {}))
@@ -258,16 +275,20 @@ class _EntropyModuleBase:
     return self.state.replace(opt_state=opt_state, step=step)
 
   def __getstate__(self) -> dict[str, Any]:  # Pickle and deepcopy keep the arguments, torch or not, `state_dict()`.
-    if "<" in getattr(optim := self._args["optim"], "__qualname__", ""):  # "<lambda>", "f.<locals>.g": no import.
+    optim = self._args["optim"]
+    if "<" in getattr(optim, "__qualname__", ""):  # "<lambda>", "f.<locals>.g": no import.
       why = f"it keeps its optimizer by name, and {optim!r} has none that imports (a lambda, a closure or a local"
       with _checks.entry(type(self).__name__):
         raise _checks.error(f"cannot be pickled or copied: {why} function); save its state_dict().", TypeError)
-    # A jax.Device does not pickle; its platform and index do.
-    device = (d.platform, jax.devices(d.platform).index(d)) if isinstance(d := self.device, jax.Device) else d
+    device = self.device
+    if isinstance(device, jax.Device):  # A jax.Device does not pickle; its platform and index do.
+      device = (device.platform, jax.devices(device.platform).index(device))
     return {"args": self._args, "device": device, "torch": self._torch is not None, "state": self.state_dict()}
 
   def __setstate__(self, saved: dict[str, Any]) -> None:
-    device = jax.devices(d[0])[d[1]] if isinstance(d := saved["device"], tuple) else d
+    device = saved["device"]
+    if isinstance(device, tuple):
+      device = jax.devices(device[0])[device[1]]
     _EntropyModuleBase.__init__(self, **saved["args"], device=device)
     self._torch = __import__("torch") if saved["torch"] else None
     self.load_state_dict(saved["state"])
