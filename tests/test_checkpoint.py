@@ -420,7 +420,7 @@ def test_a_file_of_another_format_version_is_refused(tmp_path, good_file):
 @pytest.mark.parametrize(
   "leaf, value, message",
   [
-    (".log_alpha", np.float32(np.nan), r"`state\.log_alpha` must lie in \[-87, 88\]; got nan"),
+    (".log_alpha", np.float32(np.nan), r"`state\.log_alpha` must lie in \[[^]]+\]; got nan"),
     (".log_alpha", np.float32(5.0), r"state\.log_alpha 5\.0 lies outside its bounds"),
     (".target", np.float32(np.inf), r"`state\.target` must be finite and representable in float32"),
     (".skipped", np.int32(-3), r"state\.skipped must be >= 0; got -3"),
