@@ -33,13 +33,11 @@ _RANGES = {"step": "a whole number >= 0", "exp_avg_sq": "finite and >= 0", "squa
 _HOW = ("params", "foreach", "fused", "capturable", "differentiable")  # param_groups entries of how, not of what.
 
 
-def _is_torch(x: Any) -> bool:
-  """Whether `x` is a torch object or class, without importing torch."""
+def _is_torch(x: Any) -> bool:  # Whether `x` is a torch object or class, without importing torch.
   return (x if isinstance(x, type) else type(x)).__module__.split(".")[0] == "torch"
 
 
-def _host_copy(x: Any) -> np.ndarray:
-  """A new NumPy array of `x`, a torch tensor or an array."""
+def _host_copy(x: Any) -> np.ndarray:  # A new NumPy array of `x`, a torch tensor or an array.
   return x.detach().cpu().numpy().copy() if _is_torch(x) else np.array(x)
 
 
@@ -286,9 +284,8 @@ class _EntropyModuleBase:
     return {"args": self._args, "device": device, "torch": self._torch is not None, "state": self.state_dict()}
 
   def __setstate__(self, saved: dict[str, Any]) -> None:
-    device = saved["device"]
-    if isinstance(device, tuple):
-      device = jax.devices(device[0])[device[1]]
+    device = saved["device"]  # As given, or a jax.Device's (platform, index).
+    device = jax.devices(device[0])[device[1]] if isinstance(device, tuple) else device
     _EntropyModuleBase.__init__(self, **saved["args"], device=device)
     self._torch = __import__("torch") if saved["torch"] else None
     self.load_state_dict(saved["state"])
