@@ -144,6 +144,5 @@ def _check_values(state: EntropyState) -> None:
     raise _checks.error(f"state.log_alpha {log_alpha} lies outside its bounds [{lo}, {hi}].")
   _checks.float32_value("state.target", np.asarray(state.target))
   for name in ("step", "skipped"):
-    if not np.all((value := np.asarray(getattr(state, name))) >= 0):
-      raise _checks.error(f"state.{name} must be >= 0; got {value}.")
+    _checks.check(f"state.{name}", np.asarray(getattr(state, name)), lambda a: a >= 0, "be >= 0")
   _checks.learning_rates(state.opt_state)
