@@ -54,11 +54,11 @@ def _alpha_times_jvp(primals, tangents):
   return out, (slope * d_log_alpha).astype(out.dtype) + alpha * d_stat
 
 
-def _weighted_mean(x: jax.Array, weights: jax.Array | None, axis, dtype):
-  """`mean(x)` or `mean(weights * x)` over `axis`, accumulated in `dtype`."""
+def _weighted_mean(x: jax.Array, weights: jax.Array | None, dtype):
+  """`mean(x)` or `mean(weights * x)`, accumulated in `dtype`."""
   if weights is None:
-    return jnp.mean(x, axis=axis, dtype=dtype)
-  return jnp.mean(x.astype(dtype) * weights.astype(dtype), axis=axis)
+    return jnp.mean(x, dtype=dtype)
+  return jnp.mean(x.astype(dtype) * weights.astype(dtype))
 
 
 @_checks.public
@@ -75,7 +75,7 @@ def continuous_entropy(log_probs: jax.Array, weights: jax.Array | None = None) -
   log_probs = _checks.continuous_log_probs(log_probs)
   w = _checks.sample_weights(weights, log_probs.shape[0])
   dtype = _checks.accumulation_dtype(log_probs)
-  return -_weighted_mean(log_probs, w, None, dtype)
+  return -_weighted_mean(log_probs, w, dtype)
 
 
 @_checks.public
@@ -116,9 +116,9 @@ def continuous_loss(
   if target.ndim == 0:
     # Reduce first: mean(w * (lp + t)) = mean(w * lp) + t * mean(w).
     mean_w = 1.0 if w is None else jnp.mean(w, dtype=dtype)
-    stat = _weighted_mean(log_probs, w, None, dtype) + target.astype(dtype) * mean_w
+    stat = _weighted_mean(log_probs, w, dtype) + target.astype(dtype) * mean_w
   else:
-    stat = _weighted_mean(log_probs.astype(dtype) + target.astype(dtype), w, None, dtype)
+    stat = _weighted_mean(log_probs.astype(dtype) + target.astype(dtype), w, dtype)
   return _times_temperature(log_alpha, -jax.lax.stop_gradient(stat), form)
 
 
@@ -144,7 +144,7 @@ def discrete_entropy(
   probs, log_probs, mask = _checks.discrete_inputs(probs, log_probs, mask)
   w = _checks.sample_weights(weights, probs.shape[0])
   dtype = _checks.accumulation_dtype(probs, log_probs)
-  return _weighted_mean(_per_state_entropy(probs, log_probs, mask, dtype), w, None, dtype)
+  return _weighted_mean(_per_state_entropy(probs, log_probs, mask, dtype), w, dtype)
 
 
 @_checks.public
@@ -186,9 +186,9 @@ def discrete_loss(
   h = _per_state_entropy(probs, log_probs, mask, dtype)  # [B]
   if target.ndim == 0:
     mean_w = 1.0 if w is None else jnp.mean(w, dtype=dtype)
-    stat = _weighted_mean(h, w, None, dtype) - target.astype(dtype) * mean_w
+    stat = _weighted_mean(h, w, dtype) - target.astype(dtype) * mean_w
   else:
-    stat = _weighted_mean(h - target.astype(dtype), w, None, dtype)
+    stat = _weighted_mean(h - target.astype(dtype), w, dtype)
   return _times_temperature(log_alpha, jax.lax.stop_gradient(stat), form)
 
 

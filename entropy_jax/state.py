@@ -225,11 +225,11 @@ def _bounds(min_alpha: Any, max_alpha: Any, initial_alpha: Any) -> tuple[jax.Arr
   hi = jnp.float32(LOG_ALPHA_MAX) if max_alpha is None else _checks.log_alpha("max_alpha", max_alpha)
   # Compared as the float32 values the state holds, with NumPy, so that the checks also run while traced.
   values = (ALPHA_MIN if min_alpha is None else min_alpha, ALPHA_MAX if max_alpha is None else max_alpha, initial_alpha)
-  if not any(isinstance(v, jax.core.Tracer) for v in values):
-    low, high, alpha = (np.asarray(v, np.float32) for v in values)
+  low, high, alpha = (None if isinstance(v, jax.core.Tracer) else np.asarray(v, np.float32) for v in values)
+  if low is not None and high is not None:  # Under jax.vmap over initial_alpha, the bounds are still checked.
     if not low < high:
       raise _checks.error(f"need min_alpha < max_alpha; got {min_alpha} and {max_alpha}.")
-    if np.any((alpha < low) | (alpha > high)):
+    if alpha is not None and np.any((alpha < low) | (alpha > high)):
       raise _checks.error(
         f"`initial_alpha` must lie in [min_alpha, max_alpha] = [{low:.4g}, {high:.4g}]; got {initial_alpha}."
       )

@@ -147,11 +147,11 @@ def structured_update(
   """Updates every temperature of a structured action in one call.
 
   Args:
-    structure: as for `init_structured_state`; close over it
-      (`functools.partial(structured_update, structure)`) to jit or vmap.
+    structure: as for `init_structured_state`; close over it (`functools.partial(structured_update, structure)`) to jit.
     states: from `init_structured_state(structure, shared=shared)`.
     inputs: a tree mirroring the structure, each leaf's input as its class
       says: `log_probs [B]`, or `(probs, log_probs)`, `[B, n]` or `[B, K, N]`.
+    shared: whether `states` is one state for the whole action.
     weights: optional `[B]` per-sample weights, for every branch.
 
   Returns:

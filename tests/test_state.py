@@ -266,6 +266,13 @@ def test_constructor_checks_also_run_when_traced():
   np.testing.assert_array_equal(built.log_alpha, np.log(np.float32(0.5)))
 
 
+def test_bounds_are_checked_when_initial_alpha_is_traced():
+  # Vmapped over initial_alpha, concrete bounds still meet the constructor's checks.
+  build = lambda a: init_entropy_state(-1.0, initial_alpha=a, min_alpha=1.0, max_alpha=0.5)
+  with pytest.raises(ValueError, match=r"^init_entropy_state: .*min_alpha < max_alpha.*got 1\.0 and 0\.5"):
+    jax.vmap(build)(jnp.array([0.7, 0.8]))
+
+
 def test_zero_injected_learning_rate_is_allowed_for_warmup():
   # Documented: lr == 0 is accepted (a warm-up schedule starts there).
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.0, 0.1, 10))
