@@ -188,7 +188,8 @@ def log_alpha(name: str, alpha: Any) -> jax.Array:
   """`log(alpha)` in float32, after checking every alpha lies in `[exp(LOG_ALPHA_MIN), exp(LOG_ALPHA_MAX)]`."""
   log = lambda a: np.log(a.astype(np.float32).astype(np.float64))  # NaN below 0, -inf at 0.
   usable = lambda a: (log(a) >= LOG_ALPHA_MIN) & (log(a) <= LOG_ALPHA_MAX)
-  bounds = f"[{math.exp(LOG_ALPHA_MIN):.4g}, {math.exp(LOG_ALPHA_MAX):.4g}] (log alpha in [-87, 88])"
+  bounds = f"[{math.exp(LOG_ALPHA_MIN):.4g}, {math.exp(LOG_ALPHA_MAX):.4g}]"
+  bounds += f" (log alpha in [{LOG_ALPHA_MIN:g}, {LOG_ALPHA_MAX:g}])"
   check(f"`{name}`", concrete(name, alpha), usable, f"be positive and lie in the usable range {bounds}")
   return jnp.log(jnp.asarray(alpha, jnp.float32))
 
