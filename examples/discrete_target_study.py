@@ -142,32 +142,23 @@ def run_rules(
 
 def summarize(history: dict, finals: dict) -> dict:
   """Per-rule figures over seeds from one run's history (see the module doc)."""
-  steps = history["steps"][:, 0].astype(np.float64)
-  ret = history["return"]
-  final = ret[-1]
-  auc = np.trapezoid(np.nan_to_num(ret, nan=0.0), steps, axis=0) / (steps[-1] - steps[0])
-  quarter = max(len(steps) // 4, 1)
+  figures, _ = reporting.return_summary(history, finals["greedy"])
+  rows = len(history["steps"])
+  quarter = max(rows // 4, 1)
   rises = history["alpha_rises"][-quarter:].sum(axis=0)
   moves = rises + history["alpha_falls"][-quarter:].sum(axis=0)
-  updates_last = finals["updates"] * quarter / (len(steps) - 1)
+  updates_last = finals["updates"] * quarter / (rows - 1)
   rising_share = rises / updates_last
   alpha = history["alpha"][-1]
   bounded = (rising_share < RISING_SHARE) & (alpha <= ALPHA_RUNAWAY)
   gap = history["entropy"][-1] - history["target"][-1]
-  out = {
-    "final_return_mean": float(np.mean(final)),
-    "final_return_std": float(np.std(final)),
-    "final_return_min": float(np.min(final)),
-    "final_return_max": float(np.max(final)),
-    "auc_mean": float(np.mean(auc)),
-    "auc_std": float(np.std(auc)),
-    "greedy_mean": float(np.mean(finals["greedy"])),
+  out = figures | {
     "final_alpha_median": float(np.median(alpha)),
     "peak_alpha_max": float(np.max(history["alpha_peak"])),
     "alpha_rising_share_last_quarter": float(np.mean(rising_share)),
     "alpha_moved_share_last_quarter": float(np.mean(moves / updates_last)),
     "bounded_seeds": int(np.sum(bounded)),
-    "seeds": int(final.shape[0]),
+    "seeds": int(history["return"].shape[1]),
     "final_entropy_mean": float(np.mean(history["entropy"][-1])),
     "final_target_mean": float(np.mean(history["target"][-1])),
     "entropy_minus_target_mean": float(np.mean(gap)),
@@ -254,14 +245,12 @@ def run_task(
   for name in rules:
     path = None if out is None else os.path.join(out, f"{task.name}_{name}.npz")
     if resume and path and os.path.exists(path):
-      with np.load(path) as f:
-        data = dict(f)
-      finals = {k: data.pop(f"final_{k}") for k in ("greedy", "seconds", "updates")}
+      data, finals = reporting.load_run(path)
     else:
       ((data, finals),) = run_rules(task, [target_rules.RULES[name]], seed=seed, progress=progress)
       if path:
         os.makedirs(out, exist_ok=True)
-        np.savez(path, **data, **{f"final_{k}": v for k, v in finals.items()})
+        reporting.save_run(path, data, finals)
     histories[name] = data
     summaries[name] = summarize(data, finals)
   return histories, summaries

@@ -1,4 +1,4 @@
-"""What the scripts around the agents share: the population command line, tables, timing and plots.
+"""What the scripts around the agents share: the population command line, run files, tables, timing and plots.
 
 The agents (`sac_continuous.py`, `sac_discrete.py`) stand alone and import nothing from here; the
 demo, population-based training and the discrete target study import them and this module. A
@@ -219,6 +219,40 @@ def report(history: dict) -> list[list[Any]]:
     ]
     for i in range(history["return"].shape[1])
   ]
+
+
+def save_run(path: str, history: dict, finals: dict) -> None:
+  """Writes a run's `history` and its `finals` (stored as `final_<name>`) to one `.npz` file."""
+  np.savez(path, **history, **{f"final_{k}": v for k, v in finals.items()})
+
+
+def load_run(path: str) -> tuple[dict, dict]:
+  """`(history, finals)` of a run written by `save_run`."""
+  with np.load(path) as f:
+    history = dict(f)
+  return history, {k[len("final_") :]: history.pop(k) for k in list(history) if k.startswith("final_")}
+
+
+def return_summary(history: dict, greedy: np.ndarray) -> tuple[dict, np.ndarray]:
+  """The final return over seeds (mean, spread), the area under the learning curve and the greedy return.
+
+  Returns the figures, keyed as the studies' `results.json` keys them, and the area per seed: the mean
+  return over the run (rows without a finished episode count 0), from the history's `[T, S]` returns
+  against its steps.
+  """
+  steps = history["steps"][:, 0].astype(np.float64)
+  final = history["return"][-1]
+  auc = np.trapezoid(np.nan_to_num(history["return"], nan=0.0), steps, axis=0) / (steps[-1] - steps[0])
+  figures = {
+    "final_return_mean": float(np.mean(final)),
+    "final_return_std": float(np.std(final)),
+    "final_return_min": float(np.min(final)),
+    "final_return_max": float(np.max(final)),
+    "auc_mean": float(np.mean(auc)),
+    "auc_std": float(np.std(auc)),
+    "greedy_mean": float(np.mean(greedy)),
+  }
+  return figures, auc
 
 
 def population_parser(description: str, *, steps: int, chunk: int) -> argparse.ArgumentParser:

@@ -113,17 +113,9 @@ def run_designs(task: Task, names: Sequence[str], *, seed: int = 0, progress: bo
 
 def summarize(history: dict, finals: dict) -> dict:
   """Per-design figures over seeds from one run's history (see the module doc)."""
-  steps = history["steps"][:, 0].astype(np.float64)
+  figures, auc = reporting.return_summary(history, finals["greedy"])
   ret = history["return"]
-  auc = np.trapezoid(np.nan_to_num(ret, nan=0.0), steps, axis=0) / (steps[-1] - steps[0])
-  return {
-    "final_return_mean": float(np.mean(ret[-1])),
-    "final_return_std": float(np.std(ret[-1])),
-    "final_return_min": float(np.min(ret[-1])),
-    "final_return_max": float(np.max(ret[-1])),
-    "auc_mean": float(np.mean(auc)),
-    "auc_std": float(np.std(auc)),
-    "greedy_mean": float(np.mean(finals["greedy"])),
+  out = figures | {
     "greedy_std": float(np.std(finals["greedy"])),
     "final_alpha_per_branch_median": np.median(history["alpha"][-1], axis=0).tolist(),
     "final_entropy_per_branch_mean": np.mean(history["entropy"][-1], axis=0).tolist(),
@@ -131,7 +123,10 @@ def summarize(history: dict, finals: dict) -> dict:
     "auc_per_seed": auc.tolist(),
     "seeds": int(ret.shape[1]),
     "seconds": float(finals["seconds"]),
-  } | ({"summed_target": float(history["target"][-1, 0])} if "target" in history else {})
+  }
+  if "target" in history:
+    out["summed_target"] = float(history["target"][-1, 0])
+  return out
 
 
 def paired(summaries: dict, reference: str) -> dict:
@@ -245,16 +240,12 @@ def run_task(
   """
   paths = {name: os.path.join(out, f"{task.name}_{name}.npz") for name in names}
   if resume and all(os.path.exists(p) for p in paths.values()):
-    runs = {}
-    for name, path in paths.items():
-      with np.load(path) as f:
-        data = dict(f)
-      runs[name] = (data, {k[len("final_") :]: data.pop(k) for k in list(data) if k.startswith("final_")})
+    runs = {name: reporting.load_run(path) for name, path in paths.items()}
   else:
     runs = run_designs(task, names, seed=seed, progress=progress)
     os.makedirs(out, exist_ok=True)
     for name, (history, finals) in runs.items():
-      np.savez(paths[name], **history, **{f"final_{k}": v for k, v in finals.items()})
+      reporting.save_run(paths[name], history, finals)
   histories = {name: history for name, (history, _) in runs.items()}
   return histories, {name: summarize(history, finals) for name, (history, finals) in runs.items()}
 
@@ -276,9 +267,7 @@ def run_hybrid(
   for name, shared in (("per_part", False), ("shared", True)):
     path = os.path.join(out, f"Pendulum-v1_hybrid_{name}.npz")
     if resume and os.path.exists(path):
-      with np.load(path) as f:
-        history = dict(f)
-      finals = {k[len("final_") :]: history.pop(k) for k in list(history) if k.startswith("final_")}
+      history, finals = reporting.load_run(path)
       histories[name] = history
       summaries[name] = summarize(history, finals) | {"high_gear_greedy": finals["high_gear_greedy"].tolist()}
       continue
@@ -291,7 +280,7 @@ def run_hybrid(
         population, jax.random.split(key_eval, seeds)
       )
     finals = {"greedy": np.asarray(policy).mean(axis=1), "high_gear_greedy": np.asarray(high), "seconds": t.seconds}
-    np.savez(path, **history, **{f"final_{k}": v for k, v in finals.items()})
+    reporting.save_run(path, history, finals)
     histories[name] = history
     summaries[name] = summarize(history, finals) | {"high_gear_greedy": np.asarray(high).tolist()}
   return histories, summaries

@@ -85,6 +85,30 @@ def test_report_and_result_line_read_the_last_row(history, capsys):
   assert "alpha_lr" in capsys.readouterr().out
 
 
+def test_a_saved_run_reads_back_as_its_history_and_finals(history, tmp_path):
+  finals = {"greedy": np.array([1.0, 2.0, 3.0]), "seconds": 4.5}
+  path = str(tmp_path / "run.npz")
+  reporting.save_run(path, history, finals)
+  loaded, read = reporting.load_run(path)
+  assert set(loaded) == set(history) and set(read) == set(finals)
+  for k in history:
+    np.testing.assert_array_equal(loaded[k], history[k])
+  np.testing.assert_array_equal(read["greedy"], finals["greedy"])
+  assert read["seconds"] == 4.5
+
+
+def test_return_summary_reads_the_last_row_and_the_mean_return_over_the_run():
+  # Two seeds over steps 0, 100, 200: no episode yet (NaN, counted 0), then returns rising linearly.
+  steps = np.repeat(np.array([0, 100, 200])[:, None], 2, 1)
+  ret = np.array([[np.nan, np.nan], [0.0, 2.0], [4.0, 6.0]])
+  figures, auc = reporting.return_summary({"steps": steps, "return": ret}, np.array([1.0, 3.0]))
+  # Trapezoids over [0, 100] and [100, 200], divided by 200: (0 + r1) / 4 + (r1 + r2) / 4.
+  np.testing.assert_allclose(auc, [1.0, 2.5])
+  assert (figures["final_return_mean"], figures["final_return_std"]) == (5.0, 1.0)
+  assert (figures["final_return_min"], figures["final_return_max"]) == (4.0, 6.0)
+  assert (figures["auc_mean"], figures["auc_std"], figures["greedy_mean"]) == (1.75, 0.75, 2.0)
+
+
 def test_history_plots_draw_each_member_and_are_readable(history, tmp_path, saved):
   paths = reporting.plot_history(history, str(tmp_path), "test", bar=-200.0)
   assert [os.path.basename(p) for p in paths] == ["return.png", "alpha.png", "entropy.png"]

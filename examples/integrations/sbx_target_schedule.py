@@ -111,9 +111,10 @@ def main() -> None:
   p.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON in --out, without training")
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
+  path, figure = (os.path.join(args.out, f"sbx_target_schedule.{ext}") for ext in ("json", "png"))
   if args.replot:
-    with open(os.path.join(args.out, "sbx_target_schedule.json")) as f:
-      plot(json.load(f)["runs"], os.path.join(args.out, "sbx_target_schedule.png"))
+    with open(path) as f:
+      plot(json.load(f)["runs"], figure)
     return
   results = {}
   for seed in range(args.seeds):
@@ -125,9 +126,9 @@ def main() -> None:
         flush=True,
       )
       meta = {"jax": jax.__version__, "sbx-rl": "0.28.0", **vars(args)}
-      with open(os.path.join(args.out, "sbx_target_schedule.json"), "w") as f:
+      with open(path, "w") as f:
         json.dump({"meta": meta, "runs": results}, f)
-  plot(results, os.path.join(args.out, "sbx_target_schedule.png"))
+  plot(results, figure)
 
 
 if __name__ == "__main__":
