@@ -22,11 +22,18 @@ import numpy as np
 from _integrations import U, bad_indices, gamma, state_trace
 from flax import struct
 
+import entropy_jax as ej
+
 # A target annealed from above the policy's entropy to below it, so that alpha
 # first rises to its upper bound, then falls to its lower one: both bind within
 # a short run (Adam moves log_alpha by about its learning rate per update).
 SCHEDULE = (3.0, -3.0, 100)  # start, end, steps of `entropy_jax.linear_schedule`
 BOUNDS = {"min_alpha": 0.995, "max_alpha": 1.005}
+
+
+def core_state(optimizer, loss_form: str):
+  """The core's state with the features the clients are run with: `SCHEDULE`, `BOUNDS` and `loss_form`."""
+  return ej.init_entropy_state(ej.linear_schedule(*SCHEDULE), optimizer=optimizer, **BOUNDS, loss_form=loss_form)
 
 
 def schedule_closed_form(k: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ from _integrations_features import (  # noqa: E402
   SCHEDULE,
   Recorded,
   check_features,
+  core_state,
   schedule_closed_form,
 )
 from flax import struct  # noqa: E402
@@ -219,13 +220,7 @@ def replayed(env_name: str, logprobs: np.ndarray) -> dict[str, dict[str, np.ndar
 def features_replayed(algo, logprobs) -> dict[str, dict[str, np.ndarray]]:
   """Log-probs through the class's `update_alpha` from the features run's initial state, and through
   the core's `continuous_update` from a state the core builds with the same features."""
-  core = ej.init_entropy_state(
-    ej.linear_schedule(*SCHEDULE),
-    optimizer=optax.chain(optax.clip(algo.max_grad_norm), optax.adam(algo.learning_rate)),
-    min_alpha=FEATURES["min_alpha"],
-    max_alpha=FEATURES["max_alpha"],
-    loss_form="log",
-  )
+  core = core_state(optax.chain(optax.clip(algo.max_grad_norm), optax.adam(algo.learning_rate)), "log")
   start = with_recording(algo.init_entropy_state())
   step = lambda s, lp: EntropySAC.update_alpha(algo, AlphaOnly(alpha_ts=s), lp).alpha_ts
   return replay(

@@ -47,6 +47,7 @@ from _integrations_features import (  # noqa: E402
   SCHEDULE,
   Recorded,
   check_features,
+  core_state,
   schedule_closed_form,
 )
 
@@ -191,13 +192,7 @@ def replayed(agent: str, records: dict, target: float) -> dict[str, dict[str, np
 def features_replayed(model, entropies) -> dict[str, dict[str, np.ndarray]]:
   """Entropies through the class's `update_temperature` from the features run's initial state, and
   through the core's `continuous_update` from a state the core builds with the same features."""
-  core = ej.init_entropy_state(
-    ej.linear_schedule(*SCHEDULE),
-    optimizer=optax.adam(model.lr_schedule(1)),
-    min_alpha=FEATURES["min_alpha"],
-    max_alpha=FEATURES["max_alpha"],
-    loss_form="alpha",
-  )
+  core = core_state(optax.adam(model.lr_schedule(1)), "alpha")
   target = model.target_entropy
   return replay(
     entropies,
